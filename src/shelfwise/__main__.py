@@ -1,0 +1,5 @@
+"""``python -m shelfwise`` runs the CLI."""
+
+from shelfwise.cli.main import main
+
+main()

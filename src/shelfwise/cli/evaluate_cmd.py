@@ -1,0 +1,114 @@
+"""``shelfwise evaluate``: offline comparison of generators on one split, one table out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from shelfwise.bundle.bundle import TrainConfig
+from shelfwise.cli.common import StoreOpt
+from shelfwise.cli.train_cmd import load_train_config
+from shelfwise.data.ids import IdMap
+from shelfwise.data.interactions import Interactions
+from shelfwise.data.loading import interactions_from_store
+from shelfwise.data.presets import load_preset
+from shelfwise.data.schemas import INTERACTION_TYPES
+from shelfwise.evaluation import (
+    LeaveLastOut,
+    TemporalSplit,
+    evaluate,
+    format_table,
+    parse_metric,
+    write_records,
+)
+from shelfwise.exceptions import ConfigError, ShelfwiseError
+from shelfwise.retrieval.base import CandidateGenerator
+from shelfwise.retrieval.blend import Blend
+from shelfwise.retrieval.registry import make_generator
+from shelfwise.storage import open_store
+
+DEFAULT_METRICS = "HR@10,NDCG@10,Recall@10,MRR@10,Coverage@10"
+
+
+def load_data(store: str | None, preset: str | None, path: Path | None) -> tuple[Interactions, str]:
+    """Interactions from a store URL or straight from a preset's files (no store needed)."""
+    if preset is not None:
+        data = load_preset(preset, path)
+        if data.events is None:
+            raise ConfigError(f"preset {preset!r} has no behaviour events to evaluate on")
+        events = data.events
+        if "type" in events.columns:
+            events = events[events["type"].astype(str).isin([t.value for t in INTERACTION_TYPES])]
+        frame = events[[c for c in ("user_id", "item_id", "timestamp", "type")
+                        if c in events.columns]]
+        id_col = "item_id" if "item_id" in data.items.columns else "id"
+        items = IdMap(data.items[id_col].astype(str).tolist())
+        name = preset if path is None else f"{preset}:{Path(path).stem}"
+        return Interactions.from_frame(frame, items=items,
+                                       has_time=data.time_kind == "real"), name
+    if store is None:
+        raise ConfigError("give --store URL or --preset NAME")
+    return interactions_from_store(open_store(store)), store.rsplit("/", 1)[-1]
+
+
+def build_models(names: list[str], config: TrainConfig) -> dict[str, CandidateGenerator]:
+    """Each named generator with the params the train config gives it; ``feed`` is the blend
+    the server would use."""
+    params = {g.name: g.params for g in config.generators}
+    models: dict[str, CandidateGenerator] = {}
+    for name in names:
+        if name == "feed":
+            models["feed"] = Blend([(g.name, make_generator(g.name, **g.params), g.weight)
+                                    for g in config.generators if g.weight > 0])
+        else:
+            models[name] = make_generator(name, **params.get(name, {}))
+    return models
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("evaluate")
+    def evaluate_command(
+        store: StoreOpt = None,  # type: ignore[assignment]
+        preset: Annotated[str | None, typer.Option(help="evaluate on a dataset preset")] = None,
+        path: Annotated[Path | None, typer.Option(help="the preset's file or folder")] = None,
+        models: Annotated[str, typer.Option(
+            help="comma-separated generators; 'feed' = the served blend")] = (
+            "popularity,cooccurrence,feed"),
+        split: Annotated[str, typer.Option(
+            help="leave-last-out | temporal:<quantile> (e.g. temporal:0.9)")] = "leave-last-out",
+        validation: Annotated[bool, typer.Option(
+            help="hold out the second-to-last item too (train = all but the last two)")] = False,
+        metrics: Annotated[str, typer.Option(help="comma-separated, e.g. HR@10,NDCG@10")] = (
+            DEFAULT_METRICS),
+        exclude_seen: Annotated[bool, typer.Option(
+            help="drop items in the user's history from the ranking")] = True,
+        config: Annotated[Path | None, typer.Option(help="TOML train config (params)")] = None,
+        out: Annotated[Path | None, typer.Option(help="append JSON-lines records here")] = None,
+        dataset: Annotated[str | None, typer.Option(help="dataset name for the records")] = None,
+    ) -> None:
+        """Fit each model on the training part of a split and rank ALL items for each held-out
+        user (no sampled negatives); print a table and optionally write JSON records."""
+        console = Console(stderr=True)
+        try:
+            data, name = load_data(store, preset, path)
+            if split == "leave-last-out":
+                splitter: LeaveLastOut | TemporalSplit = LeaveLastOut(validation=validation)
+            elif split.startswith("temporal:"):
+                splitter = TemporalSplit(quantile=float(split.split(":", 1)[1]))
+            else:
+                raise ConfigError(f"unknown split {split!r}: use leave-last-out or temporal:<q>")
+            chosen = [m.strip() for m in models.split(",") if m.strip()]
+            built = build_models(chosen, load_train_config(config))
+            mets = [parse_metric(m.strip()) for m in metrics.split(",") if m.strip()]
+            records = evaluate(built, data, splitter, mets, dataset=dataset or name,
+                               exclude_seen=exclude_seen)
+        except (ShelfwiseError, ValueError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
+        typer.echo(format_table(records))
+        if out is not None:
+            write_records(records, out, append=True)
+            typer.echo(f"records appended to {out}")

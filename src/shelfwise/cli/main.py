@@ -1,0 +1,30 @@
+"""The ``shelfwise`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from shelfwise import __version__
+from shelfwise.cli import demo_cmd, evaluate_cmd, import_cmd, serve_cmd, train_cmd
+
+app = typer.Typer(
+    name="shelfwise",
+    help="Recommendations and personalized search for online shops.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the shelfwise version."""
+    typer.echo(__version__)
+
+
+for _module in (import_cmd, train_cmd, evaluate_cmd, serve_cmd, demo_cmd):
+    _module.register(app)
+
+
+def main() -> None:
+    app()

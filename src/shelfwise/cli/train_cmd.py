@@ -1,0 +1,53 @@
+"""``shelfwise train``: fit the configured generators on the store and write a bundle."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from shelfwise.bundle.bundle import TrainConfig, train_bundle
+from shelfwise.cli.common import DEFAULT_BUNDLES, DEFAULT_STORE, BundlesOpt, StoreOpt
+from shelfwise.data.loading import interactions_from_store
+from shelfwise.exceptions import ShelfwiseError
+from shelfwise.storage import open_store
+
+
+def load_train_config(path: Path | None) -> TrainConfig:
+    if path is None:
+        return TrainConfig()
+    with path.open("rb") as fh:
+        raw = tomllib.load(fh)
+    return TrainConfig.model_validate(raw.get("train", raw))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train(
+        store: StoreOpt = DEFAULT_STORE,
+        bundles: BundlesOpt = DEFAULT_BUNDLES,
+        config: Annotated[Path | None, typer.Option(help="TOML train config")] = None,
+    ) -> None:
+        """Fit the generators on every stored event and write a new versioned bundle."""
+        console = Console(stderr=True)
+        try:
+            cfg = load_train_config(config)
+            data = interactions_from_store(open_store(store))
+            if len(data) == 0:
+                raise ShelfwiseError(
+                    f"the store {store} holds no view/click/cart/purchase events: "
+                    "run `shelfwise import` first"
+                )
+            bundle = train_bundle(data, bundles, cfg)
+        except ShelfwiseError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
+        m = bundle.manifest
+        fits = ", ".join(f"{k} {v:.2f}s" for k, v in m.fit_seconds.items())
+        typer.echo(
+            f"bundle {m.version} written to {bundle.path} "
+            f"({m.n_users} users, {m.n_items} items, {m.n_interactions} interactions; fit: {fits})"
+        )

@@ -1,0 +1,26 @@
+"""Candidate generators: one protocol, many models."""
+
+from shelfwise.retrieval.base import (
+    BaseGenerator,
+    CandidateGenerator,
+    GeneratorConfig,
+    recommend,
+    top_k,
+)
+from shelfwise.retrieval.cooccurrence import Cooccurrence
+from shelfwise.retrieval.popular import Popularity
+from shelfwise.retrieval.registry import GENERATORS, load_generator, make_generator, register
+
+__all__ = [
+    "GENERATORS",
+    "BaseGenerator",
+    "CandidateGenerator",
+    "Cooccurrence",
+    "GeneratorConfig",
+    "Popularity",
+    "load_generator",
+    "make_generator",
+    "recommend",
+    "register",
+    "top_k",
+]

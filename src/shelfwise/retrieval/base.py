@@ -1,0 +1,170 @@
+"""The candidate-generator protocol shared by every recommender, and top-k helpers."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict
+
+from shelfwise.data.interactions import History, Interactions
+from shelfwise.exceptions import ConfigError, NotFittedError
+
+Scores = NDArray[np.float32]
+
+
+class GeneratorConfig(BaseModel):
+    """Hyperparameters of a generator; unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@runtime_checkable
+class CandidateGenerator(Protocol):
+    """Scores every catalog item for a user given the user's history.
+
+    Scoring from the history (not a user id) lets the server answer from each user's live state:
+    a click counts in the very next request, without retraining. ``score`` returns one row per
+    history over all ``n_items_`` items; ``-inf`` marks "no opinion".
+    """
+
+    name: ClassVar[str]
+
+    def fit(self, data: Interactions) -> Self: ...
+
+    def score(self, histories: Sequence[History]) -> Scores: ...
+
+    @property
+    def n_items_(self) -> int: ...
+
+    def to_config(self) -> dict[str, Any]: ...
+
+    def save(self, path: Path) -> None: ...
+
+
+class BaseGenerator(ABC):
+    """Shared plumbing: config round trip, fitted checks, state save/load as ``.npz``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[GeneratorConfig]]
+
+    def __init__(self, **params: Any) -> None:
+        try:
+            self.config = self.Config(**params)
+        except Exception as exc:
+            raise ConfigError(f"bad config for generator {self.name!r}: {exc}") from exc
+        self._n_items: int | None = None
+
+    @property
+    def n_items_(self) -> int:
+        if self._n_items is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
+        return self._n_items
+
+    def fit(self, data: Interactions) -> Self:
+        if data.n_items == 0:
+            raise ConfigError(f"cannot fit {self.name!r}: the data has no items")
+        self._fit(data)
+        self._n_items = data.n_items
+        return self
+
+    def score(self, histories: Sequence[History]) -> Scores:
+        n = self.n_items_
+        out = self._score(histories)
+        assert out.shape == (len(histories), n), out.shape
+        return out
+
+    @abstractmethod
+    def _fit(self, data: Interactions) -> None: ...
+
+    @abstractmethod
+    def _score(self, histories: Sequence[History]) -> Scores: ...
+
+    @abstractmethod
+    def _state(self) -> dict[str, NDArray[Any]]:
+        """Learned arrays to persist."""
+
+    @abstractmethod
+    def _set_state(self, state: dict[str, NDArray[Any]]) -> None: ...
+
+    def to_config(self) -> dict[str, Any]:
+        return {"name": self.name, **self.config.model_dump()}
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(
+            json.dumps({**self.to_config(), "n_items": self.n_items_})
+        )
+        np.savez(path / "state.npz", allow_pickle=False, **self._state())
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        cfg = json.loads((path / "config.json").read_text())
+        cfg.pop("name", None)
+        n_items = int(cfg.pop("n_items"))
+        obj = cls(**cfg)
+        with np.load(path / "state.npz", allow_pickle=False) as npz:
+            obj._set_state({k: npz[k] for k in npz.files})
+        obj._n_items = n_items
+        return obj
+
+
+def top_k(
+    scores: Scores,
+    k: int,
+    *,
+    exclude: Sequence[History] | None = None,
+) -> tuple[NDArray[np.int64], Scores]:
+    """Best ``k`` items per row, best first; ``exclude`` lists item indices to drop per row.
+
+    Items scored ``-inf`` (or excluded) are never returned: rows may hold fewer than ``k``
+    valid entries, padded with index -1.
+    """
+    scores = np.array(scores, dtype=np.float32, copy=True)
+    if exclude is not None:
+        for row, items in enumerate(exclude):
+            if len(items):
+                scores[row, items] = -np.inf
+    n = scores.shape[1]
+    k_eff = min(k, n)
+    if k_eff == 0:
+        return np.full((scores.shape[0], k), -1, np.int64), np.full(
+            (scores.shape[0], k), -np.inf, np.float32
+        )
+    part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    val = np.take_along_axis(part_scores, order, axis=1)
+    idx[~np.isfinite(val)] = -1
+    if k_eff < k:
+        pad = k - k_eff
+        idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=-1)
+        val = np.pad(val, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return idx, val
+
+
+def recommend(
+    generator: CandidateGenerator,
+    histories: Sequence[History],
+    k: int,
+    *,
+    exclude_seen: bool = True,
+    batch_size: int = 1024,
+) -> tuple[NDArray[np.int64], Scores]:
+    """Top-``k`` item indices and scores for each history, scored in batches."""
+    idx_parts, val_parts = [], []
+    for start in range(0, len(histories), batch_size):
+        batch = histories[start : start + batch_size]
+        scores = generator.score(batch)
+        i, v = top_k(scores, k, exclude=batch if exclude_seen else None)
+        idx_parts.append(i)
+        val_parts.append(v)
+    if not idx_parts:
+        return np.empty((0, k), np.int64), np.empty((0, k), np.float32)
+    return np.vstack(idx_parts), np.vstack(val_parts)

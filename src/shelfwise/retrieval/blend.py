@@ -1,0 +1,78 @@
+"""A weighted blend of generators: the heuristic feed ranker used before a learned one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shelfwise.data.interactions import History, Interactions
+from shelfwise.retrieval.base import CandidateGenerator, Scores
+
+
+class Blend:
+    """Sum of each part's scores, max-normalised per row and weighted.
+
+    Normalising by the row maximum puts generators with different scales (counts, cosine sums)
+    on one footing; a part whose row is all zero contributes nothing.
+    """
+
+    name: ClassVar[str] = "blend"
+
+    def __init__(self, parts: Sequence[tuple[str, CandidateGenerator, float]]) -> None:
+        if not parts:
+            raise ValueError("a blend needs at least one generator")
+        self.parts = list(parts)
+
+    @property
+    def n_items_(self) -> int:
+        return self.parts[0][1].n_items_
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.parts]
+
+    def fit(self, data: Interactions) -> Blend:
+        for _, gen, _ in self.parts:
+            gen.fit(data)
+        return self
+
+    def score_parts(self, histories: Sequence[History]) -> tuple[Scores, NDArray[np.int64]]:
+        """Blended scores, and per item the index of the part that contributed most."""
+        total: Scores | None = None
+        best: Scores | None = None
+        label: NDArray[np.int64] | None = None
+        for k, (_, gen, weight) in enumerate(self.parts):
+            s = gen.score(histories)
+            s = np.where(np.isfinite(s), s, 0.0).astype(np.float32)
+            top = s.max(axis=1, keepdims=True)
+            s = weight * np.divide(s, top, out=np.zeros_like(s), where=top > 0)
+            if total is None or best is None or label is None:
+                total, best = s.copy(), s
+                label = np.zeros(s.shape, dtype=np.int64)
+            else:
+                total += s
+                better = s > best
+                label[better] = k
+                best = np.where(better, s, best)
+        assert total is not None and label is not None
+        return total, label
+
+    def score(self, histories: Sequence[History]) -> Scores:
+        return self.score_parts(histories)[0]
+
+    def to_config(self) -> dict[str, Any]:
+        return {"name": self.name,
+                "parts": [{"name": n, "weight": w, "config": g.to_config()}
+                          for n, g, w in self.parts]}
+
+    def save(self, path: Path) -> None:
+        """Each part in its own folder, plus the weights."""
+        path.mkdir(parents=True, exist_ok=True)
+        for name, gen, _ in self.parts:
+            gen.save(path / name)
+        (path / "blend.json").write_text(json.dumps(self.to_config()))

@@ -1,0 +1,179 @@
+"""The online recommender: a loaded bundle plus live per-user state kept in step with events."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shelfwise.bundle.bundle import Bundle, feed_blend
+from shelfwise.data.ids import IdMap
+from shelfwise.data.schemas import INTERACTION_TYPES, Event, Item
+from shelfwise.exceptions import NotFoundError
+from shelfwise.retrieval.base import top_k
+from shelfwise.storage.base import Store
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    score: float
+    source: str
+    """The generator that contributed most to this item's score (or the fallback used)."""
+
+
+@dataclass
+class RecommendationList:
+    items: list[Recommendation]
+    cold_start: bool = False
+    history_length: int = 0
+    sources: list[str] = field(default_factory=list)
+
+
+class Recommender:
+    """Answers feed and similar-item requests from a bundle and each user's live history.
+
+    A user's history is read from the store on first use and cached (LRU); every stored event
+    for that user drops the cache entry, so the next request sees it, without retraining.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        store: Store,
+        *,
+        history_limit: int = 200,
+        cache_size: int = 100_000,
+    ) -> None:
+        self.bundle = bundle
+        self.store = store
+        self.history_limit = history_limit
+        self.cache_size = cache_size
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, NDArray[np.int64]] = OrderedDict()
+        self.items: IdMap = bundle.items
+        self._n_model_items = len(bundle.items)
+        self._blocked = np.zeros(self._n_model_items, dtype=bool)
+        self._category: dict[str, tuple[str, ...]] = {}
+        self.blend = feed_blend(bundle)
+        self._load_catalog()
+
+    # ---- catalog -------------------------------------------------------------------------
+    def _load_catalog(self) -> None:
+        frame = self.store.items_frame()
+        for item_id, available, category in zip(
+            frame["id"], frame["available"], frame["category"], strict=True
+        ):
+            self._note_item(str(item_id), bool(available), tuple(category or ()))
+
+    def _note_item(self, item_id: str, available: bool, category: tuple[str, ...]) -> None:
+        self._category[item_id] = category
+        idx = self.items.get(item_id)
+        if idx is not None and idx < self._n_model_items:
+            self._blocked[idx] = not available
+
+    def catalog_updated(self, items: Sequence[Item]) -> None:
+        """Apply new or changed catalog entries (availability, categories) at once."""
+        with self._lock:
+            for it in items:
+                self._note_item(it.id, it.available, tuple(it.category))
+
+    # ---- user state ----------------------------------------------------------------------
+    def history(self, user_id: str) -> NDArray[np.int64]:
+        """The user's interacted items as model indices, oldest first (unknown items skipped)."""
+        with self._lock:
+            cached = self._cache.get(user_id)
+            if cached is not None:
+                self._cache.move_to_end(user_id)
+                return cached
+        events = self.store.user_events(
+            user_id, types=sorted(INTERACTION_TYPES), limit=self.history_limit
+        )
+        idx = self.items.indices([e.item_id or "" for e in events])
+        hist = idx[(idx >= 0) & (idx < self._n_model_items)]
+        with self._lock:
+            self._cache[user_id] = hist
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return hist
+
+    def observe(self, events: Sequence[Event]) -> None:
+        """Called after events are durably stored: their users' state is refreshed."""
+        with self._lock:
+            for ev in events:
+                self._cache.pop(ev.user_id, None)
+
+    def forget_user(self, user_id: str) -> None:
+        with self._lock:
+            self._cache.pop(user_id, None)
+
+    # ---- recommendations -----------------------------------------------------------------
+    def _blend(self, history: NDArray[np.int64]) -> tuple[NDArray[np.float32], list[str],
+                                                          NDArray[np.int64]]:
+        """The bundle's feed blend for one history; also who contributed most to each item."""
+        scores, label = self.blend.score_parts([history])
+        return scores[0], self.blend.names, label[0]
+
+    def _finish(
+        self,
+        scores: NDArray[np.float32],
+        n: int,
+        exclude: NDArray[np.int64],
+        label: NDArray[np.int64] | None,
+        names: list[str],
+    ) -> list[Recommendation]:
+        scores = scores.copy()
+        scores[self._blocked] = -np.inf
+        idx, val = top_k(scores[None, :], n, exclude=[exclude])
+        out = []
+        for i, v in zip(idx[0], val[0], strict=True):
+            if i < 0:
+                break
+            source = names[int(label[i])] if label is not None else names[0]
+            out.append(Recommendation(self.items.external(int(i)), float(v), source))
+        return out
+
+    def feed(self, user_id: str, n: int = 10, *, exclude_seen: bool = True) -> RecommendationList:
+        """Personal feed; users without usable history get the cold-start generator's list."""
+        history = self.history(user_id)
+        exclude = np.unique(history) if exclude_seen else np.empty(0, np.int64)
+        if len(history) == 0:
+            cold = self.bundle.manifest.config.cold_start
+            scores = self.bundle.generators[cold].score([history])[0]
+            items = self._finish(scores, n, exclude, None, [cold])
+            return RecommendationList(items, cold_start=True, history_length=0, sources=[cold])
+        scores, names, label = self._blend(history)
+        items = self._finish(scores, n, exclude, label, names)
+        return RecommendationList(items, history_length=len(history), sources=names)
+
+    def similar(self, item_id: str, n: int = 10) -> RecommendationList:
+        """Items like ``item_id``: its co-occurrence neighbours, or (for items the model has not
+        seen yet) popular items of the same category."""
+        idx = self.items.get(item_id)
+        if idx is not None and idx < self._n_model_items:
+            history = np.asarray([idx], dtype=np.int64)
+            scores, names, label = self._blend(history)
+            items = self._finish(scores, n, history, label, names)
+            return RecommendationList(items, history_length=1, sources=names)
+        if item_id not in self._category:
+            raise NotFoundError(f"unknown item {item_id!r}: post it to /v1/items first")
+        return self._same_category(item_id, n)
+
+    def _same_category(self, item_id: str, n: int) -> RecommendationList:
+        cold = self.bundle.manifest.config.cold_start
+        pop = self.bundle.generators[cold].score([np.empty(0, np.int64)])[0].copy()
+        category = self._category.get(item_id, ())
+        if category:
+            same = np.array(
+                [self._category.get(e, ()) == category for e in self.items.ids[: len(pop)]]
+            )
+            if same.any():
+                pop[~same] = -np.inf
+                items = self._finish(pop, n, np.empty(0, np.int64), None, ["category"])
+                return RecommendationList(items, cold_start=True, sources=["category"])
+        items = self._finish(pop, n, np.empty(0, np.int64), None, [cold])
+        return RecommendationList(items, cold_start=True, sources=[cold])

@@ -1,0 +1,163 @@
+"""FastAPI app factory: thin routes over the recommender service and the store."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+
+from shelfwise import __version__
+from shelfwise.bundle.bundle import load_bundle
+from shelfwise.data.schemas import Event
+from shelfwise.exceptions import NotFoundError, ShelfwiseError
+from shelfwise.services.recommender import RecommendationList, Recommender
+from shelfwise.serving.schemas import (
+    EventBatch,
+    EventsAccepted,
+    FeedResponse,
+    Health,
+    ItemBatch,
+    RecommendationResponse,
+    RecommendedItem,
+    SimilarResponse,
+    UserBatch,
+    Written,
+)
+from shelfwise.storage import open_store
+from shelfwise.storage.base import Store
+
+
+def create_app(store_url: str, bundle_path: Path) -> FastAPI:
+    """Build the HTTP app for the store at ``store_url`` and the bundle at ``bundle_path``."""
+    store = open_store(store_url)
+    recommender = Recommender(load_bundle(bundle_path), store)
+    app = FastAPI(
+        title="shelfwise",
+        version=__version__,
+        description="Recommendations and personalized search for online shops.",
+    )
+    app.state.store = store
+    app.state.recommender = recommender
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(ShelfwiseError)
+    async def _bad(_: Request, exc: ShelfwiseError) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+    app.include_router(_system_router())
+    app.include_router(_recommend_router(), prefix="/v1")
+    app.include_router(_feedback_router(), prefix="/v1")
+    return app
+
+
+def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def get_recommender(request: Request) -> Recommender:
+    rec: Recommender = request.app.state.recommender
+    return rec
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
+N = Annotated[int, Query(ge=1, le=500, description="how many items")]
+
+
+def _items(rec: Recommender, result: RecommendationList) -> list[RecommendedItem]:
+    catalog = rec.store.get_items([r.item_id for r in result.items])
+    return [
+        RecommendedItem(
+            item_id=r.item_id,
+            score=r.score,
+            source=r.source,
+            title=(catalog[r.item_id].title or None) if r.item_id in catalog else None,
+        )
+        for r in result.items
+    ]
+
+
+def _system_router() -> APIRouter:
+    router = APIRouter(tags=["system"])
+
+    @router.get("/health", response_model=Health)
+    def health(store: StoreDep, rec: RecommenderDep) -> Health:
+        return Health(
+            status="ok", model_version=rec.bundle.version, store=store.url.split("://")[0],
+            counts=store.counts(),
+        )
+
+    return router
+
+
+def _recommend_router() -> APIRouter:
+    router = APIRouter(tags=["recommendations"])
+
+    @router.get("/users/{user_id}/feed", response_model=FeedResponse)
+    def feed(
+        user_id: str,
+        rec: RecommenderDep,
+        n: N = 10,
+        exclude_seen: bool = Query(True, description="leave out items the user interacted with"),
+    ) -> FeedResponse:
+        result = rec.feed(user_id, n, exclude_seen=exclude_seen)
+        return FeedResponse(
+            request_id=uuid.uuid4().hex, model_version=rec.bundle.version, user_id=user_id,
+            cold_start=result.cold_start, items=_items(rec, result),
+        )
+
+    @router.get("/items/{item_id}/similar", response_model=SimilarResponse,
+                responses={404: {"description": "unknown item"}})
+    def similar(item_id: str, rec: RecommenderDep, n: N = 10) -> RecommendationResponse:
+        result = rec.similar(item_id, n)
+        return SimilarResponse(
+            request_id=uuid.uuid4().hex, model_version=rec.bundle.version, item_id=item_id,
+            cold_start=result.cold_start, items=_items(rec, result),
+        )
+
+    return router
+
+
+def _feedback_router() -> APIRouter:
+    router = APIRouter(tags=["feedback"])
+
+    @router.post("/events", response_model=EventsAccepted)
+    def post_events(batch: EventBatch, store: StoreDep, rec: RecommenderDep) -> EventsAccepted:
+        """Store a batch durably (all or nothing), then refresh the users' state."""
+        now = datetime.now(UTC)
+        events = []
+        for row, e in enumerate(batch.events):
+            data = e.model_dump()
+            data["id"] = e.id or uuid.uuid4().hex
+            data["timestamp"] = e.timestamp or now
+            try:
+                events.append(Event(**data))
+            except ValueError as exc:
+                raise HTTPException(422, f"events[{row}]: {exc}") from exc
+        result = store.add_events(events)
+        rec.observe(events)
+        return EventsAccepted(accepted=result.written, duplicates=result.skipped,
+                              event_ids=[e.id for e in events])
+
+    @router.post("/items", response_model=Written)
+    def post_items(batch: ItemBatch, store: StoreDep, rec: RecommenderDep) -> Written:
+        ids = [it.id for it in batch.items]
+        if len(set(ids)) != len(ids):
+            raise HTTPException(422, "items: the same id appears twice in one batch")
+        result = store.upsert_items(batch.items)
+        rec.catalog_updated(batch.items)
+        return Written(written=result.written)
+
+    @router.post("/users", response_model=Written)
+    def post_users(batch: UserBatch, store: StoreDep) -> Written:
+        return Written(written=store.upsert_users(batch.users).written)
+
+    return router

@@ -1,0 +1,86 @@
+"""HTTP request and response bodies (kept apart from domain objects)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shelfwise.data.schemas import EventType, Item, User
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventIn(_Body):
+    """An event as a client sends it. Send your own ``id`` to make retries safe; without one
+    the server assigns a fresh id (and a retry would be stored twice)."""
+
+    id: str | None = Field(default=None, min_length=1, max_length=256)
+    type: EventType
+    user_id: str = Field(min_length=1, max_length=256)
+    item_id: str | None = None
+    query: str | None = None
+    request_id: str | None = None
+    position: int | None = Field(default=None, ge=0)
+    propensity: float | None = Field(default=None, gt=0, le=1)
+    value: float | None = None
+    timestamp: datetime | None = Field(default=None, description="defaults to arrival time")
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventBatch(_Body):
+    events: list[EventIn] = Field(min_length=1, max_length=10_000)
+
+
+class EventsAccepted(_Body):
+    accepted: int = Field(description="events newly stored")
+    duplicates: int = Field(description="events whose id was already stored (ignored)")
+    event_ids: list[str]
+
+
+class ItemBatch(_Body):
+    items: list[Item] = Field(min_length=1, max_length=10_000)
+
+
+class UserBatch(_Body):
+    users: list[User] = Field(min_length=1, max_length=10_000)
+
+
+class Written(_Body):
+    written: int
+
+
+class RecommendedItem(_Body):
+    item_id: str
+    score: float
+    source: str = Field(description="the generator behind this item (cooccurrence, popularity…)")
+    title: str | None = None
+
+
+class RecommendationResponse(_Body):
+    request_id: str = Field(description="cite it in follow-up events to join outcomes")
+    model_version: str
+    cold_start: bool
+    items: list[RecommendedItem]
+
+
+class FeedResponse(RecommendationResponse):
+    user_id: str
+
+
+class SimilarResponse(RecommendationResponse):
+    item_id: str
+
+
+class Health(_Body):
+    status: str
+    model_version: str
+    store: str
+    counts: dict[str, int]
+
+
+class ErrorBody(_Body):
+    detail: str

@@ -1,0 +1,24 @@
+"""Durable storage behind one protocol; the backend is chosen by URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shelfwise.exceptions import ConfigError
+from shelfwise.storage.base import Store, WriteResult
+from shelfwise.storage.sql import SqlStore
+
+__all__ = ["SqlStore", "Store", "WriteResult", "open_store"]
+
+
+def open_store(url: str) -> SqlStore:
+    """Open (and create if needed) the store at ``url``: ``sqlite:///path.db`` or
+    ``postgresql+psycopg://user@host/db``."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    elif not url.startswith(("sqlite", "postgresql")):
+        raise ConfigError(
+            f"unsupported store URL {url!r}: use sqlite:///path/to/shelfwise.db "
+            "or postgresql+psycopg://user@host/dbname"
+        )
+    return SqlStore(url)

@@ -1,0 +1,43 @@
+"""Test helpers that build a real store and bundle from synthetic data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from shelfwise.bundle.bundle import train_bundle
+from shelfwise.data.loading import interactions_from_store
+from shelfwise.data.schemas import Event, EventType, Item
+from shelfwise.storage import SqlStore, open_store
+
+BASE = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def store_from_frame(frame: pd.DataFrame, url: str, titles: bool = True) -> SqlStore:
+    """Write a frame of (user_id, item_id, timestamp seconds) as purchase events + items."""
+    store = open_store(url)
+    items = sorted(set(frame["item_id"]))
+    store.upsert_items(
+        [Item(id=i, title=f"Item {i}" if titles else "", category=[i[0].upper()]) for i in items]
+    )
+    store.add_events(
+        [
+            Event(
+                id=f"e{k}", type=EventType.PURCHASE, user_id=r.user_id, item_id=r.item_id,
+                timestamp=BASE + timedelta(seconds=float(r.timestamp)),
+            )
+            for k, r in enumerate(frame.itertuples())
+        ]
+    )
+    return store
+
+
+def build(frame: pd.DataFrame, tmp: Path) -> tuple[str, Path]:
+    """A store and a trained bundle under ``tmp``; returns (store URL, bundles dir)."""
+    url = f"sqlite:///{tmp / 'shop.db'}"
+    store = store_from_frame(frame, url)
+    train_bundle(interactions_from_store(store), tmp / "bundles")
+    store.close()
+    return url, tmp / "bundles"

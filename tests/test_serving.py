@@ -1,0 +1,86 @@
+"""The HTTP API in-process: feed, similar, events, items, cold start, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from shelfwise.serving import create_app
+from tests.conftest import two_group_frame
+from tests.helpers import build
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> TestClient:
+    url, bundles = build(two_group_frame(), tmp_path)
+    return TestClient(create_app(url, bundles))
+
+
+def test_health_and_openapi(client: TestClient) -> None:
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and body["counts"]["events"] > 0
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/users/{user_id}/feed", "/v1/items/{item_id}/similar", "/v1/events",
+            "/v1/items", "/health"} <= set(paths)
+
+
+def test_feed_follows_history_and_excludes_seen(client: TestClient) -> None:
+    body = client.get("/v1/users/u0/feed", params={"n": 3}).json()
+    assert body["request_id"] and not body["cold_start"]
+    ids = [r["item_id"] for r in body["items"]]
+    assert not {"a1", "a2", "a3", "a4"} & set(ids), "seen items are excluded"
+    body = client.get("/v1/users/u0/feed", params={"n": 3, "exclude_seen": False}).json()
+    assert body["items"][0]["item_id"].startswith("a")
+
+
+def test_unknown_user_gets_cold_start(client: TestClient) -> None:
+    body = client.get("/v1/users/stranger/feed").json()
+    assert body["cold_start"] is True
+    assert len(body["items"]) == 7
+    assert {r["source"] for r in body["items"]} == {"popularity"}
+
+
+def test_a_click_changes_the_next_feed(client: TestClient) -> None:
+    before = client.get("/v1/users/newbie/feed", params={"n": 2}).json()
+    assert before["cold_start"]
+    r = client.post("/v1/events", json={"events": [
+        {"id": "c1", "type": "click", "user_id": "newbie", "item_id": "b2",
+         "request_id": before["request_id"], "position": 0}]})
+    assert r.status_code == 200 and r.json()["accepted"] == 1
+    after = client.get("/v1/users/newbie/feed", params={"n": 2}).json()
+    assert not after["cold_start"]
+    assert {i["item_id"] for i in after["items"]} == {"b1", "b3"}
+    again = client.post("/v1/events", json={"events": [
+        {"id": "c1", "type": "click", "user_id": "newbie", "item_id": "b2"}]}).json()
+    assert again == {"accepted": 0, "duplicates": 1, "event_ids": ["c1"]}
+
+
+def test_bad_event_is_rejected_with_its_row(client: TestClient) -> None:
+    before = client.get("/health").json()["counts"]["events"]
+    r = client.post("/v1/events", json={"events": [
+        {"id": "ok", "type": "click", "user_id": "u", "item_id": "a1"},
+        {"id": "bad", "type": "click", "user_id": "u"}]})
+    assert r.status_code == 422
+    assert "events[1]" in r.text and "item_id" in r.text
+    assert client.get("/health").json()["counts"]["events"] == before, "nothing of the batch stored"
+
+
+def test_similar_items_and_new_items(client: TestClient) -> None:
+    body = client.get("/v1/items/a2/similar", params={"n": 2}).json()
+    assert {i["item_id"] for i in body["items"]} == {"a1", "a3"}
+    assert body["items"][0]["title"].startswith("Item a")
+    assert client.get("/v1/items/nope/similar").status_code == 404
+    r = client.post("/v1/items", json={"items": [{"id": "a9", "title": "New A",
+                                                  "category": ["A"]}]})
+    assert r.json() == {"written": 1}
+    body = client.get("/v1/items/a9/similar", params={"n": 3}).json()
+    assert body["cold_start"] and all(i["item_id"].startswith("a") for i in body["items"])
+
+
+def test_unavailable_items_leave_the_feed(client: TestClient) -> None:
+    client.post("/v1/items", json={"items": [{"id": "b1", "available": False,
+                                              "category": ["B"]}]})
+    ids = [i["item_id"] for i in client.get("/v1/users/stranger/feed").json()["items"]]
+    assert "b1" not in ids
