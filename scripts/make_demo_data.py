@@ -37,9 +37,9 @@ A small, fixed slice of real shop behaviour so that `shelfwise import --preset d
   preset records `time_kind = ordinal` in the store; do not read gaps between times as real.
 - Both are plain CSV (UTF-8, header line), so the generic importer reads them too:
   `shelfwise import --kind items data/demo/items.csv` and
-  `shelfwise import --kind events data/demo/events.csv`. Event ids are derived from the row
-  content, so re-importing (or later importing the full `amazon_games` preset) stores each event
-  once.
+  `shelfwise import --kind events data/demo/events.csv --time-kind ordinal`. Event ids are
+  derived from the row content, so re-importing (or later importing the full `amazon_games`
+  preset) stores each event once.
 
 ## Source
 Amazon Review Data (2018), *Video Games* category (Jianmo Ni, Jiacheng Li, Julian McAuley,

@@ -68,7 +68,7 @@ def test_amazon_sequences_format(store: SqlStore, tmp_path: Path) -> None:
     one, nine = store.get_item("1"), store.get_item("9")
     assert one is not None and one.attributes == {"attribute_ids": [7, 8]}
     assert nine is not None  # listed only in the attribute file
-    with pytest.raises(ConfigError, match="Toys.txt"):
+    with pytest.raises(ConfigError, match=r"Toys\.txt"):
         load_preset("amazon_sequences", tmp_path)
 
 

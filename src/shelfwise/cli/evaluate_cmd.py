@@ -12,6 +12,7 @@ from shelfwise.bundle.bundle import TrainConfig
 from shelfwise.cli.common import StoreOpt
 from shelfwise.cli.train_cmd import load_train_config
 from shelfwise.data.ids import IdMap
+from shelfwise.data.importers import validate_frame
 from shelfwise.data.interactions import Interactions
 from shelfwise.data.loading import interactions_from_store
 from shelfwise.data.presets import load_preset
@@ -39,6 +40,9 @@ def load_data(store: str | None, preset: str | None, path: Path | None) -> tuple
         data = load_preset(preset, path)
         if data.events is None:
             raise ConfigError(f"preset {preset!r} has no behaviour events to evaluate on")
+        # Same checks as an import: a bad row stops the run with its row and field named.
+        validate_frame("events", data.events, source=data.sources.get("events", str(data.path)),
+                       progress=False)
         events = data.events
         if "type" in events.columns:
             events = events[events["type"].astype(str).isin([t.value for t in INTERACTION_TYPES])]

@@ -17,8 +17,8 @@ import types
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -89,7 +89,7 @@ class _Field:
     conv: str  # text | number | integer | bool | time | list | json | choice
     required: bool
     nullable: bool
-    default: Any = field(default=None)
+    default: Any = None
 
 
 def _conv_of(annotation: Any) -> tuple[str, bool]:
@@ -316,29 +316,45 @@ def _to_float(s: pd.Series) -> np.ndarray[Any, Any]:
 def _convert_time(s: pd.Series, blank: np.ndarray[Any, Any], col: str,
                   probs: _Problems) -> list[Any]:
     """ISO 8601 strings (naive ones are UTC) or epoch seconds -> aware UTC datetimes."""
+    out: list[Any] = [None] * len(s)
     if isinstance(s.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(s):
-        ts = pd.Series(pd.to_datetime(s, utc=True))
-    else:
-        num = _to_float(s.where(~blank))
-        is_num = np.isfinite(num)
-        huge = is_num & (np.abs(np.where(is_num, num, 0.0)) > _MS_EPOCH)
-        probs.add(huge, col, "expected epoch seconds (this looks like milliseconds)",
-                  s.to_numpy(dtype=object))
-        ts = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us, UTC]")
-        use = is_num & ~huge
-        if use.any():
-            micros = np.round(num[use] * 1e6).astype(np.int64).astype("datetime64[us]")
-            ts[use] = pd.Series(micros, index=s.index[use]).dt.tz_localize("UTC")
-        text = ~blank & ~is_num
-        if text.any():
-            ts[text] = pd.to_datetime(s[text].astype(str).str.strip(), utc=True,
-                                      format="ISO8601", errors="coerce")
-        bad = text & ts.isna().to_numpy(dtype=bool)
+        _put(out, np.ones(len(s), dtype=bool), pd.Series(pd.to_datetime(s, utc=True)))
+        return out
+    raw = s.to_numpy(dtype=object)
+    num = _to_float(s.where(~blank))
+    is_num = np.isfinite(num)
+    finite = np.where(is_num, num, 0.0)
+    huge = is_num & ((finite > _MS_EPOCH) | (finite < -6e10))  # not seconds in years 1..5138
+    probs.add(huge, col, "expected epoch seconds (out of range: milliseconds?)", raw)
+    use = is_num & ~huge
+    if use.any():
+        micros = np.round(num[use] * 1e6).astype(np.int64)
+        _put(out, use, pd.Series(pd.to_datetime(micros, unit="us", utc=True)))
+    text = ~blank & ~is_num
+    if text.any():
+        parsed = pd.Series(pd.to_datetime(s[text].astype(str).str.strip(), utc=True,
+                                          format="ISO8601", errors="coerce"))
+        _put(out, text, parsed)
+        for pos in np.flatnonzero(text)[parsed.isna().to_numpy(dtype=bool)]:
+            with suppress(ValueError):  # beyond pandas' years 1677-2262, e.g. 9999-12-31
+                out[pos] = _utc(datetime.fromisoformat(str(raw[pos]).strip()))
+        bad = text & np.array([v is None for v in out], dtype=bool)
         probs.add(bad, col, "expected an ISO 8601 time (2024-05-31T12:00:00Z) or epoch "
-                  "seconds", s.to_numpy(dtype=object))
-    missing = ts.isna().to_numpy(dtype=bool)
-    py = ts.dt.to_pydatetime()
-    return [None if m else v for v, m in zip(py, missing, strict=True)]
+                  "seconds", raw)
+    return out
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _put(out: list[Any], mask: np.ndarray[Any, Any], ts: pd.Series) -> None:
+    """Write the non-missing times of ``ts`` (one per True in ``mask``) into ``out``."""
+    present = ts.notna().to_numpy(dtype=bool)
+    py = ts.dt.floor("us").dt.to_pydatetime()
+    for pos, value, ok in zip(np.flatnonzero(mask), py, present, strict=True):
+        if ok:
+            out[pos] = value
 
 
 def _loads(v: Any) -> Any:
