@@ -35,6 +35,17 @@ def two_group_frame() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
 
 
+TWO_GROUP_TEXT = {
+    "a1": "Elven Saga: fantasy role-playing game for PC",
+    "a2": "Dragon Quest strategy guide, fantasy RPG",
+    "a3": "Gaming mouse with RGB lights",
+    "a4": "Mechanical gaming keyboard",
+    "b1": "Stainless steel chef knife 20 cm",
+    "b2": "Bamboo cutting board",
+    "b3": "Cast iron frying pan, 28 cm",
+}
+
+
 @pytest.fixture
 def two_groups() -> Interactions:
-    return Interactions.from_frame(two_group_frame())
+    return Interactions.from_frame(two_group_frame(), item_text=TWO_GROUP_TEXT)

@@ -19,8 +19,11 @@ def store_from_frame(frame: pd.DataFrame, url: str, titles: bool = True) -> SqlS
     """Write a frame of (user_id, item_id, timestamp seconds) as purchase events + items."""
     store = open_store(url)
     items = sorted(set(frame["item_id"]))
+    from tests.conftest import TWO_GROUP_TEXT
+
     store.upsert_items(
-        [Item(id=i, title=f"Item {i}" if titles else "", category=[i[0].upper()]) for i in items]
+        [Item(id=i, title=TWO_GROUP_TEXT.get(i, f"Item {i}") if titles else "",
+              category=[i[0].upper()]) for i in items]
     )
     store.add_events(
         [

@@ -23,7 +23,7 @@ def test_demo_reaches_a_serving_state_whose_feed_answers(tmp_path: Path) -> None
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 900  # first run embeds ~9.5k titles with e5
         while True:
             try:
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:

@@ -70,13 +70,22 @@ def test_bad_event_is_rejected_with_its_row(client: TestClient) -> None:
 def test_similar_items_and_new_items(client: TestClient) -> None:
     body = client.get("/v1/items/a2/similar", params={"n": 2}).json()
     assert {i["item_id"] for i in body["items"]} == {"a1", "a3"}
-    assert body["items"][0]["title"].startswith("Item a")
+    assert body["items"][0]["title"]
     assert client.get("/v1/items/nope/similar").status_code == 404
-    r = client.post("/v1/items", json={"items": [{"id": "a9", "title": "New A",
-                                                  "category": ["A"]}]})
+
+
+def test_a_new_item_is_recommendable_at_once(client: TestClient) -> None:
+    """Posting an item embeds and indexes it: it has semantic neighbours without retraining."""
+    r = client.post("/v1/items", json={"items": [
+        {"id": "a9", "title": "Open-world fantasy role-playing game", "category": ["A"]}]})
     assert r.json() == {"written": 1}
-    body = client.get("/v1/items/a9/similar", params={"n": 3}).json()
-    assert body["cold_start"] and all(i["item_id"].startswith("a") for i in body["items"])
+    body = client.get("/v1/items/a9/similar", params={"n": 2}).json()
+    assert not body["cold_start"]
+    assert {i["item_id"] for i in body["items"]} == {"a1", "a2"}
+    assert {i["source"] for i in body["items"]} == {"semantic"}
+    # ...and the new item is a neighbour of the old ones
+    near = client.get("/v1/items/a1/similar", params={"n": 7}).json()
+    assert "a9" in [i["item_id"] for i in near["items"]]
 
 
 def test_unavailable_items_leave_the_feed(client: TestClient) -> None:
@@ -84,3 +93,20 @@ def test_unavailable_items_leave_the_feed(client: TestClient) -> None:
                                               "category": ["B"]}]})
     ids = [i["item_id"] for i in client.get("/v1/users/stranger/feed").json()["items"]]
     assert "b1" not in ids
+
+
+def test_profile_follows_events(client: TestClient) -> None:
+    body = client.get("/v1/users/u0/profile", params={"vector": True}).json()
+    assert body["history_length"] == 4
+    assert body["recent_items"] == ["a4", "a3", "a2", "a1"]
+    assert body["tags"][0][0] == "A"
+    assert body["interests"] and sum(i["weight"] for i in body["interests"]) == \
+        pytest.approx(1.0, abs=1e-3)
+    assert body["encoder"].startswith("e5") and len(body["vector"]) == 384
+    client.post("/v1/events", json={"events": [
+        {"id": "p1", "type": "cart", "user_id": "u0", "item_id": "b2"}]})
+    after = client.get("/v1/users/u0/profile").json()
+    assert after["recent_items"][0] == "b2" and after["history_length"] == 5
+    assert "B" in dict(after["tags"]) and after["vector"] is None
+    empty = client.get("/v1/users/nobody/profile").json()
+    assert empty["history_length"] == 0 and empty["interests"] == []

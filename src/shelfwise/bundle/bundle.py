@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise import __version__
+from shelfwise.bundle.tuning import tune_blend_weights
 from shelfwise.data.ids import IdMap
 from shelfwise.data.interactions import Interactions
 from shelfwise.exceptions import ConfigError, NotFoundError
@@ -30,6 +31,9 @@ class GeneratorSpec(BaseModel):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     weight: float = Field(default=1.0, ge=0)
+    required: bool = Field(
+        default=True, description="False: skip (and record why) when the data cannot feed it"
+    )
 
 
 class TrainConfig(BaseModel):
@@ -38,11 +42,19 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     generators: list[GeneratorSpec] = Field(
         default_factory=lambda: [
-            GeneratorSpec(name="cooccurrence", weight=1.0),
+            # popularity is its own part of the blend: no tie-break inside co-occurrence
+            GeneratorSpec(name="cooccurrence", weight=1.0,
+                          params={"popularity_tiebreak": False}),
+            GeneratorSpec(name="semantic", weight=0.3, required=False),
             GeneratorSpec(name="popularity", weight=0.05),
         ]
     )
     cold_start: str = Field(default="popularity", description="generator for empty histories")
+    tune_weights: bool = Field(
+        default=True,
+        description="choose blend weights on a validation split (each user's second-to-last "
+        "item); the configured weights are the fallback when there is too little data",
+    )
 
     def config_hash(self) -> str:
         raw = json.dumps(self.model_dump(), sort_keys=True).encode()
@@ -70,6 +82,11 @@ class Manifest(BaseModel):
     n_interactions: int
     has_time: bool
     fit_seconds: dict[str, float]
+    skipped: dict[str, str] = Field(default_factory=dict)
+    """Optional generators left out, with the reason."""
+    blend_weights: dict[str, float] = Field(default_factory=dict)
+    """Weights the feed blend uses (tuned on validation, or the configured ones)."""
+    tuning: dict[str, Any] | None = None
 
 
 @dataclass
@@ -93,12 +110,33 @@ def train_bundle(data: Interactions, out_dir: Path, config: TrainConfig | None =
     config.check()
     gens: dict[str, BaseGenerator] = {}
     fit_seconds: dict[str, float] = {}
+    skipped: dict[str, str] = {}
     for spec in config.generators:
         gen = make_generator(spec.name, **spec.params)
         start = time.perf_counter()
-        gen.fit(data)
+        try:
+            gen.fit(data)
+        except ConfigError as exc:
+            if spec.required:
+                raise
+            skipped[spec.name] = str(exc)
+            continue
         fit_seconds[spec.name] = round(time.perf_counter() - start, 3)
         gens[spec.name] = gen
+    if config.cold_start not in gens:
+        raise ConfigError(f"the cold-start generator {config.cold_start!r} could not be fitted")
+    weights = {s.name: s.weight for s in config.generators if s.name in gens}
+    tuning = None
+    if config.tune_weights and len(gens) > 1:
+        start = time.perf_counter()
+        specs = {s.name: s for s in config.generators if s.name in gens}
+        result = tune_blend_weights(
+            data, {n: make_generator(n, **specs[n].params) for n in gens})
+        if result is not None:
+            weights = result.weights
+            tuning = {"validation_ndcg10": result.validation_ndcg10,
+                      "n_users": result.n_users,
+                      "seconds": round(time.perf_counter() - start, 2)}
     now = datetime.now(UTC)
     version = f"{now:%Y%m%dT%H%M%S%f}-{config.config_hash()[:8]}"
     manifest = Manifest(
@@ -112,6 +150,9 @@ def train_bundle(data: Interactions, out_dir: Path, config: TrainConfig | None =
         n_interactions=len(data),
         has_time=data.has_time,
         fit_seconds=fit_seconds,
+        skipped=skipped,
+        blend_weights=weights,
+        tuning=tuning,
     )
     path = out_dir / version
     tmp = out_dir / f".{version}.tmp"
@@ -128,8 +169,11 @@ def train_bundle(data: Interactions, out_dir: Path, config: TrainConfig | None =
 
 def feed_blend(bundle: Bundle) -> Blend:
     """The heuristic feed ranker: the bundle's generators, weighted as configured."""
-    specs = [s for s in bundle.manifest.config.generators if s.weight > 0]
-    return Blend([(s.name, bundle.generators[s.name], s.weight) for s in specs])
+    weights = bundle.manifest.blend_weights or {
+        s.name: s.weight for s in bundle.manifest.config.generators}
+    parts = [(n, bundle.generators[n], w) for n, w in weights.items()
+             if w > 0 and n in bundle.generators]
+    return Blend(parts)
 
 
 def resolve_bundle_path(path: Path) -> Path:
@@ -151,6 +195,7 @@ def load_bundle(path: Path) -> Bundle:
     gens = {
         spec.name: load_generator(path / "generators" / spec.name)
         for spec in manifest.config.generators
+        if spec.name not in manifest.skipped
     }
     for name, gen in gens.items():
         if gen.n_items_ != len(items):

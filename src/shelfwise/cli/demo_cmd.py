@@ -38,8 +38,14 @@ def register(app: typer.Typer) -> None:
         bundle = train_bundle(data, workdir / "bundles", TrainConfig())
         typer.echo(f"bundle {bundle.version}: {data.n_users:,} users, {data.n_items:,} items, "
                    f"{len(data):,} interactions")
+        weights = bundle.manifest.blend_weights
+        typer.echo("feed blend weights (tuned on each user's second-to-last item): "
+                   + ", ".join(f"{k} {v:g}" for k, v in weights.items()))
         typer.echo("== 3/4 evaluate: leave-last-out, full ranking over all items, seen excluded")
-        models = build_models(["popularity", "cooccurrence", "feed"], TrainConfig())
+        tuned = TrainConfig(tune_weights=False, generators=[
+            spec.model_copy(update={"weight": weights.get(spec.name, 0.0)})
+            for spec in TrainConfig().generators])
+        models = build_models(["popularity", "cooccurrence", "semantic", "feed"], tuned)
         metrics = [parse_metric(m) for m in DEFAULT_METRICS.split(",")]
         records = evaluate(models, data, LeaveLastOut(), metrics, dataset="demo")
         typer.echo(format_table(records))

@@ -14,7 +14,7 @@ from shelfwise.cli.train_cmd import load_train_config
 from shelfwise.data.ids import IdMap
 from shelfwise.data.importers import validate_frame
 from shelfwise.data.interactions import Interactions
-from shelfwise.data.loading import interactions_from_store
+from shelfwise.data.loading import catalog_texts, interactions_from_store
 from shelfwise.data.presets import load_preset
 from shelfwise.data.schemas import INTERACTION_TYPES
 from shelfwise.evaluation import (
@@ -51,22 +51,25 @@ def load_data(store: str | None, preset: str | None, path: Path | None) -> tuple
         id_col = "item_id" if "item_id" in data.items.columns else "id"
         items = IdMap(data.items[id_col].astype(str).tolist())
         name = preset if path is None else f"{preset}:{Path(path).stem}"
-        return Interactions.from_frame(frame, items=items,
-                                       has_time=data.time_kind == "real"), name
+        texts = catalog_texts(data.items) if "title" in data.items.columns else None
+        return Interactions.from_frame(frame, items=items, has_time=data.time_kind == "real",
+                                       item_text=texts), name
     if store is None:
         raise ConfigError("give --store URL or --preset NAME")
     return interactions_from_store(open_store(store)), store.rsplit("/", 1)[-1]
 
 
-def build_models(names: list[str], config: TrainConfig) -> dict[str, CandidateGenerator]:
+def build_models(names: list[str], config: TrainConfig,
+                 skip: frozenset[str] = frozenset()) -> dict[str, CandidateGenerator]:
     """Each named generator with the params the train config gives it; ``feed`` is the blend
-    the server would use."""
+    the server would use (optional generators in ``skip`` left out, as ``train`` would)."""
     params = {g.name: g.params for g in config.generators}
     models: dict[str, CandidateGenerator] = {}
     for name in names:
         if name == "feed":
             models["feed"] = Blend([(g.name, make_generator(g.name, **g.params), g.weight)
-                                    for g in config.generators if g.weight > 0])
+                                    for g in config.generators if g.weight > 0
+                                    and (g.required or g.name not in skip)])
         else:
             models[name] = make_generator(name, **params.get(name, {}))
     return models
@@ -105,7 +108,8 @@ def register(app: typer.Typer) -> None:
             else:
                 raise ConfigError(f"unknown split {split!r}: use leave-last-out or temporal:<q>")
             chosen = [m.strip() for m in models.split(",") if m.strip()]
-            built = build_models(chosen, load_train_config(config))
+            skip = frozenset() if data.item_text is not None else frozenset({"semantic"})
+            built = build_models(chosen, load_train_config(config), skip)
             mets = [parse_metric(m.strip()) for m in metrics.split(",") if m.strip()]
             records = evaluate(built, data, splitter, mets, dataset=dataset or name,
                                exclude_seen=exclude_seen)

@@ -47,7 +47,11 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from exc
         m = bundle.manifest
         fits = ", ".join(f"{k} {v:.2f}s" for k, v in m.fit_seconds.items())
+        weights = ", ".join(f"{k} {v:g}" for k, v in m.blend_weights.items())
+        how = (f"tuned on {m.tuning['n_users']} validation users, NDCG@10 "
+               f"{m.tuning['validation_ndcg10']:.4f}" if m.tuning else "configured")
         typer.echo(
             f"bundle {m.version} written to {bundle.path} "
             f"({m.n_users} users, {m.n_items} items, {m.n_interactions} interactions; fit: {fits})"
+            f"\nfeed blend weights ({how}): {weights}"
         )

@@ -34,6 +34,8 @@ class Interactions:
     timestamp: NDArray[np.float64]
     weight: NDArray[np.float32]
     has_time: bool = True
+    item_text: list[str] | None = field(default=None, repr=False)
+    """Text of each item (by item index) for content models; None when the catalog has none."""
     _histories: list[History] | None = field(default=None, repr=False)
 
     @property
@@ -56,9 +58,11 @@ class Interactions:
         users: IdMap | None = None,
         has_time: bool = True,
         type_weights: Mapping[str, float] | None = None,
+        item_text: Mapping[str, str] | None = None,
     ) -> Interactions:
         """Build from a frame with ``user_id``, ``item_id`` and optionally ``timestamp``,
-        ``weight`` or ``type`` columns. ``items`` may pre-seed the item index (whole catalog)."""
+        ``weight`` or ``type`` columns. ``items`` may pre-seed the item index (whole catalog);
+        ``item_text`` maps item ids to the text content models read."""
         missing = [c for c in (Columns.USER, Columns.ITEM) if c not in frame.columns]
         if missing:
             raise DataValidationError(
@@ -83,7 +87,8 @@ class Interactions:
         else:
             w = np.ones(n, dtype=np.float32)
         order = np.lexsort((np.arange(n), ts, u))
-        return cls(users, items, u[order], i[order], ts[order], w[order], has_time)
+        texts = None if item_text is None else [item_text.get(e, "") for e in items.ids]
+        return cls(users, items, u[order], i[order], ts[order], w[order], has_time, texts)
 
     def histories(self) -> list[History]:
         """Item sequence of every user (index = user index), oldest first."""
@@ -115,6 +120,7 @@ class Interactions:
             self.timestamp[mask],
             self.weight[mask],
             self.has_time,
+            self.item_text,
         )
 
     def to_frame(self) -> pd.DataFrame:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
 
 from shelfwise.data.ids import IdMap
 from shelfwise.data.interactions import Interactions
@@ -18,9 +20,44 @@ def interactions_from_store(
 ) -> Interactions:
     """Every interaction event (view/click/cart/purchase) as :class:`Interactions`; the item index
     covers the whole catalog, so items without events can still be scored by content models."""
-    items = IdMap(store.items_frame()["id"].astype(str).tolist())
+    catalog = store.items_frame()
+    items = IdMap(catalog["id"].astype(str).tolist())
+    texts = catalog_texts(catalog)
     frame = store.events_frame(types=sorted(INTERACTION_TYPES))
     has_time = store.get_meta(TIME_KIND_KEY) != "ordinal"
     return Interactions.from_frame(
-        frame, items=items, has_time=has_time, type_weights=type_weights
+        frame, items=items, has_time=has_time, type_weights=type_weights,
+        item_text=texts if any(texts.values()) else None,
     )
+
+
+def item_text(title: str | None, category: Sequence[str] | None = None,
+              brand: str | None = None, description: str | None = None,
+              max_description: int = 200) -> str:
+    """The one text that represents an item to language models: title, brand, category path
+    and the start of the description."""
+    parts = [title or ""]
+    if brand:
+        parts.append(brand)
+    if category:
+        parts.append(" > ".join(category))
+    if description:
+        parts.append(description[:max_description])
+    return " | ".join(p.strip() for p in parts if p and p.strip())
+
+
+def catalog_texts(catalog: pd.DataFrame) -> dict[str, str]:
+    """Item id -> :func:`item_text` for a catalog frame (store ``items_frame`` or preset)."""
+    id_col = "id" if "id" in catalog.columns else "item_id"
+    out = {}
+    for row in catalog.to_dict("records"):
+        category = row.get("category")
+        out[str(row[id_col])] = item_text(
+            _str(row.get("title")), category if isinstance(category, list) else None,
+            _str(row.get("brand")), _str(row.get("description")),
+        )
+    return out
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

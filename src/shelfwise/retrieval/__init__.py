@@ -8,15 +8,22 @@ from shelfwise.retrieval.base import (
     top_k,
 )
 from shelfwise.retrieval.cooccurrence import Cooccurrence
+from shelfwise.retrieval.ease import EASE
+from shelfwise.retrieval.implicit_models import ALS, BPR
+from shelfwise.retrieval.itemknn import ItemKNN
 from shelfwise.retrieval.popular import Popularity
 from shelfwise.retrieval.registry import GENERATORS, load_generator, make_generator, register
 
 __all__ = [
+    "ALS",
+    "BPR",
+    "EASE",
     "GENERATORS",
     "BaseGenerator",
     "CandidateGenerator",
     "Cooccurrence",
     "GeneratorConfig",
+    "ItemKNN",
     "Popularity",
     "load_generator",
     "make_generator",

@@ -15,10 +15,11 @@ from shelfwise.retrieval.base import CandidateGenerator, Scores
 
 
 class Blend:
-    """Sum of each part's scores, max-normalised per row and weighted.
+    """Sum of each part's scores, min-max normalised per row and weighted.
 
-    Normalising by the row maximum puts generators with different scales (counts, cosine sums)
-    on one footing; a part whose row is all zero contributes nothing.
+    Per-row min-max puts generators with different scales on one footing (counts, co-occurrence
+    sums, and cosines that all sit in a narrow band such as 0.80-0.90); a part whose row is
+    constant contributes nothing.
     """
 
     name: ClassVar[str] = "blend"
@@ -30,7 +31,9 @@ class Blend:
 
     @property
     def n_items_(self) -> int:
-        return self.parts[0][1].n_items_
+        """Items scored: the largest part's count (parts that know fewer items, e.g. items
+        posted after training, give those no score)."""
+        return max(gen.n_items_ for _, gen, _ in self.parts)
 
     @property
     def names(self) -> list[str]:
@@ -46,11 +49,15 @@ class Blend:
         total: Scores | None = None
         best: Scores | None = None
         label: NDArray[np.int64] | None = None
+        n = self.n_items_
         for k, (_, gen, weight) in enumerate(self.parts):
             s = gen.score(histories)
             s = np.where(np.isfinite(s), s, 0.0).astype(np.float32)
-            top = s.max(axis=1, keepdims=True)
-            s = weight * np.divide(s, top, out=np.zeros_like(s), where=top > 0)
+            if s.shape[1] < n:
+                s = np.pad(s, ((0, 0), (0, n - s.shape[1])))
+            low = s.min(axis=1, keepdims=True)
+            span = s.max(axis=1, keepdims=True) - low
+            s = weight * np.divide(s - low, span, out=np.zeros_like(s), where=span > 0)
             if total is None or best is None or label is None:
                 total, best = s.copy(), s
                 label = np.zeros(s.shape, dtype=np.int64)

@@ -8,11 +8,20 @@ from typing import Any
 from shelfwise.exceptions import ConfigError
 from shelfwise.retrieval.base import BaseGenerator
 from shelfwise.retrieval.cooccurrence import Cooccurrence
+from shelfwise.retrieval.ease import EASE
+from shelfwise.retrieval.implicit_models import ALS, BPR
+from shelfwise.retrieval.itemknn import ItemKNN
 from shelfwise.retrieval.popular import Popularity
+from shelfwise.retrieval.semantic import Semantic
 
 GENERATORS: dict[str, type[BaseGenerator]] = {
     Popularity.name: Popularity,
     Cooccurrence.name: Cooccurrence,
+    Semantic.name: Semantic,
+    EASE.name: EASE,
+    ALS.name: ALS,
+    BPR.name: BPR,
+    ItemKNN.name: ItemKNN,
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,9 +12,11 @@ from numpy.typing import NDArray
 
 from shelfwise.bundle.bundle import Bundle, feed_blend
 from shelfwise.data.ids import IdMap
+from shelfwise.data.loading import item_text
 from shelfwise.data.schemas import INTERACTION_TYPES, Event, Item
 from shelfwise.exceptions import NotFoundError
 from shelfwise.retrieval.base import top_k
+from shelfwise.retrieval.semantic import Semantic
 from shelfwise.storage.base import Store
 
 
@@ -56,11 +58,20 @@ class Recommender:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, NDArray[np.int64]] = OrderedDict()
         self.items: IdMap = bundle.items
-        self._n_model_items = len(bundle.items)
-        self._blocked = np.zeros(self._n_model_items, dtype=bool)
-        self._category: dict[str, tuple[str, ...]] = {}
         self.blend = feed_blend(bundle)
+        self._blocked = np.zeros(self.blend.n_items_, dtype=bool)
+        self._category: dict[str, tuple[str, ...]] = {}
         self._load_catalog()
+
+    @property
+    def _n_model_items(self) -> int:
+        """Items the models can score: the bundle's plus those embedded since it loaded."""
+        return self.blend.n_items_
+
+    @property
+    def semantic(self) -> Semantic | None:
+        gen = self.bundle.generators.get(Semantic.name)
+        return gen if isinstance(gen, Semantic) else None
 
     # ---- catalog -------------------------------------------------------------------------
     def _load_catalog(self) -> None:
@@ -69,6 +80,25 @@ class Recommender:
             frame["id"], frame["available"], frame["category"], strict=True
         ):
             self._note_item(str(item_id), bool(available), tuple(category or ()))
+        unseen = [Item.model_validate(_item_fields(r)) for r in frame.to_dict("records")
+                  if str(r["id"]) not in self.items]
+        if unseen:  # stored after the bundle was trained
+            self._index_new(unseen)
+
+    def _index_new(self, items: Sequence[Item]) -> None:
+        """Give items the bundle has never seen an index, and a vector when there is a
+        semantic model, so they are recommendable at once."""
+        new = [it for it in items if it.id not in self.items]
+        if not new or self.semantic is None:
+            return
+        texts = [item_text(it.title, it.category, it.brand, it.description) for it in new]
+        self.semantic.add_items(texts)
+        self.items.add([it.id for it in new])
+        grown = self._n_model_items - self._blocked.shape[0]
+        if grown > 0:
+            self._blocked = np.concatenate([self._blocked, np.zeros(grown, dtype=bool)])
+        for it in new:
+            self._note_item(it.id, it.available, tuple(it.category))
 
     def _note_item(self, item_id: str, available: bool, category: tuple[str, ...]) -> None:
         self._category[item_id] = category
@@ -77,8 +107,10 @@ class Recommender:
             self._blocked[idx] = not available
 
     def catalog_updated(self, items: Sequence[Item]) -> None:
-        """Apply new or changed catalog entries (availability, categories) at once."""
+        """Apply new or changed catalog entries at once: availability, categories, and a vector
+        for every new item (so it shows up in similar items and feeds without retraining)."""
         with self._lock:
+            self._index_new(items)
             for it in items:
                 self._note_item(it.id, it.available, tuple(it.category))
 
@@ -144,6 +176,7 @@ class Recommender:
         if len(history) == 0:
             cold = self.bundle.manifest.config.cold_start
             scores = self.bundle.generators[cold].score([history])[0]
+            scores = np.pad(scores, (0, self._n_model_items - scores.shape[0]))
             items = self._finish(scores, n, exclude, None, [cold])
             return RecommendationList(items, cold_start=True, history_length=0, sources=[cold])
         scores, names, label = self._blend(history)
@@ -165,7 +198,8 @@ class Recommender:
 
     def _same_category(self, item_id: str, n: int) -> RecommendationList:
         cold = self.bundle.manifest.config.cold_start
-        pop = self.bundle.generators[cold].score([np.empty(0, np.int64)])[0].copy()
+        pop = self.bundle.generators[cold].score([np.empty(0, np.int64)])[0]
+        pop = np.pad(pop, (0, self._n_model_items - pop.shape[0]))
         category = self._category.get(item_id, ())
         if category:
             same = np.array(
@@ -177,3 +211,9 @@ class Recommender:
                 return RecommendationList(items, cold_start=True, sources=["category"])
         items = self._finish(pop, n, np.empty(0, np.int64), None, [cold])
         return RecommendationList(items, cold_start=True, sources=[cold])
+
+
+def _item_fields(row: Mapping[Hashable, object]) -> dict[str, object]:
+    """A store items_frame row as Item fields (timestamps are epoch seconds there)."""
+    return {str(k): v for k, v in row.items()
+            if k != "created_at" and v is not None and not (isinstance(v, float) and v != v)}

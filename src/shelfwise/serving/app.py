@@ -14,13 +14,16 @@ from shelfwise import __version__
 from shelfwise.bundle.bundle import load_bundle
 from shelfwise.data.schemas import Event
 from shelfwise.exceptions import NotFoundError, ShelfwiseError
+from shelfwise.services.profiles import build_profile
 from shelfwise.services.recommender import RecommendationList, Recommender
 from shelfwise.serving.schemas import (
     EventBatch,
     EventsAccepted,
     FeedResponse,
     Health,
+    InterestOut,
     ItemBatch,
+    ProfileResponse,
     RecommendationResponse,
     RecommendedItem,
     SimilarResponse,
@@ -112,6 +115,21 @@ def _recommend_router() -> APIRouter:
         return FeedResponse(
             request_id=uuid.uuid4().hex, model_version=rec.bundle.version, user_id=user_id,
             cold_start=result.cold_start, items=_items(rec, result),
+        )
+
+    @router.get("/users/{user_id}/profile", response_model=ProfileResponse)
+    def profile(
+        user_id: str,
+        rec: RecommenderDep,
+        vector: bool = Query(False, description="include the profile vector"),
+    ) -> ProfileResponse:
+        """What the recommender knows of a user now: recent items, interests, tags."""
+        p = build_profile(rec, user_id, include_vector=vector)
+        return ProfileResponse(
+            user_id=p.user_id, history_length=p.history_length, recent_items=p.recent_items,
+            interests=[InterestOut(label=i.label, weight=i.weight, items=i.items)
+                       for i in p.interests],
+            tags=p.tags, encoder=p.encoder, vector=p.vector,
         )
 
     @router.get("/items/{item_id}/similar", response_model=SimilarResponse,

@@ -75,6 +75,22 @@ class SimilarResponse(RecommendationResponse):
     item_id: str
 
 
+class InterestOut(_Body):
+    label: str = Field(description="the most central item's category (or title)")
+    weight: float = Field(description="share of the user's recency-weighted history")
+    items: list[str]
+
+
+class ProfileResponse(_Body):
+    user_id: str
+    history_length: int
+    recent_items: list[str] = Field(description="most recent first")
+    interests: list[InterestOut] = Field(description="long-term interest clusters")
+    tags: list[tuple[str, float]] = Field(description="readable interest tags with weights")
+    encoder: str | None = Field(description="text encoder behind the profile vector")
+    vector: list[float] | None = Field(default=None, description="with ?vector=true")
+
+
 class Health(_Body):
     status: str
     model_version: str

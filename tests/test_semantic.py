@@ -1,0 +1,99 @@
+"""The semantic generator: cross-lingual retrieval, profiles, new items, the ANN index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shelfwise.data.interactions import Interactions
+from shelfwise.retrieval import recommend
+from shelfwise.retrieval.ann import VectorIndex
+from shelfwise.retrieval.registry import load_generator
+from shelfwise.retrieval.semantic import Semantic
+
+CATALOG = {
+    "earbuds": "无线蓝牙耳机 主动降噪 长续航",
+    "kettle": "Electric kettle, 1.7 L, stainless steel",
+    "rice": "东北大米 5公斤 新米",
+    "novel": "The Three-Body Problem, paperback novel",
+    "runners": "Men's running shoes, lightweight and breathable",
+    "yoga": "瑜伽垫 加厚 防滑",
+    "lipstick": "Matte lipstick, long-lasting, red",
+    "phone": "5G smartphone, 128 GB, dual SIM",
+}
+
+
+@pytest.fixture(scope="module")
+def semantic() -> Semantic:
+    from shelfwise.data.ids import IdMap
+
+    full = Interactions.from_frame(
+        pd.DataFrame({"user_id": ["u1", "u1"], "item_id": ["runners", "yoga"]}),
+        items=IdMap(CATALOG), item_text=CATALOG, has_time=False,
+    )
+    return Semantic().fit(full)
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("wireless bluetooth earphones", "earbuds"),  # English query, Chinese title
+    ("跑步鞋", "runners"),  # Chinese query, English title
+    ("大米", "rice"),
+    ("science fiction book", "novel"),
+])
+def test_query_finds_the_right_item_across_languages(
+    semantic: Semantic, query: str, expected: str
+) -> None:
+    idx, _ = semantic.search_text(query, 1)
+    assert list(CATALOG)[int(idx[0])] == expected
+
+
+def test_profile_recommends_related_items(semantic: Semantic) -> None:
+    ids = list(CATALOG)
+    history = np.array([ids.index("runners")])
+    top, _ = recommend(semantic, [history], 1)
+    assert ids[int(top[0, 0])] == "yoga"  # sport, across languages
+
+
+def test_new_items_are_scored_and_indexed(semantic: Semantic, tmp_path: Path) -> None:
+    from shelfwise.data.ids import IdMap
+
+    gen = Semantic().fit(Interactions.from_frame(
+        pd.DataFrame({"user_id": ["u"], "item_id": ["kettle"]}), items=IdMap(CATALOG),
+        item_text=CATALOG))
+    n = gen.n_items_
+    kettle = list(CATALOG).index("kettle")
+    gen.add_items(["不锈钢电水壶 1.5升"])
+    assert gen.n_items_ == n + 1
+    scores = gen.score([np.array([kettle])])
+    assert scores.shape == (1, n + 1)
+    assert int(np.argsort(-scores[0])[1]) == n, "the Chinese kettle is the nearest neighbour"
+    gen.save(tmp_path / "sem")
+    loaded = load_generator(tmp_path / "sem")
+    assert isinstance(loaded, Semantic) and loaded.n_items_ == n + 1
+    idx, _ = loaded.search_vectors(loaded.vectors_[[kettle]], 2)
+    assert int(idx[0, 1]) == n
+
+
+def test_semantic_needs_text() -> None:
+    from shelfwise.exceptions import ConfigError
+
+    data = Interactions.from_frame(pd.DataFrame({"user_id": ["u"], "item_id": ["x"]}))
+    with pytest.raises(ConfigError, match="item text"):
+        Semantic().fit(data)
+
+
+def test_vector_index_exact_and_hnsw_agree() -> None:
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(500, 16)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    exact, hnsw = VectorIndex(16, exact=True), VectorIndex(16, exact=False)
+    exact.add(v)
+    hnsw.add(v)
+    e_idx, _ = exact.search(v[:20], 5)
+    h_idx, _ = hnsw.search(v[:20], 5)
+    assert (e_idx[:, 0] == np.arange(20)).all()
+    overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(e_idx, h_idx, strict=True)])
+    assert overlap >= 0.9

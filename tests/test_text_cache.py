@@ -1,0 +1,104 @@
+"""The embedding cache: unchanged texts are never encoded twice, across calls and processes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shelfwise.text import CachedEncoder, EmbeddingCache, get_encoder, text_key
+from shelfwise.text.base import Embeddings
+from tests.test_text_support import load
+
+
+class Counting:
+    """A real encoder that records every text it is asked to encode (a proxy, not a mock)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.items: list[str] = []
+        self.queries: list[str] = []
+
+    @property
+    def id(self) -> str:
+        return str(self.inner.id)
+
+    @property
+    def dim(self) -> int:
+        return int(self.inner.dim)
+
+    def encode_items(self, texts: Sequence[str]) -> Embeddings:
+        self.items.extend(texts)
+        return np.asarray(self.inner.encode_items(texts))
+
+    def encode_queries(self, texts: Sequence[str]) -> Embeddings:
+        self.queries.extend(texts)
+        return np.asarray(self.inner.encode_queries(texts))
+
+
+@pytest.fixture(params=["use", "e5"])
+def counting(request: pytest.FixtureRequest) -> Counting:
+    return Counting(load(request.param))
+
+
+TITLES = ["无线蓝牙耳机 降噪", "Yoga mat, non-slip", "有机绿茶 250克", "USB-C charger 65W"]
+
+
+def test_cache_hit_avoids_re_encoding(counting: Counting, tmp_path: Path) -> None:
+    enc = CachedEncoder(counting, EmbeddingCache(tmp_path / "emb.sqlite"))
+    first = enc.encode_items(TITLES)
+    assert counting.items == TITLES
+    np.testing.assert_allclose(first, counting.inner.encode_items(TITLES), atol=1e-6)
+
+    counting.items.clear()
+    again = enc.encode_items([*TITLES[::-1], "new item 新品"])
+    assert counting.items == ["new item 新品"]  # only the unseen text reached the model
+    np.testing.assert_array_equal(again[:4], first[::-1])
+    assert (enc.hits, enc.misses) == (4, 5)
+
+
+def test_cache_persists_across_instances_and_dedupes(counting: Counting, tmp_path: Path) -> None:
+    path = tmp_path / "emb.sqlite"
+    CachedEncoder(counting, EmbeddingCache(path)).encode_items(TITLES[:2] * 3)
+    assert counting.items == TITLES[:2]  # duplicates inside one call encoded once
+    counting.items.clear()
+    reopened = CachedEncoder(counting, EmbeddingCache(path))
+    reopened.encode_items(TITLES[:2])
+    assert counting.items == []
+    assert reopened.cache.count(counting.id) == 2
+
+
+def test_queries_cached_only_on_request_and_apart_from_items(tmp_path: Path) -> None:
+    counting = Counting(load("e5"))
+    cache = EmbeddingCache(tmp_path / "emb.sqlite")
+    plain = CachedEncoder(counting, cache)
+    plain.encode_queries(["蓝牙耳机"])
+    plain.encode_queries(["蓝牙耳机"])
+    assert counting.queries == ["蓝牙耳机", "蓝牙耳机"]
+
+    cached = CachedEncoder(counting, cache, cache_queries=True)
+    counting.queries.clear()
+    q = cached.encode_queries(["蓝牙耳机", "蓝牙耳机"])
+    item = cached.encode_items(["蓝牙耳机"])
+    assert counting.queries == ["蓝牙耳机"] and counting.items == ["蓝牙耳机"]
+    assert float(q[0] @ item[0]) < 0.999  # e5 embeds a query and an item differently
+
+
+def test_cache_keys_by_encoder_id(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path / "emb.sqlite")
+    key = text_key("same text")
+    cache.put("model-a", "item", [key], np.ones((1, 3), np.float32))
+    assert cache.get("model-b", "item", [key]) == {}
+    np.testing.assert_array_equal(cache.get("model-a", "item", [key])[key], np.ones(3))
+    assert cache.delete("model-a") == 1 and cache.count() == 0
+
+
+def test_get_encoder_wraps_in_cache_under_cache_dir(tmp_path: Path) -> None:
+    enc = get_encoder("use", cache_dir=tmp_path, num_threads=1)
+    assert isinstance(enc, CachedEncoder)
+    enc.encode_items(TITLES)
+    assert (tmp_path / "embeddings.sqlite").exists()
+    assert EmbeddingCache(tmp_path / "embeddings.sqlite").count(enc.id) == len(TITLES)
