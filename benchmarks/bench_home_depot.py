@@ -78,12 +78,19 @@ def summarize(name: str, per_query: pd.Series, random_ndcg: float | None,
     return row
 
 
-def encoder_row(name: str, encoder: TextEncoder, frame: pd.DataFrame, random_ndcg: float,
-                **extra: Any) -> dict[str, Any]:
+def encoder_scores(encoder: TextEncoder, frame: pd.DataFrame) -> tuple[pd.Series, float]:
+    """Per-query NDCG@K of ``encoder``'s cosine ranking, and the seconds it took."""
     t = time.perf_counter()
-    scores = cosine_scores(encoder, frame)
-    return summarize(name, ndcg_by_query(frame, scores, K), random_ndcg,
-                     time.perf_counter() - t, encoder=encoder.id, **extra)
+    per_query = ndcg_by_query(frame, cosine_scores(encoder, frame), K)
+    return per_query, time.perf_counter() - t
+
+
+def paired(per_query: pd.Series, base: pd.Series) -> dict[str, float]:
+    """Mean per-query difference to ``base`` with its standard error (same queries)."""
+    diff = (per_query - base).dropna()
+    return {"delta_vs_e5_zero_shot": round(float(diff.mean()), 4),
+            "delta_stderr": round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4),
+            "queries_better": int((diff > 1e-9).sum()), "queries_worse": int((diff < -1e-9).sum())}
 
 
 def run_finetune(method: str, args: argparse.Namespace, parts: dict[str, pd.DataFrame]
@@ -174,18 +181,27 @@ def main() -> None:
         rows.append(summarize("bm25 (stemmed)", ndcg_by_query(frame, scores, K), random_ndcg,
                               time.perf_counter() - t))
     store = EmbeddingCache()
+    methods = [m for m in args.methods.split(",") if m]
+    zero_shot: pd.Series | None = None
     for name in ("minilm", "use", "e5"):
-        if name in models:
+        if name in models or (name == "e5" and methods):
             enc = get_encoder(name, num_threads=args.threads)
+            per_query, secs = encoder_scores(enc, frame)
+            if name == "e5":
+                zero_shot = per_query
             label = {"e5": "e5 zero-shot (int8)", "minilm": "minilm", "use": "use"}[name]
-            rows.append(encoder_row(label, enc, frame, random_ndcg))
+            rows.append(summarize(label, per_query, random_ndcg, secs, encoder=enc.id))
     tuned: dict[str, Any] = {}
-    for method in [m for m in args.methods.split(",") if m]:
+    for method in methods:
         out, facts = run_finetune(method, args, parts)
         enc = CachedEncoder(load_tuned_encoder(out, num_threads=args.threads), store)
-        rows.append(encoder_row(f"e5 + {method} fine-tune (int8)", enc, frame, random_ndcg,
-                                **{k: facts[k] for k in ("pairs", "train_seconds",
-                                                         "pairs_per_second")}))
+        per_query, secs = encoder_scores(enc, frame)
+        assert zero_shot is not None
+        extra = {k: facts[k] for k in ("pairs", "train_seconds", "pairs_per_second")}
+        rows.append(summarize(f"e5 + {method} fine-tune (int8)", per_query, random_ndcg, secs,
+                              encoder=enc.id, **extra, **paired(per_query, zero_shot)))
+        print(f"  vs zero-shot: {rows[-1]['delta_vs_e5_zero_shot']:+.4f} "
+              f"± {rows[-1]['delta_stderr']:.4f}", flush=True)
         tuned[method] = facts
 
     payload = {

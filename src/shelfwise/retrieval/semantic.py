@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Sequence
@@ -35,12 +36,17 @@ _ENCODERS_LOCK = threading.Lock()
 
 
 def shared_encoder(name: str) -> TextEncoder:
-    """One loaded encoder per name per process (loading a transformer takes seconds)."""
+    """One loaded encoder per name per process (loading a transformer takes seconds).
+
+    Torch runs one thread unless ``SHELFWISE_TORCH_THREADS`` says otherwise: on a shared
+    machine two threads that wait on each other were measured 10-100x slower (one worker
+    process per core scales better)."""
     with _ENCODERS_LOCK:
         if name not in _ENCODERS:
             from shelfwise.text.factory import get_encoder
 
-            _ENCODERS[name] = get_encoder(name)
+            threads = int(os.environ.get("SHELFWISE_TORCH_THREADS", "1"))
+            _ENCODERS[name] = get_encoder(name, num_threads=threads)
         return _ENCODERS[name]
 
 

@@ -373,19 +373,13 @@ def _progress_bar(show: bool, total: int, done: int) -> Iterator[Callable[[float
     if not show:
         yield lambda loss: None
         return
+    from rich import progress as rp
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
-    columns = (TextColumn("fine-tuning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn(), TextColumn("loss {task.fields[loss]}"))
-    with Progress(*columns, console=Console(stderr=True)) as bar:
+    columns = (rp.TextColumn("fine-tuning"), rp.BarColumn(), rp.MofNCompleteColumn(),
+               rp.TimeElapsedColumn(), rp.TimeRemainingColumn(),
+               rp.TextColumn("loss {task.fields[loss]}"))
+    with rp.Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task("train", total=total, completed=done, loss="-")
         yield lambda loss: bar.update(task, advance=1, loss=f"{loss:.3f}")
 
