@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import time
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from benchmarks.common import machine_info
 from shelfwise.data.interactions import Interactions
 from shelfwise.evaluation import NDCG, EvalSet, HitRate, LeaveLastOut, evaluate
 from shelfwise.retrieval import BaseGenerator, Cooccurrence, Popularity, recommend
@@ -149,22 +149,7 @@ def trained_user_vectors_als(params: dict[str, Any], data: Interactions) -> dict
 
 
 def machine() -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu or platform.processor(),
-        "cores_available": os.cpu_count(),
-        "threads_used": 1,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        **{pkg: version(pkg) for pkg in ("numpy", "scipy", "implicit", "shelfwise")},
-    }
+    return {**machine_info(), "threads_used": 1, "platform": platform.platform()}
 
 
 def main() -> None:

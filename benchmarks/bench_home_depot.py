@@ -101,6 +101,7 @@ def run_finetune(method: str, args: argparse.Namespace, parts: dict[str, pd.Data
     cfg = FinetuneConfig(method=method, max_pairs=args.max_pairs, batch_size=args.batch_size,
                          max_len=args.max_len, lr=args.lr, train_layers=args.train_layers,
                          epochs=args.epochs, symmetric=args.symmetric,
+                         temperature=args.temperature,
                          num_threads=args.threads, seed=SEED)
     key = json.dumps({**cfg.training_key(), "min_rel": args.min_relevance,
                       "hard": args.hard_negatives, "split": args.split}, sort_keys=True)
@@ -141,6 +142,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--train-layers", type=int, default=None)
+    ap.add_argument("--temperature", type=float, default=0.05)
     ap.add_argument("--symmetric", action="store_true")
     ap.add_argument("--hard-negatives", action="store_true")
     ap.add_argument("--min-relevance", type=float, default=2.5)
@@ -219,10 +221,29 @@ def main() -> None:
         "finetune": tuned,
         "wall_seconds": round(time.perf_counter() - t_all, 1),
     }
+    trials = Path(args.workdir) / "val_trials.jsonl"
     if args.split == "test":
+        if trials.exists():  # settings tried on validation queries before this run
+            payload["validation_trials"] = [
+                json.loads(line) for line in trials.read_text().splitlines() if line.strip()]
         print(f"wrote {write_results('home_depot', payload)}")
     else:
-        print(json.dumps(payload["finetune"], indent=1, default=str))
+        trials.parent.mkdir(parents=True, exist_ok=True)
+        with trials.open("a") as fh:
+            for method, facts in tuned.items():
+                row = next(r for r in rows if r["method"].startswith(f"e5 + {method}"))
+                cfg = facts["config"]
+                fh.write(json.dumps({
+                    "method": method, "pairs": facts["pairs"],
+                    "hard_negatives": facts["hard_negatives"], "lr": cfg["lr"],
+                    "temperature": cfg["temperature"], "train_layers": cfg["train_layers"],
+                    "val_ndcg@10": row[f"ndcg@{K}"],
+                    "delta_vs_e5_zero_shot": row["delta_vs_e5_zero_shot"],
+                    "delta_stderr": row["delta_stderr"],
+                    "inner_val_before_after": [facts["val_before"].get(f"ndcg@{K}"),
+                                               facts["val_after"].get(f"ndcg@{K}")],
+                    "pairs_per_second": facts["pairs_per_second"]}) + "\n")
+        print(json.dumps(payload["rows"], indent=1, default=str))
 
 
 if __name__ == "__main__":

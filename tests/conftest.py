@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from shelfwise.data.interactions import Interactions
+from shelfwise.storage import SqlStore, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SHELFWISE_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -49,3 +51,11 @@ TWO_GROUP_TEXT = {
 @pytest.fixture
 def two_groups() -> Interactions:
     return Interactions.from_frame(two_group_frame(), item_text=TWO_GROUP_TEXT)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqlStore]:
+    """An empty SQLite store in a temporary file."""
+    s = open_store(f"sqlite:///{tmp_path / 'shop.db'}")
+    yield s
+    s.close()

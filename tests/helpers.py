@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,3 +47,29 @@ def build(frame: pd.DataFrame, tmp: Path) -> tuple[str, Path]:
     train_bundle(interactions_from_store(store), tmp / "bundles")
     store.close()
     return url, tmp / "bundles"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_health(base: str, proc: subprocess.Popen[bytes], timeout: float,
+                    log: Callable[[], str]) -> None:
+    """Poll ``base``/health until it answers 200; fail with the process output otherwise."""
+    import httpx
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"server did not start (exit {proc.poll()}):\n{log()}")
+        time.sleep(0.3)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.test_server_e2e import _free_port
+from tests.helpers import free_port, wait_for_health
 
 
 def test_demo_reaches_a_serving_state_whose_feed_answers(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "demo.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -23,16 +22,8 @@ def test_demo_reaches_a_serving_state_whose_feed_answers(tmp_path: Path) -> None
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 900  # first run embeds ~9.5k titles with e5
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, f"demo exited early:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"demo never served:\n{log.read_text()}"
-            time.sleep(0.3)
+        # the first run on a machine converts e5 and embeds ~9.5k titles
+        wait_for_health(base, proc, 900, log.read_text)
         printed = log.read_text()
         assert "NDCG@10" in printed and "cooccurrence" in printed, printed
         assert "curl" in printed

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,13 +18,6 @@ from shelfwise.data.importers import MAX_SHOWN, import_file, import_frame, read_
 from shelfwise.data.schemas import EventType
 from shelfwise.exceptions import ConfigError, DataValidationError
 from shelfwise.storage import SqlStore, open_store
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqlStore]:
-    s = open_store(f"sqlite:///{tmp_path / 'shop.db'}")
-    yield s
-    s.close()
 
 
 def write(path: Path, text: str) -> Path:

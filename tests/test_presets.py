@@ -4,7 +4,6 @@ real Beauty sequences from ../shared/data (skipped when absent)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,17 +20,10 @@ from shelfwise.data.presets import (
     shared_data_dir,
 )
 from shelfwise.exceptions import ConfigError, DataValidationError, NotFoundError
-from shelfwise.storage import SqlStore, open_store
+from shelfwise.storage import SqlStore
 from tests.conftest import require_shared
 
 BASE = ORDINAL_BASE.to_pydatetime()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqlStore]:
-    s = open_store(f"sqlite:///{tmp_path / 'shop.db'}")
-    yield s
-    s.close()
 
 
 def write(path: Path, text: str) -> Path:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,19 +12,13 @@ import httpx
 import pytest
 
 from tests.conftest import two_group_frame
-from tests.helpers import build
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.helpers import build, free_port, wait_for_health
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     url, bundles = build(two_group_frame(), tmp_path)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "shelfwise", "serve", "--store", url, "--bundles", str(bundles),
          "--host", "127.0.0.1", "--port", str(port)],
@@ -34,17 +26,8 @@ def server(tmp_path: Path) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                pytest.fail(f"server did not start (exit {proc.poll()}):\n{out}")
-            time.sleep(0.2)
+        wait_for_health(base, proc, 60,
+                        lambda: proc.stdout.read().decode() if proc.stdout else "")
         yield base
     finally:
         proc.terminate()

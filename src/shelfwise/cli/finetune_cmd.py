@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
         self_contained: Annotated[bool | None, typer.Option(
             "--self-contained/--delta", help="write the full model, not the changed weights")
         ] = None,
-        config: Annotated[Path | None, typer.Option(help="TOML with a [finetune] table")] = None,
+        config: Annotated[Path | None, typer.Option(help="TOML file (its finetune table)")] = None,
         holdout: Annotated[float, typer.Option(help="share of anchors held out")] = 0.1,
         eval_max: Annotated[int, typer.Option(help="held-out anchors scored at most")] = 300,
         resume: Annotated[bool, typer.Option(help="continue OUT's checkpoint")] = False,
@@ -162,6 +162,6 @@ def register(app: typer.Typer) -> None:
             return
         typer.echo(f"tuned encoder {result.encoder_id} written to {out} "
                    f"({result.step} steps, {rate})")
-        for name in result.before:
+        for name in (n for n in result.before if n != "queries"):
             after = result.after.get(name, float("nan"))
             typer.echo(f"  held-out {name}: {result.before[name]:.4f} -> {after:.4f}")
