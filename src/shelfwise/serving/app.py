@@ -15,8 +15,10 @@ from shelfwise.bundle.bundle import load_bundle
 from shelfwise.data.schemas import Event
 from shelfwise.exceptions import NotFoundError, ShelfwiseError
 from shelfwise.services.profiles import build_profile
+from shelfwise.services.promotions import PromotionService
 from shelfwise.services.recommender import RecommendationList, Recommender
 from shelfwise.serving.schemas import (
+    ChosenPromotion,
     EventBatch,
     EventsAccepted,
     FeedResponse,
@@ -24,6 +26,9 @@ from shelfwise.serving.schemas import (
     InterestOut,
     ItemBatch,
     ProfileResponse,
+    PromotionBatch,
+    PromotionRequest,
+    PromotionsResponse,
     RecommendationResponse,
     RecommendedItem,
     SimilarResponse,
@@ -45,6 +50,7 @@ def create_app(store_url: str, bundle_path: Path) -> FastAPI:
     )
     app.state.store = store
     app.state.recommender = recommender
+    app.state.promotions = PromotionService(store, recommender)
 
     @app.exception_handler(NotFoundError)
     async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
@@ -57,6 +63,7 @@ def create_app(store_url: str, bundle_path: Path) -> FastAPI:
     app.include_router(_system_router())
     app.include_router(_recommend_router(), prefix="/v1")
     app.include_router(_feedback_router(), prefix="/v1")
+    app.include_router(_promotions_router(), prefix="/v1")
     return app
 
 
@@ -70,8 +77,14 @@ def get_recommender(request: Request) -> Recommender:
     return rec
 
 
+def get_promotions(request: Request) -> PromotionService:
+    service: PromotionService = request.app.state.promotions
+    return service
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
+PromotionsDep = Annotated[PromotionService, Depends(get_promotions)]
 N = Annotated[int, Query(ge=1, le=500, description="how many items")]
 
 
@@ -148,7 +161,8 @@ def _feedback_router() -> APIRouter:
     router = APIRouter(tags=["feedback"])
 
     @router.post("/events", response_model=EventsAccepted)
-    def post_events(batch: EventBatch, store: StoreDep, rec: RecommenderDep) -> EventsAccepted:
+    def post_events(batch: EventBatch, store: StoreDep, rec: RecommenderDep,
+                    promotions: PromotionsDep) -> EventsAccepted:
         """Store a batch durably (all or nothing), then refresh the users' state."""
         now = datetime.now(UTC)
         events = []
@@ -162,6 +176,7 @@ def _feedback_router() -> APIRouter:
                 raise HTTPException(422, f"events[{row}]: {exc}") from exc
         result = store.add_events(events)
         rec.observe(events)
+        promotions.notify(events)
         return EventsAccepted(accepted=result.written, duplicates=result.skipped,
                               event_ids=[e.id for e in events])
 
@@ -177,5 +192,32 @@ def _feedback_router() -> APIRouter:
     @router.post("/users", response_model=Written)
     def post_users(batch: UserBatch, store: StoreDep) -> Written:
         return Written(written=store.upsert_users(batch.users).written)
+
+    return router
+
+
+def _promotions_router() -> APIRouter:
+    router = APIRouter(tags=["promotions"])
+
+    @router.post("/promotions", response_model=Written)
+    def post_promotions(batch: PromotionBatch, store: StoreDep) -> Written:
+        """Create or replace promotions (text, eligibility rules, start/end)."""
+        ids = [p.id for p in batch.promotions]
+        if len(set(ids)) != len(ids):
+            raise HTTPException(422, "promotions: the same id appears twice in one batch")
+        return Written(written=store.upsert_promotions(batch.promotions).written)
+
+    @router.post("/users/{user_id}/promotions", response_model=PromotionsResponse)
+    def choose_promotions(user_id: str, body: PromotionRequest,
+                          service: PromotionsDep) -> PromotionsResponse:
+        """The bandit's choice among the user's eligible promotions, logged with its
+        propensity as a promotion_shown event before this answer is sent."""
+        request_id, chosen = service.choose(user_id, body.n)
+        return PromotionsResponse(
+            request_id=request_id, user_id=user_id, policy=service.policy_name,
+            promotions=[ChosenPromotion(promotion_id=c.promotion.id, text=c.promotion.text,
+                                        position=c.position, propensity=c.propensity,
+                                        score=c.score) for c in chosen],
+        )
 
     return router

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shelfwise.data.schemas import EventType, Item, User
+from shelfwise.data.schemas import EventType, Item, Promotion, User
 
 
 class _Body(BaseModel):
@@ -89,6 +89,29 @@ class ProfileResponse(_Body):
     tags: list[tuple[str, float]] = Field(description="readable interest tags with weights")
     encoder: str | None = Field(description="text encoder behind the profile vector")
     vector: list[float] | None = Field(default=None, description="with ?vector=true")
+
+
+class PromotionBatch(_Body):
+    promotions: list[Promotion] = Field(min_length=1, max_length=1_000)
+
+
+class PromotionRequest(_Body):
+    n: int = Field(default=1, ge=1, le=20, description="how many promotions (sequential choice)")
+
+
+class ChosenPromotion(_Body):
+    promotion_id: str
+    text: str
+    position: int
+    propensity: float = Field(description="probability the policy gave this choice, in (0, 1]")
+    score: float = Field(description="the policy's score (estimated reward or bound)")
+
+
+class PromotionsResponse(_Body):
+    request_id: str = Field(description="cite it in promotion_redeemed events")
+    user_id: str
+    policy: str
+    promotions: list[ChosenPromotion]
 
 
 class Health(_Body):

@@ -300,6 +300,14 @@ class SqlStore:
             last = rows[-1]["seq"]
             yield [_event(r) for r in rows]
 
+    def events_of_type(self, event_type: EventType) -> list[Event]:
+        """Every event of one type, in arrival order (decision logs, outcomes)."""
+        q = sa.select(events_t).where(events_t.c.type == event_type.value).order_by(
+            events_t.c.seq)
+        with self._conn() as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        return [_event(r) for r in rows]
+
     def events_frame(self, *, types: Sequence[EventType] | None = None) -> pd.DataFrame:
         c = events_t.c
         q = sa.select(c.user_id, c.item_id, c.type, c.timestamp).order_by(c.seq)
