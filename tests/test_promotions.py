@@ -52,7 +52,7 @@ def test_policy_learns_who_redeems_what(client: TestClient) -> None:
     post_promotions(client, [{"id": "A", "text": "Points on your next game"},
                              {"id": "B", "text": "Starter bundle discount"}])
     users = [f"u{k}" for k in range(12)] + [f"new{k}" for k in range(12)]
-    for round_ in range(12):
+    for _round in range(12):
         for user in users:
             body = client.post(f"/v1/users/{user}/promotions", json={}).json()
             (choice,) = body["promotions"]
