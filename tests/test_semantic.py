@@ -97,3 +97,33 @@ def test_vector_index_exact_and_hnsw_agree() -> None:
     assert (e_idx[:, 0] == np.arange(20)).all()
     overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(e_idx, h_idx, strict=True)])
     assert overlap >= 0.9
+
+
+def test_a_fine_tuned_encoder_travels_in_the_bundle(tmp_path: Path) -> None:
+    """`shelfwise finetune` output as the semantic encoder: the bundle copies it and serves
+    with its id, so the bundle alone reproduces the vectors."""
+    from shelfwise.bundle.bundle import GeneratorSpec, TrainConfig, load_bundle, train_bundle
+    from shelfwise.data.ids import IdMap
+    from shelfwise.text.finetune import FinetuneConfig, finetune
+    from shelfwise.text.pairs import TextPair
+
+    pairs = [TextPair(f"{c} {t}", f"{t.title()} in {c}") for c in ("red", "blue", "green")
+             for t in ("shoes", "kettle", "phone", "novel")]
+    tuned = tmp_path / "tuned"
+    finetune(pairs, tuned, FinetuneConfig(method="lora", batch_size=4, num_threads=1))
+    data = Interactions.from_frame(
+        pd.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["runners", "yoga", "novel"]}),
+        items=IdMap(CATALOG), item_text=CATALOG, has_time=False)
+    config = TrainConfig(tune_weights=False, generators=[
+        GeneratorSpec(name="semantic", params={"encoder": str(tuned)}),
+        GeneratorSpec(name="popularity", weight=0.1)])
+    trained = train_bundle(data, tmp_path / "bundles", config)
+    sem = trained.generators["semantic"]
+    assert isinstance(sem, Semantic) and "+ft-" in sem.encoder_id_
+    loaded = load_bundle(tmp_path / "bundles")
+    again = loaded.generators["semantic"]
+    assert isinstance(again, Semantic)
+    assert again.config.encoder.startswith(str(loaded.path))
+    assert again.encoder.id == sem.encoder_id_
+    np.testing.assert_allclose(again.embed([CATALOG["kettle"]])[0],
+                               sem.raw_vectors_[list(CATALOG).index("kettle")], atol=1e-5)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import typer
 
 from shelfwise import __version__
-from shelfwise.cli import demo_cmd, evaluate_cmd, import_cmd, serve_cmd, train_cmd
+from shelfwise.cli import (
+    demo_cmd,
+    evaluate_cmd,
+    finetune_cmd,
+    import_cmd,
+    policy_cmd,
+    serve_cmd,
+    train_cmd,
+)
 
 app = typer.Typer(
     name="shelfwise",
@@ -22,7 +30,7 @@ def version() -> None:
     typer.echo(__version__)
 
 
-for _module in (import_cmd, train_cmd, evaluate_cmd, serve_cmd, demo_cmd):
+for _module in (import_cmd, train_cmd, evaluate_cmd, finetune_cmd, policy_cmd, serve_cmd, demo_cmd):
     _module.register(app)
 
 

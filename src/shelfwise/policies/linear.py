@@ -25,13 +25,15 @@ def with_intercept(x: FloatArray, fit_intercept: bool) -> FloatArray:
 class RidgeArms:
     """Sufficient statistics of one ridge regression per arm over d features."""
 
-    def __init__(self, n_actions: int, dim: int, l2: float) -> None:
+    def __init__(self, n_actions: int, dim: int, l2: float | FloatArray) -> None:
+        """``l2``: one penalty for every coefficient, or one per coefficient (length dim)."""
         self.n_actions = n_actions
         self.dim = dim
-        self.l2 = l2
-        self.A = np.broadcast_to(l2 * np.eye(dim), (n_actions, dim, dim)).copy()
+        self.penalty = np.broadcast_to(np.asarray(l2, dtype=np.float64), (dim,)).copy()
+        self.A = np.broadcast_to(np.diag(self.penalty), (n_actions, dim, dim)).copy()
         self.b = np.zeros((n_actions, dim))
-        self.A_inv = np.broadcast_to(np.eye(dim) / l2, (n_actions, dim, dim)).copy()
+        self.A_inv = np.broadcast_to(np.diag(1.0 / self.penalty),
+                                     (n_actions, dim, dim)).copy()
         self.theta = np.zeros((n_actions, dim))
         self.counts = np.zeros(n_actions, dtype=np.int64)
 
@@ -46,7 +48,7 @@ class RidgeArms:
 
     def fit(self, x: FloatArray, actions: IntArray, rewards: FloatArray) -> None:
         """Replace the statistics with those of a whole batch (exact inverse)."""
-        eye = self.l2 * np.eye(self.dim)
+        eye = np.diag(self.penalty)
         for a in range(self.n_actions):
             rows = actions == a
             xa = x[rows]
@@ -74,7 +76,7 @@ class RidgeArms:
 
     @classmethod
     def from_state(cls, state: dict[str, NDArray[np.float64] | NDArray[np.int64]],
-                   l2: float) -> RidgeArms:
+                   l2: float | FloatArray) -> RidgeArms:
         A = np.asarray(state["A_"], dtype=np.float64)
         obj = cls(A.shape[0], A.shape[1], l2)
         obj.A = A.copy()

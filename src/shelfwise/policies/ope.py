@@ -20,15 +20,16 @@ DR-os      correction weighted by λw/(w² + λ)           optimistic shrinkage 
 
 Switch-DR and DR-os choose τ / λ from a candidate grid by SLOPE (Su et al. 2020, with the
 Tucker & Lee 2021 refinement obp uses) unless a value is given. Each estimate comes with a
-percentile bootstrap CI over logged rows; the reward model and any tuned hyperparameter are
-held fixed inside the bootstrap (as obp does), so the CI omits their own variability.
+percentile bootstrap CI over logged rows. By default the reward model and any tuned
+hyperparameter are held fixed inside the bootstrap (as obp does), so the CI omits their own
+variability; ``evaluate_policy(..., bootstrap="refit")`` refits them in every replicate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -388,18 +389,53 @@ def evaluate_policy(
     n_bootstrap: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
+    bootstrap: Literal["rows", "refit"] = "rows",
 ) -> pd.DataFrame:
     """Every estimator's value and CI as one flat table (one row per estimator).
 
     When an estimator needs q̂ and ``q_hat`` is not given, ``reward_model`` (default: a
     :class:`RidgeRewardModel` with empirical-Bayes shrinkage) is cross-fitted on the log.
+    ``bootstrap="rows"`` resamples per-round terms with q̂ and tuned τ/λ fixed (fast, as obp);
+    ``"refit"`` re-cross-fits q̂ and re-tunes in every replicate, so the CI also carries the
+    reward model's own variability (costs ``n_bootstrap`` model fits; needs no ``q_hat``).
     """
     ests = [make_estimator(e) if isinstance(e, str) else e for e in estimators]
-    if q_hat is None and any(e.needs_reward_model for e in ests):
-        model = reward_model or RidgeRewardModel(n_actions=log.n_actions)
-        x = log.contexts if log.contexts is not None else np.zeros((log.n_rounds, 0))
-        q_hat = cross_fit(model, x, log.actions, log.rewards, log.positions,
-                          n_folds=n_folds, seed=seed)
-    records = [e.estimate(log, action_dist, q_hat, n_bootstrap=n_bootstrap, alpha=alpha,
-                          seed=seed).to_record() for e in ests]
+    needs_q = any(e.needs_reward_model for e in ests)
+    model = reward_model or RidgeRewardModel(n_actions=log.n_actions)
+    if bootstrap == "refit" and q_hat is not None:
+        raise ConfigError("bootstrap='refit' refits the reward model; do not pass q_hat")
+
+    def fit_q(part: BanditLog) -> FloatArray | None:
+        if not needs_q:
+            return None
+        x = part.contexts if part.contexts is not None else np.zeros((part.n_rounds, 0))
+        return cross_fit(model, x, part.actions, part.rewards, part.positions,
+                         n_folds=n_folds, seed=seed)
+
+    if q_hat is None:
+        q_hat = fit_q(log)
+    if bootstrap == "rows":
+        records = [e.estimate(log, action_dist, q_hat, n_bootstrap=n_bootstrap, alpha=alpha,
+                              seed=seed).to_record() for e in ests]
+        return pd.DataFrame.from_records(records)
+    if bootstrap != "refit":
+        raise ConfigError(f"bootstrap must be 'rows' or 'refit', got {bootstrap!r}")
+    pi = np.asarray(action_dist, dtype=np.float64)
+    per_row = pi.ndim >= 2 and pi.shape[0] == log.n_rounds and pi.shape[1] == log.n_actions
+    rng = np.random.default_rng(seed)
+    reps = np.empty((n_bootstrap, len(ests)))
+    for b in range(n_bootstrap):
+        idx = rng.integers(0, log.n_rounds, size=log.n_rounds)
+        part = log.take(idx)
+        terms = make_terms(part, pi[idx] if per_row else pi, fit_q(part))
+        for j, e in enumerate(ests):
+            num, den, _ = e.terms(terms)
+            reps[b, j] = num.sum() / den.sum()
+    full = make_terms(log, action_dist, q_hat)
+    records = []
+    for j, e in enumerate(ests):
+        num, den, params = e.terms(full)
+        lo, hi = np.quantile(reps[:, j], [alpha / 2, 1 - alpha / 2])
+        records.append(Estimate(e.name, float(num.sum() / den.sum()), float(lo), float(hi),
+                                n_bootstrap, alpha, params).to_record())
     return pd.DataFrame.from_records(records)

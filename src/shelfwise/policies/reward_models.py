@@ -2,9 +2,10 @@
 
 Two simple, stated choices:
 
-* :class:`RidgeRewardModel` — one ridge regression per arm on [context, position one-hot, 1],
-  fitted to rewards centred on the global mean, so an arm with little data is shrunk towards
-  the overall reward rate (an empirical-Bayes-like prior). Closed form, any real reward.
+* :class:`RidgeRewardModel` — one ridge regression per arm on centred [context, position
+  one-hot] plus an intercept, fitted to rewards centred on the global mean. The intercept's
+  penalty is an empirical-Bayes prior strength, so an arm with little data is shrunk towards
+  the overall reward rate; the slopes get a plain ridge penalty. Closed form, any real reward.
 * :class:`LogisticRewardModel` — one L2 logistic regression over all rows on
   [context, arm one-hot, position one-hot, optional arm⊗context interactions, optional arm
   features], for binary rewards. Without interactions every context ranks the arms alike.
@@ -65,10 +66,12 @@ class RidgeRewardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_actions: int = Field(ge=1)
-    l2: PositiveFloat | Literal["auto"] = Field(
-        default="auto", description="ridge penalty; larger = more shrinkage of each arm towards "
-        "the global mean. 'auto': σ²/τ² from a method-of-moments empirical-Bayes fit of the "
-        "per-arm mean rewards (σ² within-arm, τ² between-arm variance)")
+    l2: PositiveFloat = Field(default=1.0, description="ridge penalty of the slopes "
+                              "(context and position coefficients)")
+    intercept_l2: PositiveFloat | Literal["auto"] = Field(
+        default="auto", description="penalty of each arm's offset from the global mean; larger "
+        "= more shrinkage towards it. 'auto': σ²/τ² from a method-of-moments empirical-Bayes "
+        "fit of the per-arm mean rewards (σ² within-arm, τ² between-arm variance)")
 
 
 def empirical_bayes_l2(actions: IntArray, rewards: FloatArray, n_actions: int) -> float:
@@ -94,8 +97,9 @@ class RidgeRewardModel:
     def __init__(self, **params: Any) -> None:
         self.config = RidgeRewardConfig(**params)
         self._arms: RidgeArms | None = None
-        self.l2_: float = 0.0
+        self.intercept_l2_: float = 0.0
         self.mean_: float = 0.0
+        self.center_: FloatArray = np.zeros(0)
         self.n_positions_: int = 1
 
     def fit(self, contexts: ArrayLike, actions: ArrayLike, rewards: ArrayLike,
@@ -105,16 +109,21 @@ class RidgeRewardModel:
         r = np.asarray(rewards, dtype=np.float64).ravel()
         self.n_positions_ = 1 if pos is None else int(pos.max()) + 1
         self.mean_ = float(r.mean()) if len(r) else 0.0
+        raw = np.hstack([x, _position_onehot(pos, self.n_positions_, x.shape[0])])
+        self.center_ = raw.mean(axis=0)
         z = self._design(x, pos)
-        l2 = self.config.l2
-        self.l2_ = empirical_bayes_l2(a, r, self.config.n_actions) if l2 == "auto" else l2
-        self._arms = RidgeArms(self.config.n_actions, z.shape[1], self.l2_)
+        lam = self.config.intercept_l2
+        self.intercept_l2_ = (empirical_bayes_l2(a, r, self.config.n_actions) if lam == "auto"
+                              else lam)
+        penalty = np.full(z.shape[1], self.config.l2)
+        penalty[-1] = self.intercept_l2_
+        self._arms = RidgeArms(self.config.n_actions, z.shape[1], penalty)
         self._arms.fit(z, a, r - self.mean_)
         return self
 
     def _design(self, x: FloatArray, pos: IntArray | None) -> FloatArray:
-        onehot = _position_onehot(pos, self.n_positions_, x.shape[0])
-        return np.hstack([x, onehot, np.ones((x.shape[0], 1))])
+        raw = np.hstack([x, _position_onehot(pos, self.n_positions_, x.shape[0])])
+        return np.hstack([raw - self.center_, np.ones((x.shape[0], 1))])
 
     def predict(self, contexts: ArrayLike, positions: ArrayLike | None = None) -> FloatArray:
         if self._arms is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,12 +47,25 @@ def shared_encoder(name: str) -> TextEncoder:
             from shelfwise.text.factory import get_encoder
 
             threads = int(os.environ.get("SHELFWISE_TORCH_THREADS", "1"))
-            _ENCODERS[name] = get_encoder(name, num_threads=threads)
+            from shelfwise.text.finetune import is_tuned_dir
+
+            if is_tuned_dir(name):
+                from shelfwise.text.cache import CachedEncoder, EmbeddingCache
+                from shelfwise.text.finetune import load_tuned_encoder
+
+                _ENCODERS[name] = CachedEncoder(
+                    load_tuned_encoder(name, num_threads=threads), EmbeddingCache())
+            else:
+                _ENCODERS[name] = get_encoder(name, num_threads=threads)
         return _ENCODERS[name]
 
 
 class SemanticConfig(GeneratorConfig):
-    encoder: str = Field(default="e5", description="text encoder name (see text.get_encoder)")
+    encoder: str = Field(
+        default="e5",
+        description="text encoder: e5, e5-fp32, use, minilm, or a directory written by "
+        "`shelfwise finetune` (copied into the bundle)",
+    )
     profile_decay: float = Field(
         default=0.8, gt=0, le=1, description="weight of a history item d steps back: decay**d"
     )
@@ -202,12 +216,18 @@ class Semantic(BaseGenerator):
         self.encoder_id_ = str(state["encoder_id"])
 
     def save(self, path: Path) -> None:
+        from shelfwise.text.finetune import is_tuned_dir
+
         super().save(path)
         self.index.save(path / "index.faiss")
+        if is_tuned_dir(self.config.encoder):  # the bundle carries its tuned encoder
+            shutil.copytree(self.config.encoder, path / "encoder", dirs_exist_ok=True)
 
     @classmethod
     def load(cls, path: Path) -> Semantic:
         obj = super().load(path)
         if (path / "index.faiss").is_file():
             obj._index = VectorIndex.load(path / "index.faiss")
+        if (path / "encoder").is_dir():
+            obj.config = obj.config.model_copy(update={"encoder": str(path / "encoder")})
         return obj
