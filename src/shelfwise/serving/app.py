@@ -17,6 +17,7 @@ from shelfwise.exceptions import NotFoundError, ShelfwiseError
 from shelfwise.services.profiles import build_profile
 from shelfwise.services.promotions import PromotionService
 from shelfwise.services.recommender import RecommendationList, Recommender
+from shelfwise.services.search import SearchFilters, SearchResult, SearchService
 from shelfwise.serving.schemas import (
     ChosenPromotion,
     EventBatch,
@@ -31,6 +32,10 @@ from shelfwise.serving.schemas import (
     PromotionsResponse,
     RecommendationResponse,
     RecommendedItem,
+    RerankRequest,
+    SearchItem,
+    SearchRequest,
+    SearchResponse,
     SimilarResponse,
     UserBatch,
     Written,
@@ -51,6 +56,7 @@ def create_app(store_url: str, bundle_path: Path) -> FastAPI:
     app.state.store = store
     app.state.recommender = recommender
     app.state.promotions = PromotionService(store, recommender)
+    app.state.search = SearchService(recommender)
 
     @app.exception_handler(NotFoundError)
     async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
@@ -64,6 +70,7 @@ def create_app(store_url: str, bundle_path: Path) -> FastAPI:
     app.include_router(_recommend_router(), prefix="/v1")
     app.include_router(_feedback_router(), prefix="/v1")
     app.include_router(_promotions_router(), prefix="/v1")
+    app.include_router(_search_router(), prefix="/v1")
     return app
 
 
@@ -82,9 +89,15 @@ def get_promotions(request: Request) -> PromotionService:
     return service
 
 
+def get_search(request: Request) -> SearchService:
+    service: SearchService = request.app.state.search
+    return service
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 PromotionsDep = Annotated[PromotionService, Depends(get_promotions)]
+SearchDep = Annotated[SearchService, Depends(get_search)]
 N = Annotated[int, Query(ge=1, le=500, description="how many items")]
 
 
@@ -219,5 +232,49 @@ def _promotions_router() -> APIRouter:
                                         position=c.position, propensity=c.propensity,
                                         score=c.score) for c in chosen],
         )
+
+    return router
+
+
+def _search_response(store: Store, rec: Recommender, query: str, user_id: str | None,
+                     result: SearchResult) -> SearchResponse:
+    """The answer, after the search is logged (for a known user) under its request id."""
+    request_id = uuid.uuid4().hex
+    if user_id:
+        store.add_events([Event(id=f"search-{request_id}", type="search", user_id=user_id,
+                                query=query, request_id=request_id,
+                                timestamp=datetime.now(UTC),
+                                context={"items": [h.item_id for h in result.hits[:50]]})])
+    catalog = store.get_items([h.item_id for h in result.hits])
+    return SearchResponse(
+        request_id=request_id, model_version=rec.bundle.version, query=query, user_id=user_id,
+        personalized=result.personalized, ranker=result.ranker,
+        items=[SearchItem(item_id=h.item_id, score=h.score, scores=h.scores,
+                          title=(catalog[h.item_id].title or None) if h.item_id in catalog
+                          else None) for h in result.hits],
+    )
+
+
+def _search_router() -> APIRouter:
+    router = APIRouter(tags=["search"])
+
+    @router.post("/search", response_model=SearchResponse)
+    def search(body: SearchRequest, service: SearchDep, store: StoreDep,
+               rec: RecommenderDep) -> SearchResponse:
+        """Search the whole catalog: BM25 words + typo-tolerant n-grams + dense vectors, fused,
+        then ranked (personalized when ``user_id`` has a history)."""
+        filters = SearchFilters(**body.filters.model_dump()) if body.filters else None
+        result = service.search(body.query, body.user_id, body.n, filters)
+        return _search_response(store, rec, body.query, body.user_id, result)
+
+    @router.post("/rerank", response_model=SearchResponse,
+                 responses={404: {"description": "an item id is unknown"}})
+    def rerank(body: RerankRequest, service: SearchDep, store: StoreDep,
+               rec: RecommenderDep) -> SearchResponse:
+        """Re-order the shop's own result list for this query (and user)."""
+        if len(set(body.items)) != len(body.items):
+            raise HTTPException(422, "items: the same id appears twice; send each once")
+        result = service.rerank(body.query, body.items, body.user_id)
+        return _search_response(store, rec, body.query, body.user_id, result)
 
     return router

@@ -114,6 +114,47 @@ class PromotionsResponse(_Body):
     promotions: list[ChosenPromotion]
 
 
+class SearchFiltersIn(_Body):
+    category: str | None = Field(default=None, description="category path prefix "
+                                 "('Home > Kitchen') or one level ('Kitchen')")
+    brand: str | None = None
+    min_price: float | None = Field(default=None, ge=0)
+    max_price: float | None = Field(default=None, ge=0)
+
+
+class SearchRequest(_Body):
+    query: str = Field(min_length=1, max_length=1000)
+    user_id: str | None = Field(default=None, description="personalize for this user; "
+                                "anonymous when absent")
+    n: int = Field(default=10, ge=1, le=500)
+    filters: SearchFiltersIn | None = None
+
+
+class RerankRequest(_Body):
+    query: str = Field(min_length=1, max_length=1000)
+    user_id: str | None = None
+    items: list[str] = Field(min_length=1, max_length=1000,
+                             description="the shop's own result list, item ids")
+
+
+class SearchItem(_Body):
+    item_id: str
+    score: float = Field(description="the ranker's score (higher first)")
+    title: str | None = None
+    scores: dict[str, float] = Field(description="retriever scores behind it: bm25, ngram "
+                                     "(typo-tolerant), dense (semantic), profile_sim")
+
+
+class SearchResponse(_Body):
+    request_id: str = Field(description="cite it in click/cart/purchase events")
+    model_version: str
+    query: str
+    user_id: str | None
+    personalized: bool
+    ranker: str = Field(description="lambdamart when a trained ranker is loaded, else rrf")
+    items: list[SearchItem]
+
+
 class Health(_Body):
     status: str
     model_version: str

@@ -146,6 +146,24 @@ class BM25Index:
             return scores
         return scores[np.asarray(doc_indices, dtype=np.int64)]
 
+    def unknown_words(self, query: str) -> list[str]:
+        """Query tokens that no indexed document contains (likely misspellings)."""
+        self._fitted()
+        vocab = self.words_.vocab_dict
+        return [w for w in self.tokenize(query) if w not in vocab]
+
+    def word_score(self, query: str) -> NDArray[np.float32]:
+        """The word index's BM25 score of ``query`` for every document."""
+        self._fitted()
+        return self._scores(self.words_, self.tokenize(query), self.n_docs_)
+
+    def ngram_score(self, query: str) -> NDArray[np.float32]:
+        """The character n-gram index's score for every document (zeros when n-grams are off)."""
+        self._fitted()
+        if self.grams_ is None:
+            return np.zeros(self.n_docs_, np.float32)
+        return self._scores(self.grams_, self.ngrams(query), self.n_docs_)
+
     def search(self, query: str, k: int = 10) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """Indices and scores of the best ``k`` documents with a positive score, best first
         (ties by index)."""

@@ -1,0 +1,173 @@
+"""Hybrid search index: BM25 words, BM25 character n-grams (typos) and dense vectors, fused.
+
+Three retrievers look at the whole catalog; their top lists are merged by reciprocal-rank
+fusion (Cormack et al. 2009: ``Σ 1 / (k + rank)``), which needs no score calibration between
+BM25 and cosine. Each candidate keeps every retriever's raw score, so a learned ranker can
+weigh them (see :mod:`shelfwise.search.features`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from shelfwise.exceptions import ConfigError
+from shelfwise.text.bm25 import BM25Config, BM25Index
+
+QueryEncoder = Callable[[str], NDArray[np.float32]]
+
+
+class SearchConfig(BaseModel):
+    """How candidates are retrieved and fused (unknown keys are an error)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    depth: int = Field(default=200, ge=1, description="candidates each retriever contributes")
+    rrf_k: float = Field(default=60.0, gt=0, description="reciprocal-rank-fusion constant")
+    char_ngrams: int = Field(default=3, ge=0, le=6,
+                             description="n-gram size of the typo-tolerant index; 0 = off")
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"bm25": 1.0, "ngram": 1.0, "dense": 1.0},
+        description="each retriever's weight in the fusion")
+    min_ngram_coverage: float = Field(
+        default=0.6, ge=0, le=1,
+        description="share of a misspelled word's n-grams a title must contain for the "
+        "n-gram retriever to propose it")
+
+
+@dataclass
+class Candidates:
+    """Retrieved items for one query: catalog positions, fused score, per-retriever scores."""
+
+    index: NDArray[np.int64]
+    fused: NDArray[np.float64]
+    scores: dict[str, NDArray[np.float32]] = field(default_factory=dict)
+    ranks: dict[str, NDArray[np.float32]] = field(default_factory=dict)
+
+    def order(self) -> NDArray[np.int64]:
+        """Positions into this candidate list, best fused score first (ties by catalog order)."""
+        return np.lexsort((self.index, -self.fused)).astype(np.int64)
+
+
+class SearchIndex:
+    """Lexical + dense retrieval over a fixed list of item texts (addressed by position).
+
+    ``vectors`` are the items' passage embeddings (rows L2-normalised) and ``encode_query``
+    embeds a query into the same space; without them search is lexical only.
+    """
+
+    def __init__(self, config: SearchConfig | None = None, **options: Any) -> None:
+        self.config = config if config is not None else SearchConfig(**options)
+        self._words: BM25Index | None = None
+        self.vectors: NDArray[np.float32] | None = None
+        self.encode_query: QueryEncoder | None = None
+        self.n_docs = 0
+
+    def fit(self, texts: Sequence[str], vectors: NDArray[np.float32] | None = None,
+            encode_query: QueryEncoder | None = None) -> SearchIndex:
+        texts = [t or "" for t in texts]
+        self.texts = texts
+        if not texts:
+            raise ConfigError("cannot build a search index over an empty catalog")
+        if vectors is not None and vectors.shape[0] != len(texts):
+            raise ConfigError(f"{vectors.shape[0]} item vectors for {len(texts)} item texts")
+        if (vectors is None) != (encode_query is None):
+            raise ConfigError("dense search needs both item vectors and a query encoder")
+        self._words = BM25Index(BM25Config(char_ngrams=self.config.char_ngrams))
+        self._words.fit(texts)
+        self.vectors = None if vectors is None else np.asarray(vectors, dtype=np.float32)
+        self.encode_query = encode_query
+        self.n_docs = len(texts)
+        return self
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._bm25().tokenize(text)
+
+    def _bm25(self) -> BM25Index:
+        if self._words is None:
+            raise ConfigError("SearchIndex is not fitted: call fit(texts) first")
+        return self._words
+
+    def all_scores(self, query: str) -> dict[str, NDArray[np.float32]]:
+        """Every retriever's score for every document."""
+        bm25 = self._bm25()
+        out = {"bm25": bm25.word_score(query)}
+        if self.config.char_ngrams:
+            out["ngram"] = bm25.ngram_score(query)
+        if self.vectors is not None and self.encode_query is not None:
+            q = self.encode_query(query)
+            out["dense"] = (self.vectors @ q).astype(np.float32)
+        return out
+
+    def retrieve(self, query: str, *, allowed: NDArray[np.bool_] | None = None,
+                 depth: int | None = None) -> Candidates:
+        """Fused candidates for ``query`` among ``allowed`` documents (all when None)."""
+        if not query.strip():
+            raise ConfigError("query: empty; send some text to search for")
+        depth = depth or self.config.depth
+        scores = self.all_scores(query)
+        ok = np.ones(self.n_docs, bool) if allowed is None else allowed
+        fused = np.zeros(self.n_docs, np.float64)
+        pooled = np.zeros(self.n_docs, bool)
+        unknown = self._bm25().unknown_words(query) if "ngram" in scores else []
+        for name, s in scores.items():
+            w = self.config.weights.get(name, 0.0)
+            if name == "ngram" and not unknown:
+                continue  # every word matched as spelled: n-grams would only add noise
+            live = ok & (s > 0) if name != "dense" else ok.copy()
+            cand = np.flatnonzero(live)
+            if len(cand) == 0:
+                continue
+            top = cand[np.lexsort((cand, -s[cand]))][: depth * (4 if name == "ngram" else 1)]
+            if name == "ngram":
+                top = self._covering(top, unknown)[:depth]
+                if len(top) == 0:
+                    continue
+            pooled[top] = True
+            fused[top] += w / (self.config.rrf_k + np.arange(1, len(top) + 1))
+        index = np.flatnonzero(pooled).astype(np.int64)
+        return self.candidates(index, scores, fused=fused[index])
+
+    def _covering(self, docs: NDArray[np.int64], words: list[str]) -> NDArray[np.int64]:
+        """Those of ``docs`` whose text contains enough of some misspelled word's n-grams."""
+        bm25 = self._bm25()
+        wanted = [set(bm25.ngrams(w)) for w in words]
+        keep = []
+        for d in docs:
+            have = set(bm25.ngrams(self.texts[int(d)]))
+            if any(len(g & have) >= self.config.min_ngram_coverage * len(g) for g in wanted
+                   if g):
+                keep.append(d)
+        return np.asarray(keep, dtype=np.int64)
+
+    def candidates(self, index: NDArray[np.int64], scores: dict[str, NDArray[np.float32]] |
+                   None = None, *, query: str | None = None,
+                   fused: NDArray[np.float64] | None = None) -> Candidates:
+        """A candidate set for given documents (the shop's own list, for re-ranking)."""
+        if scores is None:
+            if query is None:
+                raise ConfigError("candidates() needs the query or precomputed scores")
+            scores = self.all_scores(query)
+        per = {name: s[index] for name, s in scores.items()}
+        ranks = {name: _rank_within_catalog(s, index) for name, s in scores.items()}
+        if fused is None:
+            fused = np.zeros(len(index), np.float64)
+            for name, r in ranks.items():
+                w = self.config.weights.get(name, 0.0)
+                has = per[name] > 0 if name != "dense" else np.ones(len(index), bool)
+                fused += np.where(has, w / (self.config.rrf_k + r), 0.0)
+        return Candidates(index, np.asarray(fused, np.float64), per, ranks)
+
+
+def _rank_within_catalog(scores: NDArray[np.float32], index: NDArray[np.int64]
+                         ) -> NDArray[np.float32]:
+    """1-based rank of each of ``index`` in the whole catalog by ``scores`` (ties share)."""
+    sorted_desc = np.sort(scores)[::-1]
+    # number of documents with a strictly higher score, plus one
+    higher = np.searchsorted(-sorted_desc, -scores[index], side="left")
+    return (higher + 1).astype(np.float32)

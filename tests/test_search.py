@@ -1,0 +1,161 @@
+"""Personalized search: hybrid retrieval, fusion, the LambdaMART ranker and the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from shelfwise.bundle.bundle import train_bundle
+from shelfwise.data.loading import interactions_from_store
+from shelfwise.data.schemas import Event, EventType, Item
+from shelfwise.exceptions import ConfigError, NotFittedError
+from shelfwise.search import FEATURES, LTRRanker, SearchIndex
+from shelfwise.serving import create_app
+from shelfwise.storage import open_store
+
+TITLES = [
+    "Claw hammer with fiberglass handle",
+    "Cordless drill driver 18V",
+    "Stainless steel kitchen sink",
+    "Garden hose 50 ft",
+    "Paint roller kit",
+]
+
+
+def test_lexical_and_typo_tolerant_retrieval() -> None:
+    index = SearchIndex().fit(TITLES)
+    cand = index.retrieve("kitchen sink")
+    assert int(cand.index[cand.order()[0]]) == 2
+    assert index.retrieve("hamer").scores["bm25"].max() == 0, "no word match for the typo"
+    typo = index.retrieve("hamer")
+    assert int(typo.index[typo.order()[0]]) == 0, "the n-gram index rescues 'hamer'"
+    with pytest.raises(ConfigError, match="query"):
+        index.retrieve("   ")
+
+
+def test_reciprocal_rank_fusion_known_answer() -> None:
+    """Two retrievers that disagree: RRF adds 1/(k+rank) from each."""
+    vectors = np.eye(5, dtype=np.float32)
+    index = SearchIndex(char_ngrams=0, rrf_k=1.0, weights={"bm25": 1.0, "dense": 1.0}).fit(
+        TITLES, vectors, lambda q: np.array([0, 0, 0, 1.0, 0.5], np.float32))
+    cand = index.retrieve("garden hose paint")
+    fused = dict(zip(cand.index.tolist(), cand.fused.tolist(), strict=True))
+    # bm25 ranks: hose(3) and paint roller(4) match; dense ranks 3 > 4 > rest (ties share)
+    bm25 = cand.scores["bm25"]
+    first_lex = int(cand.index[np.argmax(bm25)])
+    assert set(np.asarray(cand.index)[bm25 > 0].tolist()) == {3, 4}
+    second_lex = 4 if first_lex == 3 else 3
+    assert fused[3] == pytest.approx(1 / (1 + (1 if first_lex == 3 else 2)) + 1 / 2)
+    assert fused[second_lex] > fused[0]
+    assert fused[0] == pytest.approx(1 / (1 + 3)), "dense rank 3 of the tied zeros"
+
+
+def test_lambdamart_learns_the_relevant_feature_and_round_trips(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n_q, per = 200, 8
+    x = rng.normal(size=(n_q * per, len(FEATURES))).astype(np.float32)
+    key = FEATURES.index("title_coverage")
+    y = np.clip(np.round(x[:, key] + 1), 0, 3).astype(int)
+    ranker = LTRRanker(n_estimators=50).fit(x, y, [per] * n_q)
+    test = rng.normal(size=(per, len(FEATURES))).astype(np.float32)
+    order = np.argsort(-ranker.predict(test))
+    assert order[0] == np.argmax(test[:, key])
+    imp = ranker.importance()
+    assert max(imp, key=lambda f: imp[f]) == "title_coverage"
+    ranker.save(tmp_path / "r")
+    again = LTRRanker.load(tmp_path / "r")
+    np.testing.assert_allclose(again.predict(test), ranker.predict(test))
+    assert ranker.contributions(test).shape == (per, len(FEATURES) + 1)
+    with pytest.raises(ConfigError, match="columns"):
+        LTRRanker().fit(x[:, :3], y, [per] * n_q)
+    with pytest.raises(ConfigError, match="groups"):
+        LTRRanker().fit(x, y, [per] * (n_q - 1))
+    with pytest.raises(NotFittedError):
+        LTRRanker().predict(test)
+
+
+SHOP = [
+    Item(id="earbuds", title="无线蓝牙耳机 主动降噪 长续航", category=["数码", "耳机"], price=199),
+    Item(id="rice", title="东北大米 5公斤 新米", category=["食品", "粮油"], price=59),
+    Item(id="kettle", title="Electric kettle, 1.7 L, stainless steel",
+         category=["Home", "Kitchen"], price=30),
+    Item(id="pan", title="Cast iron frying pan 28 cm", category=["Home", "Kitchen"], price=45),
+    Item(id="runners", title="Men's running shoes, lightweight", category=["Sport", "Shoes"],
+         price=80),
+    Item(id="trail", title="Trail running shoes, waterproof", category=["Sport", "Shoes"],
+         price=120),
+    Item(id="novel", title="The Three-Body Problem, paperback novel", category=["Books"],
+         price=12),
+]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    tmp = tmp_path_factory.mktemp("search")
+    url = f"sqlite:///{tmp / 'shop.db'}"
+    store = open_store(url)
+    store.upsert_items(SHOP)
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    events = [Event(id=f"e{k}", type=EventType.PURCHASE, user_id=u, item_id=i,
+                    timestamp=t0 + timedelta(hours=k))
+              for k, (u, i) in enumerate([("cook", "kettle"), ("cook", "pan"),
+                                          ("runner", "runners"), ("runner", "trail"),
+                                          ("reader", "novel")])]
+    store.add_events(events)
+    train_bundle(interactions_from_store(store), tmp / "bundles")
+    store.close()
+    return TestClient(create_app(url, tmp / "bundles"))
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("大米", {"rice"}),  # Chinese query, Chinese title
+    ("wireless bluetooth earphones", {"earbuds"}),  # English query, Chinese title
+    ("runing shoes", {"runners", "trail"}),  # misspelled
+    ("frying pan", {"pan"}),
+])
+def test_search_finds_across_languages_and_typos(client: TestClient, query: str,
+                                                 expected: set[str]) -> None:
+    r = client.post("/v1/search", json={"query": query, "n": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["request_id"] and body["personalized"] is False and body["ranker"] == "rrf"
+    assert body["items"][0]["item_id"] in expected, body["items"]
+    assert set(body["items"][0]["scores"]) >= {"bm25", "dense"}
+
+
+def test_filters_and_personalized_flag(client: TestClient) -> None:
+    body = client.post("/v1/search", json={"query": "shoes", "n": 5,
+                                           "filters": {"max_price": 100}}).json()
+    assert body["items"][0]["item_id"] == "runners"
+    assert "trail" not in {i["item_id"] for i in body["items"]}
+    body = client.post("/v1/search", json={"query": "steel", "n": 5,
+                                           "filters": {"category": "Home > Kitchen"}}).json()
+    assert {i["item_id"] for i in body["items"]} <= {"kettle", "pan"}
+    body = client.post("/v1/search", json={"query": "shoes", "user_id": "runner"}).json()
+    assert body["personalized"] is True
+    stored = client.app.state.store.user_events("runner", types=[EventType.SEARCH])  # type: ignore[attr-defined]
+    assert [e.request_id for e in stored] == [body["request_id"]], "the search is logged"
+    assert client.post("/v1/search", json={"query": ""}).status_code == 422
+
+
+def test_rerank_returns_the_given_items_in_a_new_order(client: TestClient) -> None:
+    r = client.post("/v1/rerank", json={"query": "running shoes",
+                                        "items": ["novel", "rice", "runners", "kettle"]})
+    assert r.status_code == 200, r.text
+    ids = [i["item_id"] for i in r.json()["items"]]
+    assert sorted(ids) == ["kettle", "novel", "rice", "runners"] and ids[0] == "runners"
+    bad = client.post("/v1/rerank", json={"query": "x", "items": ["nope"]})
+    assert bad.status_code == 404 and "nope" in bad.text
+    dup = client.post("/v1/rerank", json={"query": "x", "items": ["rice", "rice"]})
+    assert dup.status_code == 422
+
+
+def test_a_posted_item_is_searchable_at_once(client: TestClient) -> None:
+    client.post("/v1/items", json={"items": [
+        {"id": "wok", "title": "Carbon steel wok 32 cm", "category": ["Home", "Kitchen"]}]})
+    body = client.post("/v1/search", json={"query": "wok", "n": 1}).json()
+    assert body["items"][0]["item_id"] == "wok"
