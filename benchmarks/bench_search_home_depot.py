@@ -84,8 +84,11 @@ def main() -> None:
     t0 = time.perf_counter()
     vectors = np.asarray(encoder.encode_items(titles), np.float32)
 
+    uq = sorted(frame["query"].astype(str).unique())  # batch-encode every query once
+    qvec = dict(zip(uq, np.asarray(encoder.encode_queries(uq), np.float32), strict=True))
+
     def encode(q: str) -> np.ndarray:
-        return np.asarray(encoder.encode_queries([q])[0], np.float32)
+        return qvec[q] if q in qvec else np.asarray(encoder.encode_queries([q])[0], np.float32)
 
     index = SearchIndex().fit(titles, vectors, encode)
     feats = FeatureBuilder(index, titles)

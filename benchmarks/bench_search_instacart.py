@@ -82,8 +82,13 @@ def main() -> None:
         enc = get_encoder(args.encoder)
         vectors = np.asarray(enc.encode_items(texts), np.float32)
 
+        aisles = sorted(set(products["aisle"].astype(str)))  # the only queries asked
+        qvec = dict(zip(aisles, np.asarray(enc.encode_queries(aisles), np.float32),
+                        strict=True))
+
         def encode(q: str) -> np.ndarray:
-            return np.asarray(enc.encode_queries([q])[0], np.float32)
+            return qvec[q] if q in qvec else np.asarray(enc.encode_queries([q])[0],
+                                                        np.float32)
     index = SearchIndex(depth=DEPTH).fit(texts, vectors, encode)
     build_s = time.perf_counter() - t0
     train_q = queries(orders, pos, back=2)
@@ -164,6 +169,8 @@ def main() -> None:
                             zip(test_q, te, strict=True)]))
     lat = []
     ranker = rankers["personalized"]
+    if args.encoder:  # latency includes encoding the query, as served
+        index.encode_query = lambda q: np.asarray(enc.encode_queries([q])[0], np.float32)
     for q in test_q[:500]:
         start = time.perf_counter()
         query = aisle_of[q["target"]]

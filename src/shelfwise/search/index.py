@@ -123,7 +123,7 @@ class SearchIndex:
             cand = np.flatnonzero(live)
             if len(cand) == 0:
                 continue
-            top = cand[np.lexsort((cand, -s[cand]))][: depth * (4 if name == "ngram" else 1)]
+            top = _top(cand, s[cand], depth * (4 if name == "ngram" else 1))
             if name == "ngram":
                 top = self._covering(top, unknown)[:depth]
                 if len(top) == 0:
@@ -162,6 +162,16 @@ class SearchIndex:
                 has = per[name] > 0 if name != "dense" else np.ones(len(index), bool)
                 fused += np.where(has, w / (self.config.rrf_k + r), 0.0)
         return Candidates(index, np.asarray(fused, np.float64), per, ranks)
+
+
+def _top(docs: NDArray[np.int64], scores: NDArray[np.float32], m: int) -> NDArray[np.int64]:
+    """The ``m`` best of ``docs`` by score, best first, ties by document order (partial sort:
+    only the documents at or above the m-th score are sorted)."""
+    if len(docs) > m:
+        kth = np.partition(scores, len(scores) - m)[len(scores) - m]
+        keep = scores >= kth
+        docs, scores = docs[keep], scores[keep]
+    return docs[np.lexsort((docs, -scores))][:m]
 
 
 def _rank_within_catalog(scores: NDArray[np.float32], index: NDArray[np.int64]
