@@ -144,7 +144,7 @@ def cross_encoder_stage(args: argparse.Namespace, parts: dict[str, pd.DataFrame]
              zip(tr["query"], tr["title"], tr["relevance"], strict=True)]
     out = REPO / "var" / "bench" / "search_ce"
     t = time.perf_counter()
-    if not (out / "config.json").exists() and not any(out.glob("*.json")):
+    if not (out / "shelfwise_cross_encoder.json").exists():
         train_cross_encoder(pairs, out)
     train_s = time.perf_counter() - t
     scorer = CrossEncoderScorer.load(out)
