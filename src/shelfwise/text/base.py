@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -79,3 +80,19 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(prev)
+
+
+def read_model_manifest(path: str | Path, name: str, *, kind: str, fmt: int,
+                        what: str) -> dict[str, Any]:
+    """The JSON manifest ``name`` of a trained-model directory, checked for its ``kind`` and
+    ``format``; ``what`` names the directory type in errors ("tuned encoder", ...)."""
+    from shelfwise.exceptions import ConfigError
+
+    p = Path(path) / name
+    try:
+        manifest: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is not a {what} directory: {exc}") from exc
+    if manifest.get("format") != fmt or manifest.get("kind") != kind:
+        raise ConfigError(f"{p}: unsupported {what} format {manifest.get('format')}")
+    return manifest

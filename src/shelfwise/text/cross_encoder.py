@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.exceptions import ConfigError
-from shelfwise.text.base import check_texts, torch_threads
+from shelfwise.text.base import check_texts, read_model_manifest, torch_threads
 from shelfwise.text.e5 import PASSAGE_PREFIX, QUERY_PREFIX
 from shelfwise.text.e5_convert import base_id, ensure_converted, normalization_table
 from shelfwise.text.finetune import _progress_bar, weights_hash
@@ -259,14 +259,8 @@ def train_cross_encoder(
 
 def read_manifest(path: Path) -> dict[str, Any]:
     """The ``shelfwise_cross_encoder.json`` of a trained cross-encoder directory."""
-    p = Path(path) / MANIFEST
-    try:
-        manifest: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path} is not a cross-encoder directory: {exc}") from exc
-    if manifest.get("format") != FORMAT or manifest.get("kind") != "cross-encoder":
-        raise ConfigError(f"{p}: unsupported cross-encoder format {manifest.get('format')}")
-    return manifest
+    return read_model_manifest(path, MANIFEST, kind="cross-encoder", fmt=FORMAT,
+                               what="cross-encoder")
 
 
 class CrossEncoderScorer:

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.exceptions import ConfigError
-from shelfwise.text.base import cache_root, torch_threads
+from shelfwise.text.base import cache_root, read_model_manifest, torch_threads
 from shelfwise.text.e5 import E5Encoder
 from shelfwise.text.e5_convert import base_id, ensure_converted
 from shelfwise.text.pairs import Evaluator, TextPair, pairs_digest, sample_pairs
@@ -482,14 +482,7 @@ def is_tuned_dir(path: str | Path) -> bool:
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The ``shelfwise_encoder.json`` of a tuned encoder directory."""
-    p = Path(path) / MANIFEST
-    try:
-        manifest: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path} is not a tuned encoder directory: {exc}") from exc
-    if manifest.get("format") != FORMAT or manifest.get("kind") != "e5":
-        raise ConfigError(f"{p}: unsupported tuned encoder format {manifest.get('format')}")
-    return manifest
+    return read_model_manifest(path, MANIFEST, kind="e5", fmt=FORMAT, what="tuned encoder")
 
 
 def materialize(path: str | Path, *, cache_dir: Path | None = None) -> Path:
