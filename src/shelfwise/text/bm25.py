@@ -137,11 +137,9 @@ class BM25Index:
 
     def score(self, query: str, doc_indices: ArrayLike | None = None) -> NDArray[np.float32]:
         """BM25 score of ``query`` for every document, or only for ``doc_indices`` (in order)."""
-        self._fitted()
-        scores = self._scores(self.words_, self.tokenize(query), self.n_docs_)
+        scores = self.word_score(query)
         if self.grams_ is not None:
-            grams = self._scores(self.grams_, self.ngrams(query), self.n_docs_)
-            scores = scores + np.float32(self.config.ngram_weight) * grams
+            scores = scores + np.float32(self.config.ngram_weight) * self.ngram_score(query)
         if doc_indices is None:
             return scores
         return scores[np.asarray(doc_indices, dtype=np.int64)]
