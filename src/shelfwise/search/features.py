@@ -57,18 +57,6 @@ class FeatureBuilder:
                            else np.log1p(np.asarray(popularity, dtype=np.float64)))
         self.profile_vectors = profile_vectors
 
-    def extend(self, titles: Sequence[str], categories: Sequence[Sequence[str]],
-               brands: Sequence[str | None]) -> None:
-        """Lookups for items appended to the catalog after construction (no popularity yet)."""
-        self.titles += [_norm(t or "") for t in titles]
-        self.title_tokens += [frozenset(self.index.tokenize(t)) for t in titles]
-        self.leaf += [c[-1] if c else "" for c in categories]
-        self.root += [c[0] if c else "" for c in categories]
-        self.category_tokens += [frozenset(self.index.tokenize(" ".join(c))) if c
-                                 else frozenset() for c in categories]
-        self.brands += [(b or "").lower() for b in brands]
-        self.popularity = np.concatenate([self.popularity, np.zeros(len(titles))])
-
     def build(self, query: str, cand: Candidates, user: UserContext | None = None
               ) -> NDArray[np.float32]:
         """One row of :data:`FEATURES` per candidate (personal columns 0 without a user)."""
