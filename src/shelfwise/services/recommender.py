@@ -69,6 +69,13 @@ class Recommender:
         return self.blend.n_items_
 
     @property
+    def blocked(self) -> NDArray[np.bool_]:
+        """Read-only mask over item indices: True where the item may not be recommended."""
+        view = self._blocked.view()
+        view.flags.writeable = False
+        return view
+
+    @property
     def semantic(self) -> Semantic | None:
         gen = self.bundle.generators.get(Semantic.name)
         return gen if isinstance(gen, Semantic) else None

@@ -107,7 +107,7 @@ class SearchService:
         self._built_for = n
 
     def _allowed(self, filters: SearchFilters | None, n: int) -> NDArray[np.bool_]:
-        blocked = self.rec._blocked[:n]
+        blocked = self.rec.blocked[:n]
         ok = ~np.pad(blocked, (0, max(0, n - blocked.shape[0])))
         if filters is None:
             return ok
