@@ -17,11 +17,8 @@ from shelfwise.data.ids import IdMap
 from shelfwise.data.schemas import Event, EventType, Promotion
 from shelfwise.exceptions import ConfigError
 from shelfwise.policies import BasePolicy, make_policy
+from shelfwise.services.context import CONTEXT_DIMS, UserContext
 from shelfwise.services.recommender import Recommender
-
-#: Dimensions of the random projection of the user's profile vector in the context.
-PROFILE_DIMS = 16
-CONTEXT_DIMS = 3 + PROFILE_DIMS
 
 
 @dataclass(frozen=True)
@@ -75,9 +72,7 @@ class PromotionService:
         self.arms = IdMap()
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(seed)
-        dim = getattr(recommender.semantic, "vectors_", np.zeros((0, 384))).shape[1] or 384
-        self._projection = np.random.default_rng(12345).normal(
-            size=(PROFILE_DIMS, dim)) / np.sqrt(PROFILE_DIMS)
+        self._context = UserContext(recommender)
         self.policy: BasePolicy = self._new_policy()
         self._dirty = True
         self._last_fit = 0.0
@@ -94,13 +89,8 @@ class PromotionService:
 
     # ---- context -------------------------------------------------------------------------
     def context(self, user_id: str) -> tuple[NDArray[np.float64], int]:
-        """[bias, log(1+history), is new, projected profile vector] and the history length."""
-        history = self.rec.history(user_id)
-        sem = self.rec.semantic
-        profile = sem.profile(history) if sem is not None else np.zeros(
-            self._projection.shape[1], np.float32)
-        x = np.concatenate([[1.0, np.log1p(len(history)), float(len(history) == 0)],
-                            self._projection @ profile.astype(np.float64)])
+        """The user's bandit context (see :class:`UserContext`) and history length."""
+        x, history = self._context(user_id)
         return x, len(history)
 
     # ---- learning from the log -----------------------------------------------------------

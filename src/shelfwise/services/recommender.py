@@ -26,6 +26,8 @@ class Recommendation:
     score: float
     source: str
     """The generator that contributed most to this item's score (or the fallback used)."""
+    propensity: float | None = None
+    """Set on exploration slots: the probability the bandit picked this slot's source."""
 
 
 @dataclass
@@ -64,7 +66,7 @@ class Recommender:
         self._load_catalog()
 
     @property
-    def _n_model_items(self) -> int:
+    def n_model_items(self) -> int:
         """Items the models can score: the bundle's plus those embedded since it loaded."""
         return self.blend.n_items_
 
@@ -101,7 +103,7 @@ class Recommender:
         texts = [item_text(it.title, it.category, it.brand, it.description) for it in new]
         self.semantic.add_items(texts)
         self.items.add([it.id for it in new])
-        grown = self._n_model_items - self._blocked.shape[0]
+        grown = self.n_model_items - self._blocked.shape[0]
         if grown > 0:
             self._blocked = np.concatenate([self._blocked, np.zeros(grown, dtype=bool)])
         for it in new:
@@ -110,7 +112,7 @@ class Recommender:
     def _note_item(self, item_id: str, available: bool, category: tuple[str, ...]) -> None:
         self._category[item_id] = category
         idx = self.items.get(item_id)
-        if idx is not None and idx < self._n_model_items:
+        if idx is not None and idx < self.n_model_items:
             self._blocked[idx] = not available
 
     def catalog_updated(self, items: Sequence[Item]) -> None:
@@ -133,7 +135,7 @@ class Recommender:
             user_id, types=sorted(INTERACTION_TYPES), limit=self.history_limit
         )
         idx = self.items.indices([e.item_id or "" for e in events])
-        hist = idx[(idx >= 0) & (idx < self._n_model_items)]
+        hist = idx[(idx >= 0) & (idx < self.n_model_items)]
         with self._lock:
             self._cache[user_id] = hist
             if len(self._cache) > self.cache_size:
@@ -183,7 +185,7 @@ class Recommender:
         if len(history) == 0:
             cold = self.bundle.manifest.config.cold_start
             scores = self.bundle.generators[cold].score([history])[0]
-            scores = np.pad(scores, (0, self._n_model_items - scores.shape[0]))
+            scores = np.pad(scores, (0, self.n_model_items - scores.shape[0]))
             items = self._finish(scores, n, exclude, None, [cold])
             return RecommendationList(items, cold_start=True, history_length=0, sources=[cold])
         scores, names, label = self._blend(history)
@@ -194,7 +196,7 @@ class Recommender:
         """Items like ``item_id``: its co-occurrence neighbours, or (for items the model has not
         seen yet) popular items of the same category."""
         idx = self.items.get(item_id)
-        if idx is not None and idx < self._n_model_items:
+        if idx is not None and idx < self.n_model_items:
             history = np.asarray([idx], dtype=np.int64)
             scores, names, label = self._blend(history)
             items = self._finish(scores, n, history, label, names)
@@ -206,7 +208,7 @@ class Recommender:
     def _same_category(self, item_id: str, n: int) -> RecommendationList:
         cold = self.bundle.manifest.config.cold_start
         pop = self.bundle.generators[cold].score([np.empty(0, np.int64)])[0]
-        pop = np.pad(pop, (0, self._n_model_items - pop.shape[0]))
+        pop = np.pad(pop, (0, self.n_model_items - pop.shape[0]))
         category = self._category.get(item_id, ())
         if category:
             same = np.array(

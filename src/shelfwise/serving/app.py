@@ -14,6 +14,7 @@ from shelfwise import __version__
 from shelfwise.bundle.bundle import load_bundle
 from shelfwise.data.schemas import Event
 from shelfwise.exceptions import NotFoundError, ShelfwiseError
+from shelfwise.services.exploration import ExplorationConfig, FeedExplorer
 from shelfwise.services.profiles import build_profile
 from shelfwise.services.promotions import PromotionService
 from shelfwise.services.recommender import RecommendationList, Recommender
@@ -44,8 +45,10 @@ from shelfwise.storage import open_store
 from shelfwise.storage.base import Store
 
 
-def create_app(store_url: str, bundle_path: Path) -> FastAPI:
-    """Build the HTTP app for the store at ``store_url`` and the bundle at ``bundle_path``."""
+def create_app(store_url: str, bundle_path: Path,
+               exploration: ExplorationConfig | None = None) -> FastAPI:
+    """Build the HTTP app for the store at ``store_url`` and the bundle at ``bundle_path``;
+    ``exploration`` sets the feed's default exploration slots and their bandit."""
     store = open_store(store_url)
     recommender = Recommender(load_bundle(bundle_path), store)
     app = FastAPI(
@@ -56,6 +59,7 @@ def create_app(store_url: str, bundle_path: Path) -> FastAPI:
     app.state.store = store
     app.state.recommender = recommender
     app.state.promotions = PromotionService(store, recommender)
+    app.state.explorer = FeedExplorer(store, recommender, exploration)
     app.state.search = SearchService(recommender)
 
     @app.exception_handler(NotFoundError)
@@ -89,6 +93,11 @@ def get_promotions(request: Request) -> PromotionService:
     return service
 
 
+def get_explorer(request: Request) -> FeedExplorer:
+    explorer: FeedExplorer = request.app.state.explorer
+    return explorer
+
+
 def get_search(request: Request) -> SearchService:
     service: SearchService = request.app.state.search
     return service
@@ -98,6 +107,7 @@ StoreDep = Annotated[Store, Depends(get_store)]
 RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 PromotionsDep = Annotated[PromotionService, Depends(get_promotions)]
 SearchDep = Annotated[SearchService, Depends(get_search)]
+ExplorerDep = Annotated[FeedExplorer, Depends(get_explorer)]
 N = Annotated[int, Query(ge=1, le=500, description="how many items")]
 
 
@@ -108,6 +118,7 @@ def _items(rec: Recommender, result: RecommendationList) -> list[RecommendedItem
             item_id=r.item_id,
             score=r.score,
             source=r.source,
+            propensity=r.propensity,
             title=(catalog[r.item_id].title or None) if r.item_id in catalog else None,
         )
         for r in result.items
@@ -134,12 +145,17 @@ def _recommend_router() -> APIRouter:
     def feed(
         user_id: str,
         rec: RecommenderDep,
+        explorer: ExplorerDep,
         n: N = 10,
         exclude_seen: bool = Query(True, description="leave out items the user interacted with"),
+        explore: int | None = Query(None, ge=0, le=20, description=(
+            "feed slots given to the exploration bandit (logged with propensities); "
+            "default: the server's setting")),
     ) -> FeedResponse:
-        result = rec.feed(user_id, n, exclude_seen=exclude_seen)
+        request_id, result = explorer.feed(user_id, n, slots=explore,
+                                           exclude_seen=exclude_seen)
         return FeedResponse(
-            request_id=uuid.uuid4().hex, model_version=rec.bundle.version, user_id=user_id,
+            request_id=request_id, model_version=rec.bundle.version, user_id=user_id,
             cold_start=result.cold_start, items=_items(rec, result),
         )
 
@@ -175,7 +191,7 @@ def _feedback_router() -> APIRouter:
 
     @router.post("/events", response_model=EventsAccepted)
     def post_events(batch: EventBatch, store: StoreDep, rec: RecommenderDep,
-                    promotions: PromotionsDep) -> EventsAccepted:
+                    promotions: PromotionsDep, explorer: ExplorerDep) -> EventsAccepted:
         """Store a batch durably (all or nothing), then refresh the users' state."""
         now = datetime.now(UTC)
         events = []
@@ -190,6 +206,7 @@ def _feedback_router() -> APIRouter:
         result = store.add_events(events)
         rec.observe(events)
         promotions.notify(events)
+        explorer.notify(events)
         return EventsAccepted(accepted=result.written, duplicates=result.skipped,
                               event_ids=[e.id for e in events])
 

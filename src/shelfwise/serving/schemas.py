@@ -56,7 +56,10 @@ class Written(_Body):
 class RecommendedItem(_Body):
     item_id: str
     score: float
-    source: str = Field(description="the generator behind this item (cooccurrence, popularity…)")
+    source: str = Field(description="the generator behind this item (cooccurrence, popularity…); "
+                        "'explore:<generator>' on an exploration slot")
+    propensity: float | None = Field(default=None, description=(
+        "exploration slots only: the probability the bandit chose this slot's source"))
     title: str | None = None
 
 

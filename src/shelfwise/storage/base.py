@@ -60,6 +60,9 @@ class Store(Protocol):
 
     def events_of_type(self, event_type: EventType) -> list[Event]: ...
 
+    def events_for_requests(self, request_ids: Sequence[str], *,
+                            types: Sequence[EventType] | None = None) -> list[Event]: ...
+
     def events_frame(self, *, types: Sequence[EventType] | None = None) -> pd.DataFrame:
         """Events as a frame: user_id, item_id, type, timestamp (epoch s), in arrival order."""
         ...

@@ -308,6 +308,21 @@ class SqlStore:
             rows = [dict(r) for r in conn.execute(q).mappings()]
         return [_event(r) for r in rows]
 
+    def events_for_requests(self, request_ids: Sequence[str], *,
+                            types: Sequence[EventType] | None = None) -> list[Event]:
+        """Events citing any of ``request_ids`` (outcomes of logged decisions), in arrival
+        order; read through the request-id index in chunks."""
+        ids = sorted({r for r in request_ids if r})
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 500):
+            q = sa.select(events_t).where(events_t.c.request_id.in_(ids[start:start + 500]))
+            if types is not None:
+                q = q.where(events_t.c.type.in_([t.value for t in types]))
+            with self._conn() as conn:
+                out += [dict(r) for r in conn.execute(q).mappings()]
+        out.sort(key=lambda r: r["seq"])
+        return [_event(r) for r in out]
+
     def events_frame(self, *, types: Sequence[EventType] | None = None) -> pd.DataFrame:
         c = events_t.c
         q = sa.select(c.user_id, c.item_id, c.type, c.timestamp).order_by(c.seq)
