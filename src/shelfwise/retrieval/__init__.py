@@ -13,6 +13,8 @@ from shelfwise.retrieval.implicit_models import ALS, BPR
 from shelfwise.retrieval.itemknn import ItemKNN
 from shelfwise.retrieval.popular import Popularity
 from shelfwise.retrieval.registry import GENERATORS, load_generator, make_generator, register
+from shelfwise.retrieval.sasrec import SASRec
+from shelfwise.retrieval.text_sasrec import TextSASRec
 
 __all__ = [
     "ALS",
@@ -25,6 +27,8 @@ __all__ = [
     "GeneratorConfig",
     "ItemKNN",
     "Popularity",
+    "SASRec",
+    "TextSASRec",
     "load_generator",
     "make_generator",
     "recommend",

@@ -12,7 +12,9 @@ from shelfwise.retrieval.ease import EASE
 from shelfwise.retrieval.implicit_models import ALS, BPR
 from shelfwise.retrieval.itemknn import ItemKNN
 from shelfwise.retrieval.popular import Popularity
+from shelfwise.retrieval.sasrec import SASRec
 from shelfwise.retrieval.semantic import Semantic
+from shelfwise.retrieval.text_sasrec import TextSASRec
 
 GENERATORS: dict[str, type[BaseGenerator]] = {
     Popularity.name: Popularity,
@@ -22,6 +24,8 @@ GENERATORS: dict[str, type[BaseGenerator]] = {
     ALS.name: ALS,
     BPR.name: BPR,
     ItemKNN.name: ItemKNN,
+    SASRec.name: SASRec,
+    TextSASRec.name: TextSASRec,
 }
 
 
