@@ -1,0 +1,130 @@
+"""The feed pipeline's declarative config: which generators feed the ranker, and how.
+
+One TOML (or dict) names each generator with its params, the candidates it contributes, the
+ranker's hyperparameters and when to fall back to the heuristic blend. Generator names and
+params are checked against the registry at load, so a typo fails before any fitting, with the
+field and generator named. :meth:`PipelineConfig.config_hash` keys caches and bundles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shelfwise.exceptions import ConfigError
+from shelfwise.ranking.ranker import LambdaMARTConfig
+from shelfwise.retrieval.registry import GENERATORS
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(config)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+class GeneratorSpec(BaseModel):
+    """One generator of the pipeline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="registered generator name (retrieval.registry.GENERATORS)")
+    alias: str | None = Field(
+        default=None, description="feature-name prefix and save folder; default: name. Needed "
+        "to run one generator twice with different params")
+    params: dict[str, Any] = Field(default_factory=dict, description="the generator's config")
+    candidates: int | None = Field(
+        default=None, ge=0, description="top-N this generator adds to the candidate set; None = "
+        "candidates_per_generator; 0 = features only (scored for every candidate, adds none)")
+    weight: float = Field(default=1.0, ge=0, description="heuristic-blend weight (the start "
+                          "of tuning when tune_blend)")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in GENERATORS:
+            raise ValueError(f"unknown generator {name!r}; known: {', '.join(sorted(GENERATORS))}")
+        return name
+
+    @model_validator(mode="after")
+    def _params_ok(self) -> Self:
+        try:
+            GENERATORS[self.name].Config(**self.params)
+        except ValidationError as exc:
+            bad = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                            for e in exc.errors())
+            raise ValueError(f"params of generator {self.name!r}: {bad}") from None
+        return self
+
+    @property
+    def key(self) -> str:
+        return self.alias or self.name
+
+
+class PipelineConfig(BaseModel):
+    """Generators → candidates → features → LambdaMART (or the heuristic blend)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generators: list[GeneratorSpec] = Field(min_length=1)
+    candidates_per_generator: int = Field(default=50, ge=1)
+    ranker: LambdaMARTConfig = Field(default_factory=LambdaMARTConfig)
+    min_groups: int = Field(
+        default=200, ge=1, description="fewer training groups (held-out users whose target is "
+        "among their candidates) than this: serve the heuristic blend instead of a ranker")
+    max_train_users: int | None = Field(
+        default=20_000, ge=1, description="held-out users sampled to train the ranker")
+    exclude_seen: bool = Field(default=True, description="candidates skip the user's history")
+    tune_blend: bool = Field(default=True, description="tune blend weights on held-out users")
+    blend_tuning_users: int = Field(default=1000, ge=1)
+    recent_days: float = Field(default=30.0, gt=0, description="window of pop_recent")
+    drop_features: list[str] = Field(default_factory=list,
+                                     description="feature names the ranker must not use")
+    batch_size: int = Field(default=1024, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        keys = [g.key for g in self.generators]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise ValueError(f"generators: {', '.join(dup)} appear more than once; give each "
+                             "copy its own alias")
+        if not any(self.candidates_of(g) > 0 for g in self.generators):
+            raise ValueError("generators: every generator has candidates = 0; at least one "
+                             "must contribute candidates")
+        return self
+
+    def candidates_of(self, spec: GeneratorSpec) -> int:
+        return self.candidates_per_generator if spec.candidates is None else spec.candidates
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "pipeline config") -> Self:
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise ConfigError(f"{source} is invalid:\n{_describe(exc)}") from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Self:
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"pipeline config {p} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p} is not valid TOML: {exc}") from None
+        return cls.from_dict(raw.get("pipeline", raw), source=str(p))
+
+    def config_hash(self) -> str:
+        """Stable short hash of the whole config (key of caches and bundles)."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
