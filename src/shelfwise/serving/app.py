@@ -19,6 +19,7 @@ from shelfwise.services.profiles import build_profile
 from shelfwise.services.promotions import PromotionService
 from shelfwise.services.recommender import RecommendationList, Recommender
 from shelfwise.services.search import SearchFilters, SearchResult, SearchService
+from shelfwise.serving.cart import cart_router
 from shelfwise.serving.schemas import (
     ChosenPromotion,
     EventBatch,
@@ -75,6 +76,7 @@ def create_app(store_url: str, bundle_path: Path,
     app.include_router(_feedback_router(), prefix="/v1")
     app.include_router(_promotions_router(), prefix="/v1")
     app.include_router(_search_router(), prefix="/v1")
+    app.include_router(cart_router(), prefix="/v1")
     return app
 
 
