@@ -1,7 +1,6 @@
 """Checks of the peer-table plumbing: the split, the metric helper, native implicit ranking.
 
-Run: ``.venv/bin/pytest benchmarks/peers/test_peers.py`` (outside ``tests/`` because these files
-belong to the benchmark; real-data checks skip when ``../shared/data`` is absent).
+Real-data checks skip when ``../shared/data`` is absent.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from benchmarks.common import SHARED_DATA
 from benchmarks.peers import runners, splits
 
