@@ -16,19 +16,16 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import pandas as pd
 
-from benchmarks.common import SHARED_DATA, write_results
+from benchmarks.common import games_pools, write_results
 from shelfwise.bundle.tuning import tune_blend_weights
 from shelfwise.cli.evaluate_cmd import load_data
 from shelfwise.evaluation import (
     MRR,
     NDCG,
-    EvalSet,
     HitRate,
     LeaveLastOut,
-    Split,
     evaluate,
     format_table,
 )
@@ -71,20 +68,7 @@ def main() -> None:
     print(format_table(full))
 
     # LLMRank protocol on the users with a candidate pool
-    pool_file = SHARED_DATA / "amazon_games" / "Games.random"
-    index = {e: k for k, e in enumerate(data.items.ids)}
-    pools: dict[int, np.ndarray] = {}
-    for line in pool_file.read_text().splitlines():
-        user, _, rest = line.partition("\t")
-        if user in data.users:
-            pools[data.users.index(user)] = np.asarray(
-                [index[i] for i in rest.split() if i in index], np.int64)
-    keep = [k for k, u in enumerate(split.test.users) if int(u) in pools]
-    sub = Split(name=split.name, train=split.train, test=EvalSet(
-        users=split.test.users[keep],
-        histories=[split.test.histories[k] for k in keep],
-        targets=[split.test.targets[k] for k in keep]))
-    negatives = [pools[int(u)] for u in sub.test.users]
+    sub, negatives = games_pools(data, split)
     sampled = evaluate_sampled(models, data, sub, [NDCG(10), HitRate(1)], dataset=name,
                                n_negatives=20, negatives=negatives)
     print(format_table(sampled))

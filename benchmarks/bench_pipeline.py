@@ -41,7 +41,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from benchmarks.bench_cf_beauty import load_beauty
-from benchmarks.common import SHARED_DATA, write_results
+from benchmarks.common import SHARED_DATA, games_pools, write_results
 from shelfwise.cli.evaluate_cmd import load_data
 from shelfwise.data.interactions import History, Interactions
 from shelfwise.evaluation import NDCG, EvalSet, HitRate, LeaveLastOut, Split, format_table
@@ -169,22 +169,6 @@ def records(models: dict[str, CandidateGenerator], fit_seconds: dict[str, float]
                          "fit_seconds": fit_seconds[model_name], "n_users": len(split.test),
                          "score_seconds": round(score_s, 2)})
     return pd.DataFrame(rows, columns=[*RECORD_COLUMNS, "score_seconds"])
-
-
-def games_pools(data: Interactions, split: Split) -> tuple[Split, list[np.ndarray]]:
-    """Test users with an LLMRank pool, and their first 20 candidates (as bench_games.py)."""
-    index = {e: k for k, e in enumerate(data.items.ids)}
-    pools: dict[int, np.ndarray] = {}
-    for line in (SHARED_DATA / "amazon_games" / "Games.random").read_text().splitlines():
-        user, _, rest = line.partition("\t")
-        if user in data.users:
-            pools[data.users.index(user)] = np.asarray(
-                [index[i] for i in rest.split() if i in index], np.int64)
-    keep = [k for k, u in enumerate(split.test.users) if int(u) in pools]
-    sub = Split(name=split.name, train=split.train, test=EvalSet(
-        users=split.test.users[keep], histories=[split.test.histories[k] for k in keep],
-        targets=[split.test.targets[k] for k in keep]))
-    return sub, [pools[int(u)] for u in sub.test.users]
 
 
 def run(dataset: str, quick: bool, semantic: bool = True, wide: bool = False

@@ -7,7 +7,13 @@ import os
 import platform
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from shelfwise.data.interactions import Interactions
+    from shelfwise.evaluation import Split
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SHELFWISE_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -48,3 +54,21 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine_info(), **payload}, indent=2, default=str))
     return path
+
+
+def games_pools(data: Interactions, split: Split) -> tuple[Split, list[np.ndarray]]:
+    from shelfwise.evaluation import EvalSet, Split
+    """Test users of ``split`` with an LLMRank candidate pool (``Games.random``), and each one's
+    pool as item indices: the 20-candidate protocol of bench_games and bench_pipeline."""
+    index = {e: k for k, e in enumerate(data.items.ids)}
+    pools: dict[int, np.ndarray] = {}
+    for line in (SHARED_DATA / "amazon_games" / "Games.random").read_text().splitlines():
+        user, _, rest = line.partition("\t")
+        if user in data.users:
+            pools[data.users.index(user)] = np.asarray(
+                [index[i] for i in rest.split() if i in index], np.int64)
+    keep = [k for k, u in enumerate(split.test.users) if int(u) in pools]
+    sub = Split(name=split.name, train=split.train, test=EvalSet(
+        users=split.test.users[keep], histories=[split.test.histories[k] for k in keep],
+        targets=[split.test.targets[k] for k in keep]))
+    return sub, [pools[int(u)] for u in sub.test.users]

@@ -78,6 +78,23 @@ class SemanticConfig(GeneratorConfig):
     )
 
 
+def embed_items(encoder: TextEncoder, texts: Sequence[str], *, label: str = ""
+                ) -> NDArray[np.float32]:
+    """Item vectors for ``texts`` in chunks (a progress bar on long runs); empty texts get a
+    zero vector (no opinion)."""
+    out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+    keep = [k for k, t in enumerate(texts) if t and t.strip()]
+    chunk = 512
+    with Progress(console=Console(stderr=True), transient=True,
+                  disable=len(keep) < 4 * chunk) as bar:
+        task = bar.add_task(f"embedding item texts ({label or 'encoder'})", total=len(keep))
+        for start in range(0, len(keep), chunk):
+            rows = keep[start : start + chunk]
+            out[rows] = encoder.encode_items([texts[k] for k in rows])
+            bar.advance(task, len(rows))
+    return out
+
+
 class Semantic(BaseGenerator):
     """Scores items by cosine between their text embedding and the user's profile vector.
 
@@ -109,17 +126,7 @@ class Semantic(BaseGenerator):
 
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Item vectors for ``texts``; empty texts get a zero vector (no opinion)."""
-        out = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
-        keep = [k for k, t in enumerate(texts) if t and t.strip()]
-        chunk = 512
-        with Progress(console=Console(stderr=True), transient=True,
-                      disable=len(keep) < 4 * chunk) as bar:
-            task = bar.add_task(f"embedding item texts ({self.config.encoder})", total=len(keep))
-            for start in range(0, len(keep), chunk):
-                rows = keep[start : start + chunk]
-                out[rows] = self.encoder.encode_items([texts[k] for k in rows])
-                bar.advance(task, len(rows))
-        return out
+        return embed_items(self.encoder, texts, label=self.config.encoder)
 
     # ---- fitting and scoring -------------------------------------------------------------
     def _fit(self, data: Interactions) -> None:

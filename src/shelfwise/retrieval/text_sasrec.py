@@ -70,12 +70,9 @@ class TextSASRec(SASRec):
 
     def _embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Raw encoder vectors (through the embedding cache); empty texts get zeros."""
-        out = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
-        keep = [k for k, t in enumerate(texts) if t and t.strip()]
-        for lo in range(0, len(keep), 512):
-            rows = keep[lo : lo + 512]
-            out[rows] = self.encoder.encode_items([texts[k] for k in rows])
-        return out
+        from shelfwise.retrieval.semantic import embed_items
+
+        return embed_items(self.encoder, texts, label=self.config.encoder)
 
     def _standardise(self, raw: NDArray[np.float32]) -> torch.Tensor:
         """Per-dimension z-scores with the training catalog's mean/std (zero rows stay zero).
