@@ -20,6 +20,7 @@ from pydantic import Field
 from shelfwise.data.interactions import Interactions
 from shelfwise.exceptions import ConfigError, NotFittedError
 from shelfwise.retrieval.sasrec import PARAM_PREFIX, SASRec, SASRecConfig
+from shelfwise.retrieval.text_items import TextItems
 from shelfwise.text.base import TextEncoder
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ class TextSASRecConfig(SASRecConfig):
     )
 
 
-class TextSASRec(SASRec):
+class TextSASRec(TextItems, SASRec):
     """SASRec over text-derived item vectors; scores items that have text but no interactions.
 
     Needs ``Interactions.item_text``; items with empty text get a zero text vector (then only
@@ -54,25 +55,6 @@ class TextSASRec(SASRec):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._encoder: TextEncoder | None = None
-
-    def set_encoder(self, encoder: TextEncoder) -> TextSASRec:
-        """Use this encoder instance instead of loading ``config.encoder`` by name."""
-        self._encoder = encoder
-        return self
-
-    @property
-    def encoder(self) -> TextEncoder:
-        if self._encoder is None:
-            from shelfwise.retrieval.semantic import shared_encoder
-
-            self._encoder = shared_encoder(self.config.encoder)
-        return self._encoder
-
-    def _embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """Raw encoder vectors (through the embedding cache); empty texts get zeros."""
-        from shelfwise.retrieval.semantic import embed_items
-
-        return embed_items(self.encoder, texts, label=self.config.encoder)
 
     def _standardise(self, raw: NDArray[np.float32]) -> torch.Tensor:
         """Per-dimension z-scores with the training catalog's mean/std (zero rows stay zero).
@@ -90,7 +72,7 @@ class TextSASRec(SASRec):
             raise ConfigError(
                 f"{self.name!r} needs item text (titles) to build item vectors; this data has "
                 "none — import items with a title, or use 'sasrec' (ID embeddings only)")
-        raw = self._embed(data.item_text)
+        raw = self.embed(data.item_text)
         has = raw.any(axis=1)
         if not has.any():
             raise ConfigError(f"{self.name!r}: every item text is empty; use 'sasrec' instead")
@@ -127,7 +109,7 @@ class TextSASRec(SASRec):
         items = self.module_.items
         assert isinstance(items, TextItems)
         with torch.no_grad():
-            items.append(self._standardise(self._embed(texts)))
+            items.append(self._standardise(self.embed(texts)))
         self.popularity_ = np.concatenate(
             [self.popularity_, np.zeros(len(texts), np.float32)])
         self._n_items = int(items.features.shape[0])
