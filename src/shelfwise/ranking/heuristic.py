@@ -1,8 +1,8 @@
 """The heuristic blend the pipeline serves before it has enough data for a learned ranker,
 and the order it gives items outside the ranker's candidate set.
 
-Same formula as :class:`shelfwise.retrieval.blend.Blend` (per-row min-max of each generator's
-scores, non-finite as 0, weighted sum), but over score rows the pipeline has already computed,
+Same formula as :class:`shelfwise.retrieval.blend.Blend` (its :func:`normalise_rows` of each
+generator's scores, weighted sum), but over score rows the pipeline has already computed,
 so each generator is scored once per request. Weights are tuned by coordinate ascent on the
 pipeline's own held-out users, with generators that were fitted without those users' targets.
 """
@@ -18,15 +18,7 @@ from shelfwise.bundle.tuning import WEIGHT_GRID
 from shelfwise.data.interactions import History
 from shelfwise.evaluation.metrics import NDCG
 from shelfwise.retrieval.base import top_k
-
-
-def normalise_rows(scores: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Each row min-max scaled to [0, 1] (non-finite as 0; a constant row becomes 0)."""
-    s = np.where(np.isfinite(scores), scores, 0.0).astype(np.float32)
-    low = s.min(axis=1, keepdims=True)
-    span = s.max(axis=1, keepdims=True) - low
-    out: NDArray[np.float32] = np.divide(s - low, span, out=np.zeros_like(s), where=span > 0)
-    return out
+from shelfwise.retrieval.blend import normalise_rows
 
 
 def blend_scores(scores: Mapping[str, NDArray[np.float32]],

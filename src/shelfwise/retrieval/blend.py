@@ -14,6 +14,15 @@ from shelfwise.data.interactions import History, Interactions
 from shelfwise.retrieval.base import CandidateGenerator, Scores
 
 
+def normalise_rows(scores: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Each row min-max scaled to [0, 1] (non-finite as 0; a constant row becomes 0)."""
+    s = np.where(np.isfinite(scores), scores, 0.0).astype(np.float32)
+    low = s.min(axis=1, keepdims=True)
+    span = s.max(axis=1, keepdims=True) - low
+    out: NDArray[np.float32] = np.divide(s - low, span, out=np.zeros_like(s), where=span > 0)
+    return out
+
+
 class Blend:
     """Sum of each part's scores, min-max normalised per row and weighted.
 
@@ -52,12 +61,9 @@ class Blend:
         n = self.n_items_
         for k, (_, gen, weight) in enumerate(self.parts):
             s = gen.score(histories)
-            s = np.where(np.isfinite(s), s, 0.0).astype(np.float32)
             if s.shape[1] < n:
                 s = np.pad(s, ((0, 0), (0, n - s.shape[1])))
-            low = s.min(axis=1, keepdims=True)
-            span = s.max(axis=1, keepdims=True) - low
-            s = weight * np.divide(s - low, span, out=np.zeros_like(s), where=span > 0)
+            s = weight * normalise_rows(s)
             if total is None or best is None or label is None:
                 total, best = s.copy(), s
                 label = np.zeros(s.shape, dtype=np.int64)
