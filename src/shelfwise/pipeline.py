@@ -172,9 +172,13 @@ class Pipeline:
             ranked=tuple(s.key for s in self.config.generators if self.config.candidates_of(s)),
             stats=stats, semantic_vectors=None if sem is None else sem.vectors_)
 
-    def feature_names(self, spec: FeatureSpec) -> list[str]:
+    def _kept_columns(self, spec: FeatureSpec) -> list[int]:
         drop = set(self.config.drop_features)
-        return [f for f in spec.names if f not in drop]
+        return [k for k, f in enumerate(spec.names) if f not in drop]
+
+    def feature_names(self, spec: FeatureSpec) -> list[str]:
+        names = spec.names
+        return [names[k] for k in self._kept_columns(spec)]
 
     def _features(self, spec: FeatureSpec, histories: Sequence[History], cands: Candidates,
                   scores: Mapping[str, Scores], tops: Mapping[str, NDArray[np.int64]]
@@ -182,8 +186,7 @@ class Pipeline:
         x = spec.compute(histories, cands, scores, tops)
         if not self.config.drop_features:
             return x
-        keep = [k for k, f in enumerate(spec.names) if f not in set(self.config.drop_features)]
-        return x[:, keep]
+        return x[:, self._kept_columns(spec)]
 
     def _scores(self, histories: Sequence[History], gens: Mapping[str, BaseGenerator]
                 ) -> dict[str, Scores]:
