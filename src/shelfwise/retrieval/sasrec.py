@@ -10,7 +10,6 @@ that produces the item matrix.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Self
@@ -21,7 +20,7 @@ from pydantic import Field, model_validator
 
 from shelfwise.data.interactions import History, Interactions
 from shelfwise.exceptions import ConfigError
-from shelfwise.retrieval.base import BaseGenerator, GeneratorConfig, Scores
+from shelfwise.retrieval.base import BaseGenerator, GeneratorConfig, Scores, top_k
 from shelfwise.retrieval.ease import popularity_prior
 from shelfwise.text.base import torch_threads
 
@@ -197,17 +196,14 @@ class SASRec(BaseGenerator):
 
     def _holdout_ndcg(self, holdout: list[tuple[NDArray[np.int64], int]]) -> float:
         """NDCG@10 of each held-out last training item, seen items excluded, full ranking."""
-        gains = 0.0
-        for lo in range(0, len(holdout), 1024):
-            part = holdout[lo : lo + 1024]
-            scores = self._score([h for h, _ in part])
-            for row, (h, target) in enumerate(part):
-                s = scores[row]
-                s[h] = -np.inf
-                rank = int((s > s[target]).sum())
-                if rank < 10 and np.isfinite(s[target]):
-                    gains += 1.0 / math.log2(rank + 2)
-        return gains / len(holdout)
+        from shelfwise.evaluation.metrics import NDCG
+
+        histories = [h for h, _ in holdout]
+        reco = np.vstack([
+            top_k(self._score(histories[lo : lo + 1024]), 10,
+                  exclude=histories[lo : lo + 1024])[0]
+            for lo in range(0, len(histories), 1024)])
+        return NDCG(10).calc(reco, [np.array([t], np.int64) for _, t in holdout])
 
     # ---- scoring -----------------------------------------------------------------------------
     def _score(self, histories: Sequence[History]) -> Scores:
