@@ -123,6 +123,7 @@ class FeedExplorer:
         if excess > 0:
             del self._x[:excess], self._arm[:excess], self._reward[:excess]
             self._offset += excess
+        if len(self._key) > 2 * self.config.max_log:  # keys of dropped rows: _credit skips them
             self._key = {k: v for k, v in self._key.items() if v >= self._offset}
 
     def _load(self) -> None:
