@@ -76,6 +76,11 @@ def test_lambdamart_learns_the_relevant_feature_and_round_trips(tmp_path: Path) 
         LTRRanker().fit(x, y, [per] * (n_q - 1))
     with pytest.raises(NotFittedError):
         LTRRanker().predict(test)
+    valid = (x[:400], y[:400], [per] * 50)
+    stopped = LTRRanker(n_estimators=500, learning_rate=0.3).fit(x[400:], y[400:],
+                                                                 [per] * 150, valid=valid)
+    assert 0 < stopped.best_iteration < 500, "noise-free grades stop well before 500 trees"
+    assert np.argsort(-stopped.predict(test))[0] == np.argmax(test[:, key])
 
 
 SHOP = [
@@ -159,3 +164,46 @@ def test_a_posted_item_is_searchable_at_once(client: TestClient) -> None:
         {"id": "wok", "title": "Carbon steel wok 32 cm", "category": ["Home", "Kitchen"]}]})
     body = client.post("/v1/search", json={"query": "wok", "n": 1}).json()
     assert body["items"][0]["item_id"] == "wok"
+
+
+def test_word_match_features_known_answers() -> None:
+    from shelfwise.search import FeatureBuilder
+
+    titles = ["Hampton Bay 52 in. Ceiling Fan in White", "Hampton Bay Ceiling Light Kit",
+              "Delta Faucet Trim Kit", "立式电风扇 白色"]
+    index = SearchIndex().fit(titles)
+    feats = FeatureBuilder(index, titles)
+    col = {f: FEATURES.index(f) for f in FEATURES}
+
+    def build(query: str) -> np.ndarray:
+        return feats.build(query, index.candidates(np.arange(4), query=query))
+
+    x = build("hampton bay celing fan 52")  # "celing" is one edit from "ceiling"
+    assert x[0, col["title_coverage"]] == pytest.approx(4 / 5), "exact stems miss the typo"
+    assert x[0, col["fuzzy_coverage"]] == 1.0 and x[0, col["missing_idf"]] == 0.0
+    assert x[1, col["fuzzy_coverage"]] == pytest.approx(3 / 5)
+    assert x[0, col["last_word_match"]] == 1.0 and x[1, col["last_word_match"]] == 0.0
+    assert x[0, col["number_mismatch"]] == 0.0 and x[1, col["number_mismatch"]] == 1.0
+    assert x[2, col["idf_fuzzy_coverage"]] == 0.0 and x[2, col["missing_idf"]] > 0
+    # rare words weigh more: "fan" (1 title) outweighs "bay" (2 titles)
+    fan, bay = build("fan"), build("bay")
+    assert fan[0, col["missing_idf"]] == 0 and fan[1, col["missing_idf"]] > bay[2, col[
+        "missing_idf"]]
+    zh = build("电风扇")
+    assert zh[:, col["fuzzy_coverage"]].tolist() == [0, 0, 0, 1], "Chinese matches exactly"
+    assert 0 < x[1, col["gram_containment"]] < x[0, col["gram_containment"]] <= 1
+
+
+def test_a_ranker_saved_with_fewer_features_still_predicts(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    old = [f for f in FEATURES if f not in ("fuzzy_coverage", "partial_ratio")]
+    x = rng.normal(size=(80, len(old))).astype(np.float32)
+    y = (x[:, old.index("bm25")] > 0).astype(int)
+    LTRRanker(n_estimators=10, features=old).fit(x, y, [8] * 10).save(tmp_path / "r")
+    again = LTRRanker.load(tmp_path / "r")
+    full = rng.normal(size=(5, len(FEATURES))).astype(np.float32)
+    cols = again.columns()
+    assert [FEATURES[c] for c in cols] == old
+    assert again.predict(full[:, cols]).shape == (5,)
+    with pytest.raises(ConfigError, match="retrain"):
+        LTRRanker(features=["bm25", "gone"]).columns()

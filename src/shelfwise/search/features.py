@@ -3,8 +3,12 @@ online (one function feeds both training and serving)."""
 
 from __future__ import annotations
 
+import bisect
+import math
+import re
 import unicodedata
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +20,11 @@ QUERY_FEATURES = (
     "bm25", "bm25_rel", "bm25_log_rank", "ngram", "ngram_rel", "dense", "dense_rel",
     "dense_log_rank", "fused", "title_coverage", "phrase_match", "category_coverage",
     "title_tokens", "query_tokens", "popularity",
+    # word-level matching that survives typos and weighs rare words (see MatchFeatures)
+    "fuzzy_coverage", "idf_coverage", "idf_fuzzy_coverage", "missing_idf", "last_word_match",
+    "number_mismatch", "gram_containment", "partial_ratio",
 )
+MATCH_FEATURES = QUERY_FEATURES[QUERY_FEATURES.index("fuzzy_coverage"):]
 PERSONAL_FEATURES = ("profile_sim", "category_affinity", "root_category_affinity",
                      "brand_affinity", "seen_count")
 FEATURES = QUERY_FEATURES + PERSONAL_FEATURES
@@ -56,6 +64,7 @@ class FeatureBuilder:
         self.popularity = (np.zeros(n) if popularity is None
                            else np.log1p(np.asarray(popularity, dtype=np.float64)))
         self.profile_vectors = profile_vectors
+        self.match = MatchFeatures(index.tokenize, self.title_tokens, self.titles)
 
     def build(self, query: str, cand: Candidates, user: UserContext | None = None
               ) -> NDArray[np.float32]:
@@ -87,6 +96,7 @@ class FeatureBuilder:
         cols["title_tokens"] = np.array([len(self.title_tokens[i]) for i in idx], np.float64)
         cols["query_tokens"] = np.full(m, float(len(q_tokens)))
         cols["popularity"] = self.popularity[idx] if m else np.zeros(0)
+        cols.update(self.match.build(query, q_norm, idx))
         cols.update(self._personal(idx, user))
         return np.column_stack([cols[f] for f in FEATURES]).astype(np.float32) if m else (
             np.zeros((0, len(FEATURES)), np.float32))
@@ -117,3 +127,114 @@ class FeatureBuilder:
             seen[int(h)] = seen.get(int(h), 0) + 1
         out["seen_count"] = np.log1p(np.array([seen.get(int(i), 0) for i in idx], np.float64))
         return out
+
+
+class MatchFeatures:
+    """How well a title covers the query's words, tolerating typos and weighing rare words.
+
+    Shop queries are short and often misspelled ("hampton bay celing fan"); BM25 sees only exact
+    stems and cosine blurs which word is missing. Each query word counts as found when its stem
+    is among the title's, or when the word as typed is within one edit (two from 8 letters) of,
+    or a prefix relation with, one of the title's words as written (:mod:`rapidfuzz`, expanded
+    once per query over the catalog vocabulary, so titles are checked by set lookups). Chinese
+    words match exactly only. IDF is over titles, as in BM25. The last query word is the product
+    type in most shop queries ("... ceiling fan"), so it has its own flag.
+    """
+
+    def __init__(self, tokenize: Callable[[str], list[str]],
+                 title_tokens: Sequence[frozenset[str]], titles: Sequence[str]) -> None:
+        self.tokenize = tokenize
+        self.title_tokens = title_tokens
+        self.titles = titles
+        self.title_words = [frozenset(w for w in _WORDS.findall(t) if w.isascii())
+                            for t in titles]
+        df = Counter(w for toks in title_tokens for w in toks)
+        n = max(len(title_tokens), 1)
+        self.idf = {w: math.log1p((n - c + 0.5) / (c + 0.5)) for w, c in df.items()}
+        self.max_idf = math.log1p((n + 0.5) / 0.5)
+        self.vocab = sorted({w for ws in self.title_words for w in ws})
+        self._vocab_set = frozenset(self.vocab)
+        self._near: dict[str, frozenset[str]] = {}  # expansions of words seen in queries
+
+    def units(self, query: str) -> list[tuple[str, str | None]]:
+        """The query's words as (stem, word as typed or None for Chinese), stop words out."""
+        out: list[tuple[str, str | None]] = []
+        for word in _WORDS.findall(_norm(query)):
+            stems = self.tokenize(word)
+            if word.isascii():
+                out += [(stems[0], word)] if stems else []
+            else:
+                out += [(t, None) for t in stems]
+        return list(dict.fromkeys(out))
+
+    def expand(self, word: str) -> frozenset[str]:
+        """Catalog words (as written) that count as ``word``: near spellings and prefixes."""
+        if len(word) < 3 or word[0].isdigit():
+            return frozenset({word})
+        cached = self._near.get(word)
+        if cached is not None:
+            return cached
+        if len(self._near) >= 100_000:
+            self._near.clear()
+        self._near[word] = near = self._expand(word)
+        return near
+
+    def _expand(self, word: str) -> frozenset[str]:
+        from rapidfuzz import process
+        from rapidfuzz.distance import Levenshtein
+
+        out = {word}
+        if len(word) >= 4:
+            cutoff = 2 if len(word) >= 8 else 1
+            out.update(m[0] for m in process.extract(
+                word, self.vocab, scorer=Levenshtein.distance, score_cutoff=cutoff,
+                limit=None))
+        lo = bisect.bisect_left(self.vocab, word)
+        while lo < len(self.vocab) and self.vocab[lo].startswith(word):
+            out.add(self.vocab[lo])
+            lo += 1
+        out.update(word[:k] for k in range(3, len(word)) if word[:k] in self._vocab_set)
+        return frozenset(out)
+
+    def build(self, query: str, q_norm: str, idx: NDArray[np.int64]
+              ) -> dict[str, NDArray[np.float64]]:
+        from rapidfuzz import fuzz
+
+        m = len(idx)
+        units = self.units(query)
+        if not units or m == 0:
+            return {f: np.zeros(m) for f in MATCH_FEATURES}
+        near = [self.expand(raw) if raw else frozenset() for _, raw in units]
+        w_idf = np.array([self.idf.get(stem, self.max_idf) for stem, _ in units])
+        numeric = np.array([stem[0].isdigit() for stem, _ in units])
+        exact = np.zeros((m, len(units)))
+        fuzzy = np.zeros((m, len(units)))
+        for r, i in enumerate(idx):
+            stems, words = self.title_tokens[int(i)], self.title_words[int(i)]
+            for c, ((stem, _), alts) in enumerate(zip(units, near, strict=True)):
+                if stem in stems:
+                    exact[r, c] = fuzzy[r, c] = 1.0
+                elif not words.isdisjoint(alts):
+                    fuzzy[r, c] = 1.0
+        total = float(w_idf.sum())
+        q_grams = _grams(q_norm)
+        return {
+            "fuzzy_coverage": fuzzy.mean(1),
+            "idf_coverage": exact @ w_idf / total,
+            "idf_fuzzy_coverage": fuzzy @ w_idf / total,
+            "missing_idf": ((1.0 - fuzzy) * w_idf).max(1),
+            "last_word_match": fuzzy[:, -1],
+            "number_mismatch": ((1.0 - exact) * numeric).sum(1),
+            "gram_containment": np.array([
+                len(q_grams & _grams(self.titles[int(i)])) / max(len(q_grams), 1)
+                for i in idx]),
+            "partial_ratio": np.array([fuzz.partial_ratio(q_norm, self.titles[int(i)]) / 100.0
+                                       for i in idx]),
+        }
+
+
+_WORDS = re.compile(r"[^\W_]+")
+
+
+def _grams(text: str, n: int = 3) -> set[str]:
+    return {text[i:i + n] for i in range(len(text) - n + 1)}

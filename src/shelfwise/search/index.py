@@ -155,11 +155,15 @@ class SearchIndex:
             scores = self.all_scores(query)
         per = {name: s[index] for name, s in scores.items()}
         ranks = {name: _rank_within_catalog(s, index) for name, s in scores.items()}
-        if fused is None:
+        if fused is None:  # as retrieve() fuses: catalog ranks within depth, n-grams for typos
             fused = np.zeros(len(index), np.float64)
+            typo = query is None or bool(self._bm25().unknown_words(query))
             for name, r in ranks.items():
+                if name == "ngram" and not typo:
+                    continue
                 w = self.config.weights.get(name, 0.0)
                 has = per[name] > 0 if name != "dense" else np.ones(len(index), bool)
+                has &= r <= self.config.depth
                 fused += np.where(has, w / (self.config.rrf_k + r), 0.0)
         return Candidates(index, np.asarray(fused, np.float64), per, ranks)
 

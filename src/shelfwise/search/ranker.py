@@ -43,16 +43,47 @@ class LTRRanker:
     def __init__(self, config: RankerConfig | None = None, **params: Any) -> None:
         self.config = config if config is not None else RankerConfig(**params)
         self._booster: Any = None
+        self.best_iteration = 0
 
     @property
     def fitted(self) -> bool:
         return self._booster is not None
 
-    def fit(self, x: ArrayLike, labels: ArrayLike, groups: Sequence[int]) -> LTRRanker:
+    def fit(self, x: ArrayLike, labels: ArrayLike, groups: Sequence[int], *,
+            valid: tuple[ArrayLike, ArrayLike, Sequence[int]] | None = None,
+            early_stopping: int = 50) -> LTRRanker:
         """``labels`` are integer grades (0 = irrelevant); ``groups`` the row count of each
-        query, in row order."""
+        query, in row order. With ``valid`` (rows, grades, groups of held-out queries), trees
+        stop being added once its NDCG@10 has not risen for ``early_stopping`` rounds, and
+        :attr:`best_iteration` tells how many were kept (graded labels are noisy; LambdaMART
+        overfits them within a few hundred trees)."""
         import lightgbm as lgb
 
+        x, y = self._checked(x, labels, groups)
+        c = self.config
+        gain = c.label_gain or [2.0 ** k - 1 for k in range(int(y.max()) + 1)]
+        model = lgb.LGBMRanker(
+            objective="lambdarank", n_estimators=c.n_estimators, learning_rate=c.learning_rate,
+            num_leaves=c.num_leaves, min_child_samples=c.min_child_samples,
+            subsample=c.subsample, subsample_freq=1, colsample_bytree=c.colsample_bytree,
+            label_gain=gain, random_state=c.seed, n_jobs=c.n_jobs, verbose=-1,
+        )
+        extra: dict[str, Any] = {}
+        if valid is not None:
+            vx, vy = self._checked(*valid)
+            if int(vy.max()) >= len(gain):
+                raise ConfigError(f"valid labels: grade {int(vy.max())} has no label_gain")
+            extra = {"eval_X": (vx,), "eval_y": (vy,), "eval_group": [list(valid[2])],
+                     "eval_at": [10],
+                     "callbacks": [lgb.early_stopping(early_stopping, verbose=False)]}
+        model.fit(x, y, group=list(groups), feature_name=list(c.features), **extra)
+        self._booster = model.booster_
+        self.best_iteration = int(model.best_iteration_ or 0) if valid is not None else (
+            c.n_estimators)
+        return self
+
+    def _checked(self, x: ArrayLike, labels: ArrayLike, groups: Sequence[int]
+                 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         x = np.asarray(x, dtype=np.float32)
         y = np.asarray(labels)
         if x.ndim != 2 or x.shape[1] != len(self.config.features):
@@ -67,17 +98,16 @@ class LTRRanker:
         y = y.astype(np.int64)
         if y.min() < 0:
             raise ConfigError("labels: grades must be >= 0")
-        c = self.config
-        gain = c.label_gain or [2.0 ** k - 1 for k in range(int(y.max()) + 1)]
-        model = lgb.LGBMRanker(
-            objective="lambdarank", n_estimators=c.n_estimators, learning_rate=c.learning_rate,
-            num_leaves=c.num_leaves, min_child_samples=c.min_child_samples,
-            subsample=c.subsample, subsample_freq=1, colsample_bytree=c.colsample_bytree,
-            label_gain=gain, random_state=c.seed, n_jobs=c.n_jobs, verbose=-1,
-        )
-        model.fit(x, y, group=list(groups), feature_name=list(c.features))
-        self._booster = model.booster_
-        return self
+        return x, y
+
+    def columns(self, names: Sequence[str] = FEATURES) -> list[int]:
+        """Where this ranker's features sit among ``names`` (a ranker trained before features
+        were added still reads the columns it knows)."""
+        missing = [f for f in self.config.features if f not in names]
+        if missing:
+            raise ConfigError(f"features: this ranker needs {missing}, which the feature "
+                              "builder does not make; retrain the search ranker")
+        return [list(names).index(f) for f in self.config.features]
 
     def predict(self, x: ArrayLike) -> NDArray[np.float64]:
         if self._booster is None:
@@ -112,4 +142,5 @@ class LTRRanker:
         config = RankerConfig.model_validate(json.loads((path / "config.json").read_text()))
         obj = cls(config)
         obj._booster = lgb.Booster(model_file=str(path / "lambdamart.txt"))
+        obj.columns()
         return obj
