@@ -31,17 +31,23 @@ def register(app: typer.Typer) -> None:
         bundles: BundlesOpt = DEFAULT_BUNDLES,
         config: Annotated[Path | None, typer.Option(help="TOML train config")] = None,
     ) -> None:
-        """Fit the generators on every stored event and write a new versioned bundle."""
+        """Fit the generators on every stored event and write a new versioned bundle; with
+        enough logged searches that led to clicks or purchases, learn the search ranker too."""
+        from shelfwise.services.recommender import Recommender
+        from shelfwise.services.search_training import train_search_ranker
+
         console = Console(stderr=True)
         try:
             cfg = load_train_config(config)
-            data = interactions_from_store(open_store(store))
+            opened = open_store(store)
+            data = interactions_from_store(opened)
             if len(data) == 0:
                 raise ShelfwiseError(
                     f"the store {store} holds no view/click/cart/purchase events: "
                     "run `shelfwise import` first"
                 )
             bundle = train_bundle(data, bundles, cfg)
+            search = train_search_ranker(opened, Recommender(bundle, opened))
         except ShelfwiseError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
@@ -54,4 +60,5 @@ def register(app: typer.Typer) -> None:
             f"bundle {m.version} written to {bundle.path} "
             f"({m.n_users} users, {m.n_items} items, {m.n_interactions} interactions; fit: {fits})"
             f"\nfeed blend weights ({how}): {weights}"
+            f"\n{search.summary()}"
         )
