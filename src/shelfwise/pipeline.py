@@ -145,6 +145,26 @@ class Pipeline:
         return cands, self._features(spec, histories, cands, scores, tops), self.feature_names(
             spec)
 
+    def explain(self, history: History, items: Sequence[int]) -> list[str]:
+        """Why each of ``items`` ranks where it does for ``history``: the source whose features
+        added most to its ranker score (a generator's score, ratio and rank count together as
+        its alias; item features such as ``pop_recent`` count alone). Items the ranker did not
+        score, and every item in blend mode, are explained as ``"pipeline"``."""
+        if self.ranker_ is None or self.mode_ != "ranker":
+            return ["pipeline"] * len(items)
+        cands, x, names = self.candidate_features([history])
+        row = {int(i): k for k, i in enumerate(cands.items)}
+        keys = [s.key for s in self.config.generators]
+        group = [next((a for a in keys if f.startswith(f"{a}_")), f) for f in names]
+        labels = sorted(set(group))
+        member = np.array([[g == lab for lab in labels] for g in group], dtype=np.float64)
+        want = [row.get(int(i), -1) for i in items]
+        hit = [k for k in want if k >= 0]
+        contrib = (self.ranker_.contributions(x[hit])[:, :-1] @ member if hit
+                   else np.zeros((0, len(labels))))
+        best = iter(labels[int(j)] for j in np.argmax(contrib, axis=1)) if hit else iter([])
+        return [next(best) if k >= 0 else "pipeline" for k in want]
+
     # ---- internals -------------------------------------------------------------------------
     def _stats(self) -> ItemStats:
         if self.stats_ is None:

@@ -17,11 +17,14 @@ from shelfwise.bundle.tuning import tune_blend_weights
 from shelfwise.data.ids import IdMap
 from shelfwise.data.interactions import Interactions
 from shelfwise.exceptions import ConfigError, NotFoundError
+from shelfwise.pipeline import Pipeline
+from shelfwise.ranking.config import PipelineConfig
 from shelfwise.retrieval.base import BaseGenerator
 from shelfwise.retrieval.blend import Blend
 from shelfwise.retrieval.registry import load_generator, make_generator
 
 LATEST = "LATEST"
+PIPELINE_DIR = "pipeline"
 
 
 class GeneratorSpec(BaseModel):
@@ -50,6 +53,11 @@ class TrainConfig(BaseModel):
         ]
     )
     cold_start: str = Field(default="popularity", description="generator for empty histories")
+    pipeline: PipelineConfig | None = Field(
+        default=None,
+        description="serve the feed from the two-stage pipeline (candidates from these "
+        "generators, LambdaMART on top) instead of the blend; the blend of `generators` still "
+        "serves similar items, exploration sources and the cart")
     tune_weights: bool = Field(
         default=True,
         description="choose blend weights on a validation split (each user's second-to-last "
@@ -87,16 +95,20 @@ class Manifest(BaseModel):
     blend_weights: dict[str, float] = Field(default_factory=dict)
     """Weights the feed blend uses (tuned on validation, or the configured ones)."""
     tuning: dict[str, Any] | None = None
+    pipeline: dict[str, Any] | None = None
+    """The feed pipeline's mode (ranker or blend fallback) and training report, when built."""
 
 
 @dataclass
 class Bundle:
-    """A loaded bundle: its manifest, the item index and fitted generators."""
+    """A loaded bundle: its manifest, the item index, fitted generators and, when configured,
+    the feed pipeline."""
 
     path: Path
     manifest: Manifest
     items: IdMap
     generators: dict[str, BaseGenerator]
+    pipeline: Pipeline | None = None
 
     @property
     def version(self) -> str:
@@ -137,6 +149,11 @@ def train_bundle(data: Interactions, out_dir: Path, config: TrainConfig | None =
             tuning = {"validation_ndcg10": result.validation_ndcg10,
                       "n_users": result.n_users,
                       "seconds": round(time.perf_counter() - start, 2)}
+    pipeline = None
+    if config.pipeline is not None:
+        start = time.perf_counter()
+        pipeline = Pipeline(config.pipeline).fit(data)
+        fit_seconds["pipeline"] = round(time.perf_counter() - start, 3)
     now = datetime.now(UTC)
     version = f"{now:%Y%m%dT%H%M%S%f}-{config.config_hash()[:8]}"
     manifest = Manifest(
@@ -153,6 +170,8 @@ def train_bundle(data: Interactions, out_dir: Path, config: TrainConfig | None =
         skipped=skipped,
         blend_weights=weights,
         tuning=tuning,
+        pipeline=None if pipeline is None else {"mode": pipeline.mode_,
+                                                "report": pipeline.report_},
     )
     path = out_dir / version
     tmp = out_dir / f".{version}.tmp"
@@ -160,11 +179,13 @@ def train_bundle(data: Interactions, out_dir: Path, config: TrainConfig | None =
     data.items.save(tmp / "items.json")
     for name, gen in gens.items():
         gen.save(tmp / "generators" / name)
+    if pipeline is not None:
+        pipeline.save(tmp / PIPELINE_DIR)
     (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=2))
     tmp.rename(path)  # a bundle directory is complete or absent
     (out_dir / f".{LATEST}.tmp").write_text(version)
     (out_dir / f".{LATEST}.tmp").replace(out_dir / LATEST)
-    return Bundle(path, manifest, data.items, gens)
+    return Bundle(path, manifest, data.items, gens, pipeline)
 
 
 def feed_blend(bundle: Bundle) -> Blend:
@@ -201,6 +222,12 @@ def load_bundle(path: Path) -> Bundle:
         if gen.n_items_ != len(items):
             raise ConfigError(f"bundle {path}: generator {name!r} has {gen.n_items_} items, "
                               f"the item index {len(items)}; the bundle is corrupt")
-    return Bundle(path, manifest, items, gens)
+    pipeline = None
+    if manifest.pipeline is not None:
+        pipeline = Pipeline.load(path / PIPELINE_DIR)
+        if pipeline.n_items_ != len(items):
+            raise ConfigError(f"bundle {path}: the pipeline has {pipeline.n_items_} items, the "
+                              f"item index {len(items)}; the bundle is corrupt")
+    return Bundle(path, manifest, items, gens, pipeline)
 
 

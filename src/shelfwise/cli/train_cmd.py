@@ -7,21 +7,31 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from shelfwise.bundle.bundle import TrainConfig, train_bundle
 from shelfwise.cli.common import DEFAULT_BUNDLES, DEFAULT_STORE, BundlesOpt, StoreOpt
 from shelfwise.data.loading import interactions_from_store
-from shelfwise.exceptions import ShelfwiseError
+from shelfwise.exceptions import ConfigError, ShelfwiseError
 from shelfwise.storage import open_store
 
 
 def load_train_config(path: Path | None) -> TrainConfig:
     if path is None:
         return TrainConfig()
-    with path.open("rb") as fh:
-        raw = tomllib.load(fh)
-    return TrainConfig.model_validate(raw.get("train", raw))
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"train config {path}: {exc}") from None
+    try:
+        return TrainConfig.model_validate(raw.get("train", raw))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(config)'}: "
+                             f"{str(e['msg']).removeprefix('Value error, ')}"
+                             for e in exc.errors())
+        raise ConfigError(f"train config {path} is invalid: {problems}") from None
 
 
 def register(app: typer.Typer) -> None:

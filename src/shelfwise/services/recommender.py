@@ -15,6 +15,7 @@ from shelfwise.data.ids import IdMap
 from shelfwise.data.loading import item_text
 from shelfwise.data.schemas import INTERACTION_TYPES, Event, Item
 from shelfwise.exceptions import NotFoundError
+from shelfwise.pipeline import Pipeline
 from shelfwise.retrieval.base import top_k
 from shelfwise.retrieval.semantic import Semantic
 from shelfwise.storage.base import Store
@@ -188,9 +189,27 @@ class Recommender:
             scores = np.pad(scores, (0, self.n_model_items - scores.shape[0]))
             items = self._finish(scores, n, exclude, None, [cold])
             return RecommendationList(items, cold_start=True, history_length=0, sources=[cold])
+        pipe = self.bundle.pipeline
+        if pipe is not None:
+            return self._pipeline_feed(pipe, history, n, exclude)
         scores, names, label = self._blend(history)
         items = self._finish(scores, n, exclude, label, names)
         return RecommendationList(items, history_length=len(history), sources=names)
+
+    def _pipeline_feed(self, pipe: Pipeline, history: NDArray[np.int64], n: int,
+                       exclude: NDArray[np.int64]) -> RecommendationList:
+        """The two-stage feed; items posted after training (unknown to it) rank last."""
+        model_history = history[history < pipe.n_items_]
+        scores = pipe.score([model_history])[0]
+        if scores.shape[0] < self.n_model_items:
+            scores = np.pad(scores, (0, self.n_model_items - scores.shape[0]),
+                            constant_values=float(scores.min()) - 1.0)
+        items = self._finish(scores, n, exclude, None, ["pipeline"])
+        reasons = pipe.explain(model_history, [self.items.index(r.item_id) for r in items])
+        items = [Recommendation(r.item_id, r.score, why) for r, why in zip(items, reasons,
+                                                                            strict=True)]
+        return RecommendationList(items, history_length=len(history),
+                                  sources=[s.key for s in pipe.config.generators])
 
     def similar(self, item_id: str, n: int = 10) -> RecommendationList:
         """Items like ``item_id``: its co-occurrence neighbours, or (for items the model has not
