@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,11 @@ def test_demo_reaches_a_serving_state_whose_feed_answers(tmp_path: Path) -> None
         feed = httpx.get(f"{base}/v1/users/someone-new/feed", params={"n": 5}).json()
         assert feed["cold_start"] and len(feed["items"]) == 5
         assert all(i["title"] for i in feed["items"]), "demo items carry their titles"
+        assert re.search(r"^pipeline +0\.\d+", printed, re.M), "the learned feed is evaluated"
+        user = re.search(r"/v1/users/([^/]+)/feed\?n=5", printed)
+        assert user is not None, printed
+        personal = httpx.get(f"{base}/v1/users/{user.group(1)}/feed", params={"n": 5}).json()
+        assert not personal["cold_start"] and len(personal["items"]) == 5
     finally:
         proc.terminate()
         proc.wait(timeout=20)

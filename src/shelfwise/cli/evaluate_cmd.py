@@ -26,6 +26,7 @@ from shelfwise.evaluation import (
     write_records,
 )
 from shelfwise.exceptions import ConfigError, ShelfwiseError
+from shelfwise.pipeline import Pipeline
 from shelfwise.retrieval.base import CandidateGenerator
 from shelfwise.retrieval.blend import Blend
 from shelfwise.retrieval.registry import make_generator
@@ -62,7 +63,8 @@ def load_data(store: str | None, preset: str | None, path: Path | None) -> tuple
 def build_models(names: list[str], config: TrainConfig,
                  skip: frozenset[str] = frozenset()) -> dict[str, CandidateGenerator]:
     """Each named generator with the params the train config gives it; ``feed`` is the blend
-    the server would use (optional generators in ``skip`` left out, as ``train`` would)."""
+    the server would use (optional generators in ``skip`` left out, as ``train`` would) and
+    ``pipeline`` the config's two-stage feed."""
     params = {g.name: g.params for g in config.generators}
     models: dict[str, CandidateGenerator] = {}
     for name in names:
@@ -70,6 +72,11 @@ def build_models(names: list[str], config: TrainConfig,
             models["feed"] = Blend([(g.name, make_generator(g.name, **g.params), g.weight)
                                     for g in config.generators if g.weight > 0
                                     and (g.required or g.name not in skip)])
+        elif name == "pipeline":
+            if config.pipeline is None:
+                raise ConfigError("models: 'pipeline' needs a [pipeline] table in the train "
+                                  "config (--config)")
+            models["pipeline"] = Pipeline(config.pipeline)
         else:
             models[name] = make_generator(name, **params.get(name, {}))
     return models
