@@ -53,6 +53,27 @@ def test_exploration_slots_are_logged_with_their_propensities(shop: tuple[str, P
                {"cooccurrence", "semantic", "popularity"} for e in logged)
 
 
+def test_an_explored_feed_scores_each_generator_once(shop: tuple[str, Path]) -> None:
+    client = TestClient(create_app(*shop, FAST))
+    rec = client.app.state.recommender  # type: ignore[attr-defined]
+    calls: dict[str, int] = {}
+    for name, gen in rec.bundle.generators.items():
+        def counted(histories: object, _score: object = gen.score, _name: str = name
+                    ) -> object:
+            calls[_name] = calls.get(_name, 0) + 1
+            return _score(histories)  # type: ignore[operator]
+        gen.score = counted
+    plain = client.get("/v1/users/mix/feed", params={"n": 4}).json()["items"]
+    calls.clear()
+    body = client.get("/v1/users/mix/feed", params={"n": 4, "explore": 2}).json()
+    assert len(body["items"]) == 4
+    assert calls == {}, "the plain request's scores are reused for the same history"
+    client.post("/v1/events", json={"events": [{"type": "view", "user_id": "mix",
+                                                "item_id": plain[0]["item_id"]}]})
+    client.get("/v1/users/mix/feed", params={"n": 4, "explore": 2})
+    assert calls and set(calls.values()) == {1}, calls  # a new history: each scored once
+
+
 def test_no_exploration_unless_asked(shop: tuple[str, Path]) -> None:
     client = TestClient(create_app(*shop))
     items = client.get("/v1/users/u0/feed", params={"n": 3}).json()["items"]

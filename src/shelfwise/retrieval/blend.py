@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,6 +12,8 @@ from numpy.typing import NDArray
 
 from shelfwise.data.interactions import History, Interactions
 from shelfwise.retrieval.base import CandidateGenerator, Scores
+
+PartScorer = Callable[[str, CandidateGenerator, Sequence[History]], Scores]
 
 
 def normalise_rows(scores: NDArray[np.floating]) -> NDArray[np.float32]:
@@ -53,14 +55,17 @@ class Blend:
             gen.fit(data)
         return self
 
-    def score_parts(self, histories: Sequence[History]) -> tuple[Scores, NDArray[np.int64]]:
-        """Blended scores, and per item the index of the part that contributed most."""
+    def score_parts(self, histories: Sequence[History], score: PartScorer | None = None
+                    ) -> tuple[Scores, NDArray[np.int64]]:
+        """Blended scores, and per item the index of the part that contributed most.
+        ``score(name, generator, histories)`` replaces ``generator.score`` (a caller that has
+        the parts' raw scores already, e.g. memoised, need not compute them twice)."""
         total: Scores | None = None
         best: Scores | None = None
         label: NDArray[np.int64] | None = None
         n = self.n_items_
-        for k, (_, gen, weight) in enumerate(self.parts):
-            s = gen.score(histories)
+        for k, (name, gen, weight) in enumerate(self.parts):
+            s = gen.score(histories) if score is None else score(name, gen, histories)
             if s.shape[1] < n:
                 s = np.pad(s, ((0, 0), (0, n - s.shape[1])))
             s = weight * normalise_rows(s)

@@ -181,7 +181,7 @@ class FeedExplorer:
         exclude = np.fromiter(taken, dtype=np.int64, count=len(taken))
         lists = []
         for name in self.sources:
-            raw = self.rec.bundle.generators[name].score([history])[0]
+            raw = self.rec.generator_scores(name, history)
             scores = np.full(n_items, -np.inf, np.float32)
             m = min(n_items, raw.shape[0])
             scores[:m] = raw[:m]

@@ -39,6 +39,10 @@ class RecommendationList:
     sources: list[str] = field(default_factory=list)
 
 
+SCORE_MEMO = 32
+"""Generator score rows the recommender keeps (one row per generator and history)."""
+
+
 class Recommender:
     """Answers feed and similar-item requests from a bundle and each user's live history.
 
@@ -60,6 +64,7 @@ class Recommender:
         self.cache_size = cache_size
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, NDArray[np.int64]] = OrderedDict()
+        self._scored: OrderedDict[tuple[str, int, bytes], NDArray[np.float32]] = OrderedDict()
         self.items: IdMap = bundle.items
         self.blend = feed_blend(bundle)
         self._blocked = np.zeros(self.blend.n_items_, dtype=bool)
@@ -154,10 +159,30 @@ class Recommender:
             self._cache.pop(user_id, None)
 
     # ---- recommendations -----------------------------------------------------------------
+    def generator_scores(self, name: str, history: NDArray[np.int64]) -> NDArray[np.float32]:
+        """Bundle generator ``name``'s raw scores for one history (read-only). The last few
+        answers are kept, so a feed with exploration slots, which asks the blend's generators
+        and then the slots' sources, scores each generator once."""
+        gen = self.bundle.generators[name]
+        key = (name, gen.n_items_, np.ascontiguousarray(history, np.int64).tobytes())
+        with self._lock:
+            hit = self._scored.get(key)
+            if hit is not None:
+                self._scored.move_to_end(key)
+                return hit
+        scores = np.asarray(gen.score([history])[0], dtype=np.float32)
+        scores.flags.writeable = False
+        with self._lock:
+            self._scored[key] = scores
+            while len(self._scored) > SCORE_MEMO:
+                self._scored.popitem(last=False)
+        return scores
+
     def _blend(self, history: NDArray[np.int64]) -> tuple[NDArray[np.float32], list[str],
                                                           NDArray[np.int64]]:
         """The bundle's feed blend for one history; also who contributed most to each item."""
-        scores, label = self.blend.score_parts([history])
+        scores, label = self.blend.score_parts(
+            [history], lambda name, _gen, _h: self.generator_scores(name, history)[None, :])
         return scores[0], self.blend.names, label[0]
 
     def _finish(
