@@ -116,3 +116,38 @@ def test_train_config_toml_turns_the_pipeline_on(tmp_path: Path) -> None:
                     '[[pipeline.generators]]\nname = "no-such-model"\n')
     with pytest.raises(ConfigError, match=r"pipeline\.generators\.0\.name.*no-such-model"):
         load_train_config(path)
+
+
+def test_shelfwise_train_gives_the_pipeline_the_catalog_categories(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from shelfwise.cli.main import app
+    from shelfwise.data.loading import item_category_codes
+
+    log = two_segment_log(200, 200)
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    store = open_store(url)
+    store.upsert_items([Item(id=str(i), title=f"item {i}",
+                             category=["Shop", "Hits" if str(i).startswith("h") else "Chains"])
+                        for i in log.items.ids])
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    store.add_events([Event(id=f"{u}-{k}", type=EventType.VIEW, user_id=str(log.users.external(u)),
+                            item_id=str(log.items.external(int(i))),
+                            timestamp=t0 + timedelta(minutes=k))
+                      for u, hist in enumerate(log.histories()) for k, i in enumerate(hist)])
+    codes = item_category_codes(store, interactions_from_store(store).items)
+    assert codes is not None and set(codes.tolist()) == {0, 1}
+    config = tmp_path / "train.toml"
+    config.write_text(
+        '[[generators]]\nname = "cooccurrence"\n\n[[generators]]\nname = "popularity"\n\n'
+        '[pipeline]\ncandidates_per_generator = 20\nmin_groups = 50\ntune_blend = false\n'
+        '[[pipeline.generators]]\nname = "cooccurrence"\n'
+        'params = {window = 1, directed = true, popularity_tiebreak = false}\n'
+        '[[pipeline.generators]]\nname = "popularity"\n')
+    store.close()
+    res = CliRunner().invoke(app, ["train", "--store", url, "--bundles", str(tmp_path / "b"),
+                                   "--config", str(config)])
+    assert res.exit_code == 0, res.output
+    pipe = load_bundle(tmp_path / "b").pipeline
+    assert pipe is not None and pipe.stats_ is not None and pipe.stats_.categories is not None
+    assert "cat_affinity" in pipe.report_["feature_gain_share"]

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise import __version__
@@ -115,9 +117,12 @@ class Bundle:
         return self.manifest.version
 
 
-def train_bundle(data: Interactions, out_dir: Path, config: TrainConfig | None = None) -> Bundle:
+def train_bundle(data: Interactions, out_dir: Path, config: TrainConfig | None = None, *,
+                 item_categories: NDArray[np.int64] | None = None) -> Bundle:
     """Fit every configured generator on ``data`` and write a new bundle version under
-    ``out_dir`` (``out_dir/LATEST`` then names it)."""
+    ``out_dir`` (``out_dir/LATEST`` then names it). ``item_categories`` (one code per item,
+    -1 = none; :func:`~shelfwise.data.loading.item_category_codes`) turns on the pipeline's
+    category features."""
     config = config or TrainConfig()
     config.check()
     gens: dict[str, BaseGenerator] = {}
@@ -152,7 +157,7 @@ def train_bundle(data: Interactions, out_dir: Path, config: TrainConfig | None =
     pipeline = None
     if config.pipeline is not None:
         start = time.perf_counter()
-        pipeline = Pipeline(config.pipeline).fit(data)
+        pipeline = Pipeline(config.pipeline, item_categories=item_categories).fit(data)
         fit_seconds["pipeline"] = round(time.perf_counter() - start, 3)
     now = datetime.now(UTC)
     version = f"{now:%Y%m%dT%H%M%S%f}-{config.config_hash()[:8]}"

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from shelfwise.bundle.bundle import TrainConfig, train_bundle
 from shelfwise.cli.common import DEFAULT_BUNDLES, DEFAULT_STORE, BundlesOpt, StoreOpt
-from shelfwise.data.loading import interactions_from_store
+from shelfwise.data.loading import interactions_from_store, item_category_codes
 from shelfwise.exceptions import ConfigError, ShelfwiseError
 from shelfwise.storage import open_store
 
@@ -56,7 +56,9 @@ def register(app: typer.Typer) -> None:
                     f"the store {store} holds no view/click/cart/purchase events: "
                     "run `shelfwise import` first"
                 )
-            bundle = train_bundle(data, bundles, cfg)
+            categories = (item_category_codes(opened, data.items) if cfg.pipeline is not None
+                          else None)
+            bundle = train_bundle(data, bundles, cfg, item_categories=categories)
             search = train_search_ranker(opened, Recommender(bundle, opened))
         except ShelfwiseError as exc:
             console.print(f"[red]error:[/red] {exc}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from shelfwise.data.ids import IdMap
 from shelfwise.data.interactions import Interactions
@@ -29,6 +31,19 @@ def interactions_from_store(
         frame, items=items, has_time=has_time, type_weights=type_weights,
         item_text=texts if any(texts.values()) else None,
     )
+
+
+def item_category_codes(store: Store, items: IdMap) -> NDArray[np.int64] | None:
+    """Each item's leaf category as an integer code in ``items``' order (-1 = none), for the
+    pipeline's category features; None when no item has a category."""
+    catalog = store.items_frame()
+    leaf = {str(i): (str(c[-1]) if c is not None and len(c) else "")
+            for i, c in zip(catalog["id"], catalog["category"], strict=True)}
+    names = [leaf.get(items.external(k), "") for k in range(len(items))]
+    if not any(names):
+        return None
+    codes: dict[str, int] = {}
+    return np.array([codes.setdefault(n, len(codes)) if n else -1 for n in names], np.int64)
 
 
 def item_text(title: str | None, category: Sequence[str] | None = None,
