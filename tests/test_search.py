@@ -80,6 +80,8 @@ def test_lambdamart_learns_the_relevant_feature_and_round_trips(tmp_path: Path) 
     stopped = LTRRanker(n_estimators=500, learning_rate=0.3).fit(x[400:], y[400:],
                                                                  [per] * 150, valid=valid)
     assert 0 < stopped.best_iteration < 500, "noise-free grades stop well before 500 trees"
+    clicks_only = np.minimum(y[400:], 1)  # held-out grades above any training grade still work
+    LTRRanker(n_estimators=20).fit(x[400:], clicks_only, [per] * 150, valid=valid)
     assert np.argsort(-stopped.predict(test))[0] == np.argmax(test[:, key])
 
 
@@ -207,3 +209,13 @@ def test_a_ranker_saved_with_fewer_features_still_predicts(tmp_path: Path) -> No
     assert again.predict(full[:, cols]).shape == (5,)
     with pytest.raises(ConfigError, match="retrain"):
         LTRRanker(features=["bm25", "gone"]).columns()
+
+
+def test_candidates_fuse_within_depth_only_when_rebuilding_a_search() -> None:
+    index = SearchIndex(depth=1, char_ngrams=0).fit(TITLES)
+    docs = np.arange(len(TITLES))
+    deep = index.candidates(docs, query="garden hose paint roller")
+    cut = index.candidates(docs, query="garden hose paint roller", within_depth=True)
+    assert (deep.fused > 0).sum() == 2, "both lexical matches count for a shop's own list"
+    assert (cut.fused > 0).sum() == 1, "retrieval at depth 1 would have fused only the top"
+    assert cut.fused.max() == pytest.approx(deep.fused.max())

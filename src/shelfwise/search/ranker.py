@@ -60,8 +60,10 @@ class LTRRanker:
         import lightgbm as lgb
 
         x, y = self._checked(x, labels, groups)
+        held = None if valid is None else self._checked(*valid)
+        top = int(max(y.max(), held[1].max() if held is not None else 0))
         c = self.config
-        gain = c.label_gain or [2.0 ** k - 1 for k in range(int(y.max()) + 1)]
+        gain = c.label_gain or [2.0 ** k - 1 for k in range(top + 1)]
         model = lgb.LGBMRanker(
             objective="lambdarank", n_estimators=c.n_estimators, learning_rate=c.learning_rate,
             num_leaves=c.num_leaves, min_child_samples=c.min_child_samples,
@@ -69,8 +71,8 @@ class LTRRanker:
             label_gain=gain, random_state=c.seed, n_jobs=c.n_jobs, verbose=-1,
         )
         extra: dict[str, Any] = {}
-        if valid is not None:
-            vx, vy = self._checked(*valid)
+        if valid is not None and held is not None:
+            vx, vy = held
             if int(vy.max()) >= len(gain):
                 raise ConfigError(f"valid labels: grade {int(vy.max())} has no label_gain")
             extra = {"eval_X": (vx,), "eval_y": (vy,), "eval_group": [list(valid[2])],
