@@ -71,7 +71,11 @@ def test_ranker_learned_from_logged_clicks_serves_each_shopper_their_brand(
             "type": "click", "user_id": f"u{u}", "item_id": f"{brand_of(u)}-0",
             "request_id": body["request_id"]}]})
     store = client.app.state.store  # type: ignore[attr-defined]
+    client.post("/v1/rerank", json={"query": "drill", "user_id": "u1",
+                                    "items": ["Bosch-0", "Makita-0"]})
     logged = logged_searches(store)
+    assert [s.reranked for s in logged].count(True) == 1 and logged[-1].reranked
+    logged = logged[:-1]
     assert len(logged) == 80 and sum(bool(s.grades) for s in logged) == 60
     assert all(len(s.shown) >= 4 for s in logged)
 

@@ -147,15 +147,19 @@ class SearchIndex:
 
     def candidates(self, index: NDArray[np.int64], scores: dict[str, NDArray[np.float32]] |
                    None = None, *, query: str | None = None,
-                   fused: NDArray[np.float64] | None = None) -> Candidates:
-        """A candidate set for given documents (the shop's own list, for re-ranking)."""
+                   fused: NDArray[np.float64] | None = None, within_depth: bool = False
+                   ) -> Candidates:
+        """A candidate set for given documents (the shop's own list, for re-ranking).
+        ``within_depth`` fuses only ranks inside each retriever's depth, as :meth:`retrieve`
+        does (for rebuilding the features of a logged search)."""
         if scores is None:
             if query is None:
                 raise ConfigError("candidates() needs the query or precomputed scores")
             scores = self.all_scores(query)
         per = {name: s[index] for name, s in scores.items()}
         ranks = {name: _rank_within_catalog(s, index) for name, s in scores.items()}
-        if fused is None:  # as retrieve() fuses: catalog ranks within depth, n-grams for typos
+        if fused is None:  # catalog ranks (a shop's list may sit deep), and n-grams only
+            # for words the index does not know, as retrieve() fuses
             fused = np.zeros(len(index), np.float64)
             typo = query is None or bool(self._bm25().unknown_words(query))
             for name, r in ranks.items():
@@ -163,7 +167,8 @@ class SearchIndex:
                     continue
                 w = self.config.weights.get(name, 0.0)
                 has = per[name] > 0 if name != "dense" else np.ones(len(index), bool)
-                has &= r <= self.config.depth
+                if within_depth:
+                    has &= r <= self.config.depth
                 fused += np.where(has, w / (self.config.rrf_k + r), 0.0)
         return Candidates(index, np.asarray(fused, np.float64), per, ranks)
 

@@ -151,15 +151,16 @@ class SearchService:
         cand = index.candidates(np.asarray(idx, np.int64), query=query)
         return self._rank(query, cand, feats, user_id, len(item_ids))
 
-    def feature_rows(self, query: str, item_ids: Sequence[str], user: UserContext | None
-                     ) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+    def feature_rows(self, query: str, item_ids: Sequence[str], user: UserContext | None, *,
+                     retrieved: bool = True) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
         """The ranker's feature rows and the fused score of ``item_ids`` for ``query``, as
-        serving computes them (for training the ranker from logged searches)."""
+        serving computed them (for training the ranker from logged requests): ``retrieved``
+        for a ``search`` (fused as retrieval fuses), False for a ``rerank`` of a given list."""
         index, feats = self._ensure_index()
         idx = np.asarray(self.rec.items.indices(list(item_ids)), np.int64)
         if np.any((idx < 0) | (idx >= index.n_docs)):
             raise NotFoundError(f"items: unknown ids among {list(item_ids)[:10]}")
-        cand = index.candidates(idx, query=query)
+        cand = index.candidates(idx, query=query, within_depth=retrieved)
         return feats.build(query, cand, user), cand.fused
 
     def _rank(self, query: str, cand: Candidates, feats: FeatureBuilder, user_id: str | None,

@@ -57,6 +57,8 @@ class LoggedSearch:
     timestamp: datetime
     shown: list[str]
     grades: dict[str, int] = field(default_factory=dict)
+    reranked: bool = False
+    """A ``/v1/rerank`` of the shop's own list rather than a catalog search."""
 
 
 @dataclass
@@ -88,7 +90,8 @@ def logged_searches(store: Store) -> list[LoggedSearch]:
         if not e.request_id or not e.query:
             continue
         shown = [str(i) for i in (e.context or {}).get("items", [])]
-        out[e.request_id] = LoggedSearch(e.request_id, e.user_id, e.query, e.timestamp, shown)
+        out[e.request_id] = LoggedSearch(e.request_id, e.user_id, e.query, e.timestamp, shown,
+                                         reranked=(e.context or {}).get("endpoint") == "rerank")
     outcomes = store.events_for_requests(list(out), types=sorted(GRADES))
     for o in outcomes:
         s = out.get(o.request_id or "")
@@ -162,7 +165,8 @@ def _group(service: SearchService, rec: Recommender, store: Store, s: LoggedSear
     grades = np.array([s.grades.get(i, 0) for i in known], np.int64)
     if grades.max() == 0:
         return None
-    x, fused = service.feature_rows(s.query, known, _context_before(rec, store, s))
+    x, fused = service.feature_rows(s.query, known, _context_before(rec, store, s),
+                                    retrieved=not s.reranked)
     return _Group(x, fused, grades)
 
 

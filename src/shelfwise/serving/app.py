@@ -256,14 +256,15 @@ def _promotions_router() -> APIRouter:
 
 
 def _search_response(store: Store, rec: Recommender, query: str, user_id: str | None,
-                     result: SearchResult) -> SearchResponse:
+                     result: SearchResult, endpoint: str = "search") -> SearchResponse:
     """The answer, after the search is logged (for a known user) under its request id."""
     request_id = uuid.uuid4().hex
     if user_id:
         store.add_events([Event(id=f"search-{request_id}", type="search", user_id=user_id,
                                 query=query, request_id=request_id,
                                 timestamp=datetime.now(UTC),
-                                context={"items": [h.item_id for h in result.hits[:50]]})])
+                                context={"items": [h.item_id for h in result.hits[:50]],
+                                         "endpoint": endpoint})])
     catalog = store.get_items([h.item_id for h in result.hits])
     return SearchResponse(
         request_id=request_id, model_version=rec.bundle.version, query=query, user_id=user_id,
@@ -294,6 +295,6 @@ def _search_router() -> APIRouter:
         if len(set(body.items)) != len(body.items):
             raise HTTPException(422, "items: the same id appears twice; send each once")
         result = service.rerank(body.query, body.items, body.user_id)
-        return _search_response(store, rec, body.query, body.user_id, result)
+        return _search_response(store, rec, body.query, body.user_id, result, "rerank")
 
     return router
