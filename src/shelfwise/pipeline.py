@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
@@ -145,25 +145,36 @@ class Pipeline:
         return cands, self._features(spec, histories, cands, scores, tops), self.feature_names(
             spec)
 
-    def explain(self, history: History, items: Sequence[int]) -> list[str]:
-        """Why each of ``items`` ranks where it does for ``history``: the source whose features
-        added most to its ranker score (a generator's score, ratio and rank count together as
-        its alias; item features such as ``pop_recent`` count alone). Items the ranker did not
-        score, and every item in blend mode, are explained as ``"pipeline"``."""
-        if self.ranker_ is None or self.mode_ != "ranker":
-            return ["pipeline"] * len(items)
-        cands, x, names = self.candidate_features([history])
-        row = {int(i): k for k, i in enumerate(cands.items)}
-        keys = [s.key for s in self.config.generators]
-        group = [next((a for a in keys if f.startswith(f"{a}_")), f) for f in names]
-        labels = sorted(set(group))
-        member = np.array([[g == lab for lab in labels] for g in group], dtype=np.float64)
-        want = [row.get(int(i), -1) for i in items]
-        hit = [k for k in want if k >= 0]
-        contrib = (self.ranker_.contributions(x[hit])[:, :-1] @ member if hit
-                   else np.zeros((0, len(labels))))
-        best = iter(labels[int(j)] for j in np.argmax(contrib, axis=1)) if hit else iter([])
-        return [next(best) if k >= 0 else "pipeline" for k in want]
+    def score_explained(self, history: History) -> tuple[
+            NDArray[np.float32], Callable[[Sequence[int]], list[str]]]:
+        """One history's :meth:`score` row, and a function telling for any items why each
+        ranks where it does: the source whose features added most to its ranker score (a
+        generator's score, ratio and rank count together as its alias; item features such as
+        ``pop_recent`` count alone). Items the ranker did not score, and every item in blend
+        mode, are explained as ``"pipeline"``. Scoring and explaining share one pass."""
+        spec = self._spec(self.generators_, self._stats())
+        out, ranked = self._score_rows([history], self.generators_, spec)
+        if ranked is None or self.ranker_ is None:
+            return out[0], lambda items: ["pipeline"] * len(items)
+        cands, x = ranked
+        names = self.feature_names(spec)
+        ranker = self.ranker_
+
+        def explain(items: Sequence[int]) -> list[str]:
+            row = {int(i): k for k, i in enumerate(cands.items)}
+            keys = [s.key for s in self.config.generators]
+            group = [next((a for a in keys if f.startswith(f"{a}_")), f) for f in names]
+            labels = sorted(set(group))
+            member = np.array([[g == lab for lab in labels] for g in group], dtype=np.float64)
+            want = [row.get(int(i), -1) for i in items]
+            hit = [k for k in want if k >= 0]
+            if not hit:
+                return ["pipeline"] * len(items)
+            best = iter(labels[int(j)] for j in np.argmax(
+                ranker.contributions(x[hit])[:, :-1] @ member, axis=1))
+            return [next(best) if k >= 0 else "pipeline" for k in want]
+
+        return out[0], explain
 
     # ---- internals -------------------------------------------------------------------------
     def _stats(self) -> ItemStats:
@@ -232,19 +243,27 @@ class Pipeline:
 
     def _score_batch(self, histories: Sequence[History], gens: Mapping[str, BaseGenerator],
                      spec: FeatureSpec) -> Scores:
+        return self._score_rows(histories, gens, spec)[0]
+
+    def _score_rows(self, histories: Sequence[History], gens: Mapping[str, BaseGenerator],
+                    spec: FeatureSpec
+                    ) -> tuple[Scores, tuple[Candidates, NDArray[np.float32]] | None]:
+        """Scores, and in ranker mode the merged candidates with the feature rows ranked."""
         scores = self._scores(histories, gens)
         blend = blend_scores(scores, self.weights_)
         if self.mode_ == "blend" or self.ranker_ is None:
-            return blend
+            return blend, None
         cands, tops = self._candidates(histories, scores)
         out = blend - (1.0 + GAP)
+        x = np.zeros((0, len(self.feature_names(spec))), np.float32)
         if len(cands):
-            s = self.ranker_.predict(self._features(spec, histories, cands, scores, tops))
+            x = self._features(spec, histories, cands, scores, tops)
+            s = self.ranker_.predict(x)
             rows = cands.rows
             low = np.full(len(histories), np.inf)
             np.minimum.at(low, rows, s)
             out[rows, cands.items] = (s - low[rows]).astype(np.float32)
-        return out
+        return out, (cands, x)
 
     def _train_second_stage(self, stage: _Stage) -> dict[str, Any]:
         """Tune the blend and (with enough groups) train the ranker on ``stage``."""

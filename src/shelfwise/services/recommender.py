@@ -224,13 +224,12 @@ class Recommender:
     def _pipeline_feed(self, pipe: Pipeline, history: NDArray[np.int64], n: int,
                        exclude: NDArray[np.int64]) -> RecommendationList:
         """The two-stage feed; items posted after training (unknown to it) rank last."""
-        model_history = history[history < pipe.n_items_]
-        scores = pipe.score([model_history])[0]
+        scores, explain = pipe.score_explained(history[history < pipe.n_items_])
         if scores.shape[0] < self.n_model_items:
             scores = np.pad(scores, (0, self.n_model_items - scores.shape[0]),
                             constant_values=float(scores.min()) - 1.0)
         items = self._finish(scores, n, exclude, None, ["pipeline"])
-        reasons = pipe.explain(model_history, [self.items.index(r.item_id) for r in items])
+        reasons = explain([self.items.index(r.item_id) for r in items])
         items = [Recommendation(r.item_id, r.score, why) for r, why in zip(items, reasons,
                                                                             strict=True)]
         return RecommendationList(items, history_length=len(history),
