@@ -6,6 +6,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
@@ -140,8 +141,7 @@ class Recommender:
         events = self.store.user_events(
             user_id, types=sorted(INTERACTION_TYPES), limit=self.history_limit
         )
-        idx = self.items.indices([e.item_id or "" for e in events])
-        hist = idx[(idx >= 0) & (idx < self.n_model_items)]
+        hist = self._model_indices(events)
         with self._lock:
             self._cache[user_id] = hist
             if len(self._cache) > self.cache_size:
@@ -153,6 +153,17 @@ class Recommender:
         with self._lock:
             for ev in events:
                 self._cache.pop(ev.user_id, None)
+
+    def history_before(self, user_id: str, before: datetime) -> NDArray[np.int64]:
+        """:meth:`history` as it stood just before ``before`` (uncached; for rebuilding what a
+        logged request saw)."""
+        events = [e for e in self.store.user_events(user_id, types=sorted(INTERACTION_TYPES))
+                  if e.timestamp < before]
+        return self._model_indices(events[-self.history_limit:])
+
+    def _model_indices(self, events: Sequence[Event]) -> NDArray[np.int64]:
+        idx = self.items.indices([e.item_id or "" for e in events])
+        return idx[(idx >= 0) & (idx < self.n_model_items)].astype(np.int64, copy=False)
 
     def forget_user(self, user_id: str) -> None:
         with self._lock:

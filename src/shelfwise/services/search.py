@@ -125,14 +125,16 @@ class SearchService:
 
     # ---- queries -------------------------------------------------------------------------
     def _user(self, user_id: str | None) -> UserContext | None:
-        if not user_id:
-            return None
-        hist = self.rec.history(user_id)
-        if len(hist) == 0:
+        return self.context(self.rec.history(user_id)) if user_id else None
+
+    def context(self, history: NDArray[np.int64]) -> UserContext | None:
+        """What personalization uses of a history (model indices, oldest first); None if
+        empty."""
+        if len(history) == 0:
             return None
         sem = self.rec.semantic
-        profile = sem.profile(hist) if sem is not None else None
-        return UserContext(profile=profile, history=hist)
+        profile = sem.profile(history) if sem is not None else None
+        return UserContext(profile=profile, history=history)
 
     def search(self, query: str, user_id: str | None = None, n: int = 10,
                filters: SearchFilters | None = None) -> SearchResult:

@@ -23,8 +23,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from shelfwise.data.schemas import INTERACTION_TYPES, EventType
-from shelfwise.search.features import FEATURES, UserContext
+from shelfwise.data.schemas import EventType
+from shelfwise.search.features import FEATURES
 from shelfwise.search.ranker import LTRRanker, RankerConfig
 from shelfwise.services.recommender import Recommender
 from shelfwise.services.search import RANKER_DIR, SearchService
@@ -114,7 +114,7 @@ def train_search_ranker(store: Store, recommender: Recommender,
                          f"needs {cfg.min_searches}")
         return report
     service = SearchService(recommender)
-    groups = [g for g in (_group(service, recommender, store, s) for s in labelled)
+    groups = [g for g in (_group(service, recommender, s) for s in labelled)
               if g is not None]
     if len(groups) < cfg.min_searches:
         report.reason = (f"{len(groups)} labelled searches still show items of the catalog; "
@@ -155,8 +155,7 @@ class _Group:
     grades: NDArray[np.int64]
 
 
-def _group(service: SearchService, rec: Recommender, store: Store, s: LoggedSearch
-           ) -> _Group | None:
+def _group(service: SearchService, rec: Recommender, s: LoggedSearch) -> _Group | None:
     items = list(dict.fromkeys([*s.shown, *s.grades]))
     known = [i for i, k in zip(items, rec.items.indices(items), strict=True)
              if 0 <= k < rec.n_model_items]
@@ -165,21 +164,10 @@ def _group(service: SearchService, rec: Recommender, store: Store, s: LoggedSear
     grades = np.array([s.grades.get(i, 0) for i in known], np.int64)
     if grades.max() == 0:
         return None
-    x, fused = service.feature_rows(s.query, known, _context_before(rec, store, s),
-                                    retrieved=not s.reranked)
+    # the history as it stood before the search, so what it led to is not already "seen"
+    user = service.context(rec.history_before(s.user_id, s.timestamp))
+    x, fused = service.feature_rows(s.query, known, user, retrieved=not s.reranked)
     return _Group(x, fused, grades)
-
-
-def _context_before(rec: Recommender, store: Store, s: LoggedSearch) -> UserContext | None:
-    """The searcher's interactions strictly before the search, as serving would have seen."""
-    events = [e for e in store.user_events(s.user_id, types=sorted(INTERACTION_TYPES))
-              if e.timestamp < s.timestamp][-rec.history_limit:]
-    idx = rec.items.indices([e.item_id or "" for e in events])
-    hist = idx[(idx >= 0) & (idx < rec.n_model_items)].astype(np.int64)
-    if len(hist) == 0:
-        return None
-    sem = rec.semantic
-    return UserContext(profile=sem.profile(hist) if sem is not None else None, history=hist)
 
 
 def _fit(groups: Sequence[_Group], config: RankerConfig,
