@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class ShelfwiseError(Exception):
@@ -15,6 +19,16 @@ class NotFittedError(ShelfwiseError, AttributeError):
 
 class ConfigError(ShelfwiseError):
     """A configuration value is missing, unknown or inconsistent."""
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """A pydantic error as one ``  - field.path: message`` line per problem."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(config)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
 
 
 class NotFoundError(ShelfwiseError):

@@ -13,7 +13,7 @@ from rich.console import Console
 from shelfwise.bundle.bundle import TrainConfig, train_bundle
 from shelfwise.cli.common import DEFAULT_BUNDLES, DEFAULT_STORE, BundlesOpt, StoreOpt
 from shelfwise.data.loading import interactions_from_store, item_category_codes
-from shelfwise.exceptions import ConfigError, ShelfwiseError
+from shelfwise.exceptions import ConfigError, ShelfwiseError, describe_validation_error
 from shelfwise.storage import open_store
 
 
@@ -28,10 +28,8 @@ def load_train_config(path: Path | None) -> TrainConfig:
     try:
         return TrainConfig.model_validate(raw.get("train", raw))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(config)'}: "
-                             f"{str(e['msg']).removeprefix('Value error, ')}"
-                             for e in exc.errors())
-        raise ConfigError(f"train config {path} is invalid: {problems}") from None
+        raise ConfigError(f"train config {path} is invalid:\n"
+                          f"{describe_validation_error(exc)}") from None
 
 
 def register(app: typer.Typer) -> None:

@@ -17,18 +17,9 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shelfwise.exceptions import ConfigError
+from shelfwise.exceptions import ConfigError, describe_validation_error
 from shelfwise.ranking.ranker import LambdaMARTConfig
 from shelfwise.retrieval.registry import GENERATORS
-
-
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(config)"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        lines.append(f"  - {loc}: {msg}")
-    return "\n".join(lines)
 
 
 class GeneratorSpec(BaseModel):
@@ -111,7 +102,7 @@ class PipelineConfig(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
-            raise ConfigError(f"{source} is invalid:\n{_describe(exc)}") from None
+            raise ConfigError(f"{source} is invalid:\n{describe_validation_error(exc)}") from None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Self:
