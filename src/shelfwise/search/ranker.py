@@ -60,7 +60,7 @@ class LTRRanker:
         import lightgbm as lgb
 
         x, y = self._checked(x, labels, groups)
-        held = None if valid is None else self._checked(*valid)
+        held = None if valid is None else (*self._checked(*valid), list(valid[2]))
         top = int(max(y.max(), held[1].max() if held is not None else 0))
         c = self.config
         gain = c.label_gain or [2.0 ** k - 1 for k in range(top + 1)]
@@ -71,16 +71,16 @@ class LTRRanker:
             label_gain=gain, random_state=c.seed, n_jobs=c.n_jobs, verbose=-1,
         )
         extra: dict[str, Any] = {}
-        if valid is not None and held is not None:
-            vx, vy = held
+        if held is not None:
+            vx, vy, vg = held
             if int(vy.max()) >= len(gain):
                 raise ConfigError(f"valid labels: grade {int(vy.max())} has no label_gain")
-            extra = {"eval_X": (vx,), "eval_y": (vy,), "eval_group": [list(valid[2])],
+            extra = {"eval_X": (vx,), "eval_y": (vy,), "eval_group": [vg],
                      "eval_at": [10],
                      "callbacks": [lgb.early_stopping(early_stopping, verbose=False)]}
         model.fit(x, y, group=list(groups), feature_name=list(c.features), **extra)
         self._booster = model.booster_
-        self.best_iteration = int(model.best_iteration_ or 0) if valid is not None else (
+        self.best_iteration = int(model.best_iteration_ or 0) if held is not None else (
             c.n_estimators)
         return self
 
