@@ -96,7 +96,7 @@ class FeatureBuilder:
         cols["title_tokens"] = np.array([len(self.title_tokens[i]) for i in idx], np.float64)
         cols["query_tokens"] = np.full(m, float(len(q_tokens)))
         cols["popularity"] = self.popularity[idx] if m else np.zeros(0)
-        cols.update(self.match.build(query, q_norm, idx))
+        cols.update(self.match.build(q_norm, idx))
         cols.update(self._personal(idx, user))
         return np.column_stack([cols[f] for f in FEATURES]).astype(np.float32) if m else (
             np.zeros((0, len(FEATURES)), np.float32))
@@ -156,10 +156,11 @@ class MatchFeatures:
         self._vocab_set = frozenset(self.vocab)
         self._near: dict[str, frozenset[str]] = {}  # expansions of words seen in queries
 
-    def units(self, query: str) -> list[tuple[str, str | None]]:
-        """The query's words as (stem, word as typed or None for Chinese), stop words out."""
+    def units(self, q_norm: str) -> list[tuple[str, str | None]]:
+        """The words of a normalised query (:func:`_norm`) as (stem, word as typed or None for
+        Chinese), stop words out."""
         out: list[tuple[str, str | None]] = []
-        for word in _WORDS.findall(_norm(query)):
+        for word in _WORDS.findall(q_norm):
             stems = self.tokenize(word)
             if word.isascii():
                 out += [(stems[0], word)] if stems else []
@@ -196,12 +197,12 @@ class MatchFeatures:
         out.update(word[:k] for k in range(3, len(word)) if word[:k] in self._vocab_set)
         return frozenset(out)
 
-    def build(self, query: str, q_norm: str, idx: NDArray[np.int64]
-              ) -> dict[str, NDArray[np.float64]]:
+    def build(self, q_norm: str, idx: NDArray[np.int64]) -> dict[str, NDArray[np.float64]]:
+        """The :data:`MATCH_FEATURES` of candidates ``idx`` for a normalised query."""
         from rapidfuzz import fuzz
 
         m = len(idx)
-        units = self.units(query)
+        units = self.units(q_norm)
         if not units or m == 0:
             return {f: np.zeros(m) for f in MATCH_FEATURES}
         near = [self.expand(raw) if raw else frozenset() for _, raw in units]
