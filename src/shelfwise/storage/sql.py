@@ -81,7 +81,11 @@ meta_t = sa.Table(
 
 
 def _ts(value: datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
+    """Epoch seconds. A naive datetime is UTC, as in the schemas and importers: ``timestamp()``
+    alone would read it in the server's local zone (``User``/``Promotion`` keep naive values)."""
+    if value is None:
+        return None
+    return (value.replace(tzinfo=UTC) if value.tzinfo is None else value).timestamp()
 
 
 def _dt(value: float | None) -> datetime | None:

@@ -1,0 +1,467 @@
+"""The contract every :class:`~shelfwise.storage.Store` backend must pass.
+
+Subclass :class:`StoreContract` in a ``test_*.py`` file and give it a ``make_store`` fixture:
+a factory whose every call returns a fresh, empty store (and closes what it made at teardown).
+Durability reopens a store with :meth:`StoreContract.reopen` (``open_store(store.url)`` unless
+the backend overrides it). See ``tests/test_store_contract.py`` for SQLite; a PostgreSQL class
+only needs a factory that creates a new database per call.
+
+Every test asserts concrete values (known answers), so a backend that orders, counts or
+converts differently fails here and not in a recommender test far away.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from shelfwise.data.schemas import Event, EventType, Item, Promotion, User
+from shelfwise.storage import Store, WriteResult, open_store
+
+StoreFactory = Callable[[], Store]
+
+T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
+CST = timezone(timedelta(hours=8))
+CLICK, VIEW, PURCHASE = EventType.CLICK, EventType.VIEW, EventType.PURCHASE
+
+
+class Boom(Exception):
+    """Raised inside transactions to force a rollback."""
+
+
+def ev(eid: str, user: str = "u1", item: str | None = "i1", t: float = 0.0,
+       type: EventType = CLICK, **kw: Any) -> Event:
+    """An event ``t`` seconds after :data:`T0`."""
+    return Event(id=eid, type=type, user_id=user, item_id=item,
+                 timestamp=T0 + timedelta(seconds=t), **kw)
+
+
+def full_item(item_id: str = "i1") -> Item:
+    """An item with every field set, Chinese text and nested JSON attributes."""
+    return Item(
+        id=item_id, title="无线蓝牙耳机 Pro 🎧", description="降噪\n续航 30 小时 — “quoted”",
+        category=["电子产品", "音频", "耳机"], brand="声宝", price=199.5,
+        tags=["降噪", "bluetooth"], language="zh",
+        created_at=datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=CST), available=False,
+        attributes={"颜色": "黑", "sizes": [1, 2.5], "dims": {"w": 1.5, "ok": True},
+                    "none": None},
+    )
+
+
+def ids(events: list[Event]) -> list[str]:
+    return [e.id for e in events]
+
+
+class StoreContract:
+    """Known-answer tests over every method of the :class:`Store` protocol."""
+
+    @pytest.fixture
+    def make_store(self) -> StoreFactory:
+        raise NotImplementedError("a backend's test class provides make_store")
+
+    @pytest.fixture
+    def store(self, make_store: StoreFactory) -> Store:
+        return make_store()
+
+    @pytest.fixture
+    def reopened(self) -> Iterator[list[Store]]:
+        """Stores opened by :meth:`reopen`, closed at teardown."""
+        opened: list[Store] = []
+        yield opened
+        for s in opened:
+            s.close()
+
+    @pytest.fixture
+    def local_zone_ahead_of_utc(self) -> Iterator[None]:
+        """Run with the process's local zone at UTC+8, so local-time conversions show."""
+        old = os.environ.get("TZ")
+        os.environ["TZ"] = "Asia/Shanghai"
+        time.tzset()
+        yield
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+
+    def reopen(self, store: Store, opened: list[Store]) -> Store:
+        """A second handle on the same storage (override if a URL is not enough)."""
+        again = open_store(store.url)
+        opened.append(again)
+        return again
+
+    # ---- items ------------------------------------------------------------------------
+    def test_empty_store(self, store: Store) -> None:
+        assert store.counts() == {"items": 0, "users": 0, "events": 0, "promotions": 0}
+        assert store.get_item("i1") is None
+        assert store.get_items([]) == {}
+        assert store.get_user("u1") is None
+        assert store.user_events("u1") == []
+        assert list(store.iter_events()) == []
+        assert store.list_promotions() == []
+        assert store.existing_event_ids([]) == set()
+        assert store.events_for_requests([]) == []
+        assert store.upsert_items([]) == WriteResult(0, 0)
+        assert store.add_events([]) == WriteResult(0, 0)
+
+    def test_item_round_trips_every_field(self, store: Store) -> None:
+        item = full_item()
+        assert store.upsert_items([item]) == WriteResult(1, 0)
+        got = store.get_item("i1")
+        assert got == item
+        assert got is not None and got.title == "无线蓝牙耳机 Pro 🎧"
+        assert got.category == ["电子产品", "音频", "耳机"]
+        assert got.attributes == {"颜色": "黑", "sizes": [1, 2.5], "dims": {"w": 1.5, "ok": True},
+                                  "none": None}
+        # 03:04:05.123456 at UTC+8 is 19:04:05.123456 the day before, returned in UTC.
+        assert got.created_at == datetime(2024, 1, 1, 19, 4, 5, 123456, tzinfo=UTC)
+        assert got.created_at is not None and got.created_at.utcoffset() == timedelta(0)
+        assert got.available is False
+
+    def test_item_defaults_round_trip(self, store: Store) -> None:
+        store.upsert_items([Item(id="bare"), Item(id="free", price=0.0)])
+        bare = store.get_item("bare")
+        assert bare == Item(id="bare")
+        assert bare is not None and bare.price is None and bare.created_at is None
+        assert bare.brand is None and bare.category == [] and bare.available is True
+        free = store.get_item("free")
+        assert free is not None and free.price == 0.0
+
+    def test_upsert_items_replaces_whole_item(self, store: Store) -> None:
+        store.upsert_items([full_item()])
+        new = Item(id="i1", title="Earbuds", tags=["x"], price=None)
+        assert store.upsert_items([new]) == WriteResult(1, 0)
+        assert store.get_item("i1") == new  # price, brand, attributes… not kept from before
+        assert store.counts()["items"] == 1
+
+    def test_upsert_items_counts(self, store: Store) -> None:
+        assert store.upsert_items([Item(id=f"i{k}") for k in range(3)]) == WriteResult(3, 0)
+        assert store.upsert_items([Item(id="i0"), Item(id="i9")]) == WriteResult(2, 0)
+        assert store.counts()["items"] == 4
+
+    def test_same_item_twice_in_one_batch_last_wins(self, store: Store) -> None:
+        # Current behaviour: both rows count as written; the later one is stored.
+        res = store.upsert_items([Item(id="i1", title="first"), Item(id="i1", title="second")])
+        assert res == WriteResult(2, 0)
+        got = store.get_item("i1")
+        assert got is not None and got.title == "second"
+        assert store.counts()["items"] == 1
+
+    def test_get_items_skips_missing_and_reads_past_900(self, store: Store) -> None:
+        store.upsert_items([Item(id=f"i{k:04d}", title=f"t{k}") for k in range(1000)])
+        wanted = [f"i{k:04d}" for k in range(1000)] + ["nope", "i0005", "gone"]
+        got = store.get_items(wanted)
+        assert set(got) == {f"i{k:04d}" for k in range(1000)}
+        assert got["i0999"].title == "t999" and got["i0000"].title == "t0"
+        assert store.get_items(["nope"]) == {}
+        assert store.get_item("nope") is None
+
+    # ---- users and promotions ---------------------------------------------------------
+    def test_user_round_trip_and_replace(self, store: Store) -> None:
+        user = User(id="用户1", attributes={"segment": "vip", "城市": "上海", "age": 31,
+                                            "tags": ["a", None]},
+                    created_at=datetime(2024, 2, 1, 8, 30, tzinfo=CST))
+        assert store.upsert_users([user, User(id="u2")]) == WriteResult(2, 0)
+        got = store.get_user("用户1")
+        assert got == user
+        assert got is not None and got.created_at == datetime(2024, 2, 1, 0, 30, tzinfo=UTC)
+        assert got.created_at is not None and got.created_at.utcoffset() == timedelta(0)
+        assert store.get_user("u2") == User(id="u2")
+        store.upsert_users([User(id="用户1", attributes={"segment": "new"})])
+        assert store.get_user("用户1") == User(id="用户1", attributes={"segment": "new"})
+        assert store.get_user("u3") is None
+        assert store.counts()["users"] == 2
+
+    def test_promotions_round_trip_and_replace(self, store: Store) -> None:
+        p1 = Promotion(id="p1", text="满100减20", rules={"min_history": 2, "segments": ["vip"]},
+                       start=datetime(2024, 5, 1, 8, tzinfo=CST),
+                       end=datetime(2024, 6, 1, tzinfo=UTC))
+        p2 = Promotion(id="p2", text="Free shipping")
+        assert store.upsert_promotions([p1, p2]) == WriteResult(2, 0)
+        got = {p.id: p for p in store.list_promotions()}
+        assert got == {"p1": p1, "p2": p2}
+        assert got["p1"].start == datetime(2024, 5, 1, 0, tzinfo=UTC)
+        assert got["p1"].start is not None and got["p1"].start.utcoffset() == timedelta(0)
+        assert got["p2"].start is None and got["p2"].end is None
+        p1b = Promotion(id="p1", text="满200减50")
+        assert store.upsert_promotions([p1b]) == WriteResult(1, 0)
+        assert sorted(store.list_promotions(), key=lambda p: p.id) == [p1b, p2]
+        assert store.counts()["promotions"] == 2
+
+    def test_naive_datetimes_are_utc_whatever_the_local_zone(
+        self, store: Store, local_zone_ahead_of_utc: None
+    ) -> None:
+        noon = datetime(2024, 1, 1, 12)
+        store.upsert_users([User(id="u1", created_at=noon)])
+        store.upsert_promotions([Promotion(id="p1", text="t", start=noon)])
+        store.upsert_items([Item(id="i1", created_at=noon)])
+        utc_noon = noon.replace(tzinfo=UTC)
+        user = store.get_user("u1")
+        assert user is not None and user.created_at == utc_noon
+        assert store.list_promotions()[0].start == utc_noon
+        item = store.get_item("i1")
+        assert item is not None and item.created_at == utc_noon
+
+    # ---- events: writes ----------------------------------------------------------------
+    def test_event_round_trips_every_field(self, store: Store) -> None:
+        full = ev("e1", t=0.654321, type=PURCHASE, query="蓝牙耳机", request_id="r1",
+                  position=0, propensity=0.25, value=19.9,
+                  context={"page": "首页", "slots": [1, 2], "nested": {"a": None}})
+        search = Event(id="e2", type=EventType.SEARCH, user_id="u1", query="耳机",
+                       timestamp=T0 + timedelta(seconds=1))
+        assert store.add_events([full, search]) == WriteResult(2, 0)
+        got = store.user_events("u1")
+        assert got == [full, search]
+        assert got[0].timestamp == datetime(2024, 3, 1, 8, 0, 0, 654321, tzinfo=UTC)
+        assert got[0].timestamp.utcoffset() == timedelta(0)
+        assert got[1].item_id is None and got[1].request_id is None and got[1].context == {}
+
+    def test_add_events_counts_and_is_idempotent_across_batches(self, store: Store) -> None:
+        batch = [ev(f"e{k}", t=k) for k in range(3)]
+        assert store.add_events(batch) == WriteResult(3, 0)
+        assert store.add_events([*batch, ev("e3", t=3)]) == WriteResult(1, 3)
+        assert store.add_events(batch) == WriteResult(0, 3)
+        assert store.counts()["events"] == 4
+        # A redelivered id with another payload is skipped: the stored event is unchanged.
+        assert store.add_events([ev("e0", item="other", t=99)]) == WriteResult(0, 1)
+        first = store.user_events("u1")[0]
+        assert (first.id, first.item_id, first.timestamp) == ("e0", "i1", T0)
+
+    def test_same_event_id_twice_in_one_batch_first_wins(self, store: Store) -> None:
+        # Current behaviour: the first of two same-id events is stored, the second is skipped.
+        res = store.add_events([ev("e1", item="a"), ev("e1", item="b"), ev("e2", item="c")])
+        assert res == WriteResult(2, 1)
+        assert [(e.id, e.item_id) for e in store.user_events("u1")] == [("e1", "a"), ("e2", "c")]
+
+    def test_existing_event_ids_past_900(self, store: Store) -> None:
+        store.add_events([ev(f"e{k:04d}", t=k) for k in range(1000)])
+        asked = [f"e{k:04d}" for k in range(1000)] + [f"x{k}" for k in range(50)]
+        assert store.existing_event_ids(asked) == {f"e{k:04d}" for k in range(1000)}
+        assert store.existing_event_ids(["x1", "e0007", "e0007"]) == {"e0007"}
+        assert store.existing_event_ids([]) == set()
+
+    # ---- events: reads -----------------------------------------------------------------
+    def test_user_events_oldest_first_with_filter_and_limit(self, store: Store) -> None:
+        # Arrival order differs from time order; u2's events never leak into u1's.
+        store.add_events([
+            ev("late", t=30, type=PURCHASE), ev("early", t=10), ev("other", user="u2", t=20),
+            ev("mid", t=20, type=VIEW), ev("first", t=0, type=VIEW),
+        ])
+        assert ids(store.user_events("u1")) == ["first", "early", "mid", "late"]
+        assert ids(store.user_events("u1", limit=2)) == ["mid", "late"]
+        assert ids(store.user_events("u1", limit=10)) == ["first", "early", "mid", "late"]
+        assert ids(store.user_events("u1", types=[VIEW])) == ["first", "mid"]
+        assert ids(store.user_events("u1", types=[VIEW, PURCHASE], limit=2)) == ["mid", "late"]
+        assert ids(store.user_events("u1", types=[EventType.CART])) == []
+        assert ids(store.user_events("u2")) == ["other"]
+        assert store.user_events("nobody") == []
+
+    def test_user_events_equal_timestamps_keep_arrival_order(self, store: Store) -> None:
+        store.add_events([ev("c", t=5), ev("a", t=5), ev("b", t=5), ev("z", t=1)])
+        store.add_events([ev("y", t=5)])
+        assert ids(store.user_events("u1")) == ["z", "c", "a", "b", "y"]
+        # The most recent 2 of a tie are the last to arrive.
+        assert ids(store.user_events("u1", limit=2)) == ["b", "y"]
+
+    def test_iter_events_arrival_order_in_batches(self, store: Store) -> None:
+        store.add_events([ev(f"e{k}", user=f"u{k % 2}", t=100 - k) for k in range(5)])
+        store.add_events([ev("e5", t=0), ev("e6", t=500)])
+        batches = list(store.iter_events(batch_size=3))
+        assert [len(b) for b in batches] == [3, 3, 1]
+        assert [e.id for b in batches for e in b] == [f"e{k}" for k in range(7)]
+        assert [ids(b) for b in store.iter_events()] == [[f"e{k}" for k in range(7)]]
+        assert batches[0][1] == ev("e1", user="u1", t=99)
+
+    def test_events_of_type_in_arrival_order(self, store: Store) -> None:
+        store.add_events([ev("v1", t=9, type=VIEW), ev("c1", t=5), ev("v2", t=1, type=VIEW),
+                          ev("c2", user="u2", t=0)])
+        assert ids(store.events_of_type(VIEW)) == ["v1", "v2"]
+        assert ids(store.events_of_type(CLICK)) == ["c1", "c2"]
+        assert store.events_of_type(PURCHASE) == []
+
+    def test_events_for_requests_order_filter_and_empty_ids(self, store: Store) -> None:
+        store.add_events([
+            ev("imp", type=EventType.IMPRESSION, request_id="rB", t=1),
+            ev("click", request_id="rA", t=0),
+            ev("buy", type=PURCHASE, request_id="rB", t=2),
+            ev("blank", request_id="", t=3),
+            ev("none", t=4),
+            ev("else", request_id="rC", t=5),
+        ])
+        assert ids(store.events_for_requests(["rB", "rA"])) == ["imp", "click", "buy"]
+        assert ids(store.events_for_requests(["rA", "rB"], types=[CLICK, PURCHASE])) == [
+            "click", "buy"]
+        assert ids(store.events_for_requests(["rB"], types=[VIEW])) == []
+        # Empty and None ids are ignored: they must not match events without a request.
+        no_ids: list[Any] = ["", None]
+        assert store.events_for_requests(no_ids) == []
+        assert ids(store.events_for_requests(["rC", "", "rC", "missing"])) == ["else"]
+
+    def test_events_for_requests_past_500_ids_in_arrival_order(self, store: Store) -> None:
+        # Arrival runs against the ids' sort order, so per-chunk reads must be merged by arrival.
+        rids = [f"r{k:03d}" for k in range(600)]
+        store.add_events([ev(f"e{k:03d}", request_id=r, t=k)
+                          for k, r in enumerate(reversed(rids))])
+        got = store.events_for_requests([*rids, "r999"])
+        assert ids(got) == [f"e{k:03d}" for k in range(600)]
+        assert got[0].request_id == "r599" and got[-1].request_id == "r000"
+
+    def test_events_frame(self, store: Store) -> None:
+        store.add_events([
+            ev("e0", user="u2", item="b", t=20, type=VIEW),
+            ev("e1", item="a", t=10.5),
+            Event(id="e2", type=EventType.SEARCH, user_id="u1", query="q",
+                  timestamp=T0 + timedelta(seconds=5)),
+        ])
+        frame = store.events_frame()
+        assert list(frame.columns) == ["user_id", "item_id", "type", "timestamp"]
+        assert frame["user_id"].tolist() == ["u2", "u1", "u1"]
+        assert frame["item_id"].tolist()[:2] == ["b", "a"] and pd.isna(frame["item_id"][2])
+        assert frame["type"].tolist() == ["view", "click", "search"]
+        base = T0.timestamp()
+        assert frame["timestamp"].tolist() == [base + 20, base + 10.5, base + 5]
+        assert frame["timestamp"].dtype == "float64"
+        only = store.events_frame(types=[CLICK, VIEW])
+        assert only[["user_id", "item_id"]].values.tolist() == [["u2", "b"], ["u1", "a"]]
+        assert len(store.events_frame(types=[PURCHASE])) == 0
+
+    def test_events_frame_of_empty_store_has_the_columns(self, store: Store) -> None:
+        frame = store.events_frame()
+        assert list(frame.columns) == ["user_id", "item_id", "type", "timestamp"]
+        assert len(frame) == 0
+
+    # ---- frames, meta, counts ----------------------------------------------------------
+    def test_items_frame(self, store: Store) -> None:
+        empty = store.items_frame()
+        assert "id" in empty.columns and len(empty) == 0
+        store.upsert_items([full_item("i1"), Item(id="i2", title="Mug", price=None)])
+        frame = store.items_frame().sort_values("id").reset_index(drop=True)
+        assert set(frame.columns) == set(Item.model_fields)
+        assert frame["id"].tolist() == ["i1", "i2"]
+        assert frame["title"].tolist() == ["无线蓝牙耳机 Pro 🎧", "Mug"]
+        assert frame["category"].tolist() == [["电子产品", "音频", "耳机"], []]
+        assert frame["tags"][0] == ["降噪", "bluetooth"]
+        assert frame["price"][0] == 199.5 and pd.isna(frame["price"][1])
+        assert bool(frame["available"][0]) is False and bool(frame["available"][1]) is True
+        assert frame["created_at"][0] == datetime(2024, 1, 1, 19, 4, 5, 123456,
+                                                  tzinfo=UTC).timestamp()
+        assert pd.isna(frame["created_at"][1])
+        assert frame["attributes"][0]["dims"] == {"w": 1.5, "ok": True}
+
+    def test_counts(self, store: Store) -> None:
+        store.upsert_items([Item(id="a"), Item(id="b")])
+        store.upsert_users([User(id="u")])
+        store.add_events([ev("e1"), ev("e2"), ev("e3")])
+        store.upsert_promotions([Promotion(id="p", text="t")])
+        assert store.counts() == {"items": 2, "users": 1, "events": 3, "promotions": 1}
+
+    def test_meta_get_set_overwrite(self, store: Store) -> None:
+        assert store.get_meta("time_kind") is None
+        store.set_meta("time_kind", "ordinal")
+        store.set_meta("模型", "e5 — 小")
+        assert store.get_meta("time_kind") == "ordinal"
+        store.set_meta("time_kind", "real")
+        assert store.get_meta("time_kind") == "real"
+        assert store.get_meta("模型") == "e5 — 小"
+        assert store.get_meta("TIME_KIND") is None
+
+    # ---- transactions ------------------------------------------------------------------
+    def test_transaction_commits_all_writes_together(
+        self, store: Store, reopened: list[Store]
+    ) -> None:
+        other = self.reopen(store, reopened)
+        with store.transaction():
+            store.upsert_items([Item(id="i1")])
+            store.upsert_users([User(id="u1")])
+            store.add_events([ev("e1"), ev("e2", t=1)])
+            store.upsert_promotions([Promotion(id="p1", text="t")])
+            store.set_meta("k", "v")
+            # The block reads its own writes; another handle sees none of them yet.
+            assert store.counts() == {"items": 1, "users": 1, "events": 2, "promotions": 1}
+            assert ids(store.user_events("u1")) == ["e1", "e2"]
+            assert other.counts() == {"items": 0, "users": 0, "events": 0, "promotions": 0}
+            assert other.get_meta("k") is None
+        assert other.counts() == {"items": 1, "users": 1, "events": 2, "promotions": 1}
+        assert other.get_meta("k") == "v"
+
+    def test_error_in_transaction_rolls_back_every_write(self, store: Store) -> None:
+        store.upsert_items([Item(id="kept", title="old")])
+        store.add_events([ev("e0")])
+        store.set_meta("k", "old")
+        with pytest.raises(Boom), store.transaction():
+            store.upsert_items([Item(id="kept", title="new"), Item(id="i1")])
+            store.upsert_users([User(id="u1")])
+            assert store.add_events([ev("e1", t=1), ev("e0")]) == WriteResult(1, 1)
+            store.upsert_promotions([Promotion(id="p1", text="t")])
+            store.set_meta("k", "new")
+            raise Boom
+        assert store.counts() == {"items": 1, "users": 0, "events": 1, "promotions": 0}
+        kept = store.get_item("kept")
+        assert kept is not None and kept.title == "old"
+        assert store.get_item("i1") is None
+        assert store.existing_event_ids(["e0", "e1"]) == {"e0"}
+        assert store.get_meta("k") == "old"
+        # Rolled-back ids are not remembered: redelivery writes them, and the store works on.
+        assert store.add_events([ev("e1", t=1)]) == WriteResult(1, 0)
+        assert ids(store.user_events("u1")) == ["e0", "e1"]
+
+    def test_nested_transaction_joins_the_outer(
+        self, store: Store, reopened: list[Store]
+    ) -> None:
+        other = self.reopen(store, reopened)
+        with pytest.raises(Boom), store.transaction():
+            store.upsert_items([Item(id="outer")])
+            with store.transaction():
+                store.upsert_items([Item(id="inner")])
+                store.add_events([ev("e1")])
+            # Leaving the inner block committed nothing.
+            assert other.counts()["items"] == 0 and other.existing_event_ids(["e1"]) == set()
+            raise Boom
+        assert store.counts() == {"items": 0, "users": 0, "events": 0, "promotions": 0}
+        with store.transaction():
+            with store.transaction():
+                store.upsert_items([Item(id="inner")])
+            store.upsert_items([Item(id="outer")])
+        assert set(other.get_items(["inner", "outer"])) == {"inner", "outer"}
+
+    def test_error_in_nested_block_rolls_back_the_outer(self, store: Store) -> None:
+        with pytest.raises(Boom), store.transaction():
+            store.upsert_items([Item(id="outer")])
+            with store.transaction():
+                store.add_events([ev("e1")])
+                raise Boom
+        assert store.counts()["items"] == 0 and store.counts()["events"] == 0
+
+    # ---- durability --------------------------------------------------------------------
+    def test_data_survives_close_and_reopen(self, store: Store, reopened: list[Store]) -> None:
+        item, user = full_item(), User(id="u1", attributes={"城市": "北京"})
+        promo = Promotion(id="p1", text="八折", rules={"segments": ["vip"]})
+        events = [ev("e1", t=2, request_id="r1", context={"a": [1]}), ev("e2", t=1, type=VIEW)]
+        store.upsert_items([item])
+        store.upsert_users([user])
+        store.upsert_promotions([promo])
+        store.add_events(events)
+        with store.transaction():
+            store.set_meta("time_kind", "ordinal")
+            store.add_events([ev("e3", t=3)])
+        store.close()
+        again = self.reopen(store, reopened)
+        assert again.counts() == {"items": 1, "users": 1, "events": 3, "promotions": 1}
+        assert again.get_item("i1") == item
+        assert again.get_user("u1") == user
+        assert again.list_promotions() == [promo]
+        assert [e for b in again.iter_events() for e in b] == [*events, ev("e3", t=3)]
+        assert again.get_meta("time_kind") == "ordinal"
+        assert again.add_events(events) == WriteResult(0, 2)
+
+    def test_close_twice_is_harmless(self, store: Store, reopened: list[Store]) -> None:
+        store.upsert_items([Item(id="i1")])
+        store.close()
+        store.close()
+        assert self.reopen(store, reopened).get_item("i1") == Item(id="i1")
