@@ -232,10 +232,10 @@ def latency(models: dict[str, Any], train: pd.DataFrame, products: pd.DataFrame,
     """p50/p99 of the endpoint on a warm TestClient and of the bare service call."""
     from fastapi.testclient import TestClient
 
-    from shelfwise.bundle.bundle import GeneratorSpec, TrainConfig, train_bundle
+    from shelfwise.bundle import GeneratorSpec, TrainConfig, train_bundle
     from shelfwise.data.schemas import Event, EventType, Item
-    from shelfwise.services.cart import CART_CONFIG_FILE, CartService
-    from shelfwise.services.recommender import Recommender
+    from shelfwise.services.cart import CartService
+    from shelfwise.services.engine import Engine
     from shelfwise.serving import create_app
     from shelfwise.storage import open_store
 
@@ -261,11 +261,10 @@ def latency(models: dict[str, Any], train: pd.DataFrame, products: pd.DataFrame,
     gens: dict[str, Any] = {"cooccurrence": models[cooc], "popularity": models["popularity"]}
     if "sasrec" in models:
         gens["sasrec"] = models["sasrec"].gen
-    (bundle.path / CART_CONFIG_FILE).write_text(config.model_dump_json())
-    bundle = dataclasses.replace(bundle, generators=gens)
-    app = create_app(url, tmp / "bundles")
-    rec = Recommender(bundle, store)
-    app.state.recommender = rec  # hot-swap in the fully trained models
+    bundle = dataclasses.replace(bundle, generators=gens)  # the fully trained models
+    engine = Engine(store=store, bundle=bundle)
+    app = create_app(engine=engine)
+    rec = engine.recommender
     client = TestClient(app)
     reqs = [{"items": items.externals(c.cart), "user_id": str(c.user), "n": K}
             for c in data[:n_requests]]
@@ -281,7 +280,7 @@ def latency(models: dict[str, Any], train: pd.DataFrame, products: pd.DataFrame,
                            "store_build_seconds": round(store_seconds, 1)}
     for label, cfg in (("tuned weights", config), ("default weights", CartConfig())):
         service = CartService(rec, cfg)
-        app.state.cart_service = service  # what the route's dependency serves
+        engine.cart_service = service  # what the route serves
         for body in reqs:
             client.post("/v1/cart/recommend", json=body)
         http, direct = [], []

@@ -16,12 +16,12 @@ import time
 import numpy as np
 
 from benchmarks.common import write_results
-from shelfwise.bundle.tuning import Frozen
+from shelfwise.bundle import TrainConfig
 from shelfwise.cli.evaluate_cmd import load_data
 from shelfwise.data.interactions import Interactions
 from shelfwise.evaluation import NDCG, HitRate, LeaveLastOut, Split, evaluate, format_table
 from shelfwise.retrieval import Cooccurrence, Popularity
-from shelfwise.retrieval.blend import Blend
+from shelfwise.retrieval.blend import Blend, Frozen
 from shelfwise.retrieval.semantic import Semantic
 
 GRID = {"cooccurrence": [0.0, 0.25, 0.5, 1.0], "semantic": [0.0, 0.25, 0.5, 1.0],
@@ -63,6 +63,9 @@ def main() -> None:
                                               ("semantic", full["semantic"], 0.3),
                                               ("popularity", full["popularity"], 0.05)])
     models["feed (tuned weights)"] = Blend([(n, full[n], x) for n, x in weights.items() if x > 0])
+    # what `shelfwise train` serves and `evaluate --models feed` measures: the default
+    # generators, weights tuned inside the blend's own fit on the training part
+    models["feed (served: tuned in fit)"] = Blend.from_specs(TrainConfig().generators)
     records = evaluate(models, data, test, metrics, dataset=name)  # type: ignore[arg-type]
     print(format_table(records))
     path_out = write_results(f"feed_blend_{name.replace(':', '_')}", {

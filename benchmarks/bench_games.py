@@ -19,7 +19,6 @@ import time
 import pandas as pd
 
 from benchmarks.common import games_pools, write_results
-from shelfwise.bundle.tuning import tune_blend_weights
 from shelfwise.cli.evaluate_cmd import load_data
 from shelfwise.evaluation import (
     MRR,
@@ -34,6 +33,7 @@ from shelfwise.retrieval import EASE, Cooccurrence, Popularity
 from shelfwise.retrieval.base import CandidateGenerator
 from shelfwise.retrieval.blend import Blend
 from shelfwise.retrieval.semantic import Semantic
+from shelfwise.retrieval.spec import GeneratorSpec
 
 PUBLISHED_NDCG10_20CAND = {"BM25": 0.3461, "UniSRec zero-shot": 0.4071, "ChatGPT": 0.5031,
                            "GPT-4": 0.6288}
@@ -54,16 +54,10 @@ def main() -> None:
     }
     for enc in args.encoders.split(","):
         models[f"semantic ({enc})"] = Semantic(encoder=enc)
-    tuned = tune_blend_weights(data, {"cooccurrence": Cooccurrence(popularity_tiebreak=False),
-                                      "semantic": Semantic(),
-                                      "popularity": Popularity()})
-    assert tuned is not None
-    models["feed blend (tuned)"] = Blend([
-        ("cooccurrence", Cooccurrence(popularity_tiebreak=False),
-         tuned.weights["cooccurrence"]),
-        ("semantic", Semantic(), tuned.weights["semantic"]),
-        ("popularity", Popularity(), tuned.weights["popularity"]),
-    ])
+    # tuned inside fit on the split's training part, exactly as `train` serves it
+    models["feed blend (tuned)"] = Blend.from_specs([
+        GeneratorSpec(name="cooccurrence", params={"popularity_tiebreak": False}),
+        GeneratorSpec(name="semantic", weight=0.3), GeneratorSpec(name="popularity", weight=0.05)])
     full = evaluate(models, data, split, metrics, dataset=name)
     print(format_table(full))
 
@@ -73,11 +67,13 @@ def main() -> None:
                                n_negatives=20, negatives=negatives)
     print(format_table(sampled))
     records = pd.concat([full, sampled], ignore_index=True)
+    blend = models["feed blend (tuned)"]
+    assert isinstance(blend, Blend)
     path = write_results("games", {
         "protocols": ["leave-last-out full ranking, seen excluded",
                       "LLMRank: target + first 20 of Games.random, users with a pool"],
         "published_ndcg10_20_candidates": PUBLISHED_NDCG10_20CAND,
-        "tuned_blend": {"weights": tuned.weights, "valid_ndcg10": tuned.validation_ndcg10},
+        "tuned_blend": {"weights": blend.weights_, "tuning": blend.tuning_},
         "records": records.to_dict(orient="records"),
         "seconds": round(time.perf_counter() - start, 1),
     })

@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_home_depot import split_queries, summarize
 from benchmarks.common import REPO, SHARED_DATA, write_results
 from shelfwise.data.presets import read_home_depot_judgements
-from shelfwise.search import FEATURES, FeatureBuilder, LTRRanker, SearchIndex
+from shelfwise.ranking import LambdaMART, SearchRankerConfig
+from shelfwise.search import FEATURES, FeatureBuilder, SearchIndex
 from shelfwise.search.features import MATCH_FEATURES
 from shelfwise.text import CachedEncoder, EmbeddingCache, get_encoder
 from shelfwise.text.finetune import is_tuned_dir, load_tuned_encoder
@@ -135,14 +136,14 @@ def main() -> None:
                          ("LambdaMART", list(FEATURES))):
         cols = [FEATURES.index(f) for f in names]
         t = time.perf_counter()
-        ranker = LTRRanker(n_estimators=args.trees, learning_rate=0.03, num_leaves=15,
-                           min_child_samples=50, label_gain=[2 ** (k / 3) - 1 for k in range(7)],
-                           features=names, n_jobs=2).fit(
-            x_tr[order][:, cols], labels[order], groups,
+        ranker = LambdaMART(SearchRankerConfig(
+            n_estimators=args.trees, learning_rate=0.03, num_leaves=15, min_child_samples=50,
+            label_gain=[2 ** (k / 3) - 1 for k in range(7)], n_jobs=2)).fit(
+            x_tr[order][:, cols], labels[order], groups, names,
             valid=(x_va[v_order][:, cols], v_labels[v_order], v_groups))
         fit_s = time.perf_counter() - t
         ltr_q = ndcg_by_query(test, ranker.predict(x_test[:, cols]), K)
-        rows.append(summarize(label, ltr_q, rand, fit_s, trees=ranker.best_iteration,
+        rows.append(summarize(label, ltr_q, rand, fit_s, trees=ranker.best_iteration_,
                               importance_gain=dict(sorted(ranker.importance().items(),
                                                           key=lambda kv: -kv[1]))))
     assert ranker is not None
@@ -157,7 +158,7 @@ def main() -> None:
 
 
 def cross_encoder_stage(args: argparse.Namespace, parts: dict[str, pd.DataFrame],
-                        ranker: LTRRanker, data: dict[str, Any], rand: float) -> dict[str, Any]:
+                        ranker: LambdaMART, data: dict[str, Any], rand: float) -> dict[str, Any]:
     """Train a cross-encoder on train pairs; mix z-scored CE and LambdaMART per query."""
     from shelfwise.text.cross_encoder import CrossEncoderScorer, train_cross_encoder
 

@@ -36,7 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_search_instacart import load
 from benchmarks.common import REPO, write_results
-from shelfwise.bundle.bundle import GeneratorSpec, TrainConfig, load_bundle, train_bundle
+from shelfwise.bundle import (
+    GeneratorSpec,
+    TrainConfig,
+    load_bundle,
+    publish_bundle,
+    train_bundle,
+)
 from shelfwise.data.loading import interactions_from_store
 from shelfwise.data.schemas import Event, EventType, Item
 from shelfwise.services.recommender import Recommender
@@ -191,6 +197,12 @@ def main() -> None:
     t = time.perf_counter()
     report = train_search_ranker(store, Recommender(load_bundle(WORK / "bundles"), store))
     train_s = time.perf_counter() - t
+    # the served bundle with the learned ranker, published as `shelfwise train` would
+    bundle = load_bundle(WORK / "bundles")
+    bundle.search_ranker = report.ranker
+    bundle.manifest = bundle.manifest.model_copy(
+        update={"version": f"{bundle.version}-search"})
+    publish_bundle(bundle, WORK / "bundles")
     print(report.summary(), flush=True)
     learned, answers2 = served(url, phase2)
     print("learned:", learned, flush=True)

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED_DATA, write_results
 from shelfwise.data.loading import item_text
-from shelfwise.search import FEATURES, FeatureBuilder, LTRRanker, SearchIndex, UserContext
+from shelfwise.ranking import LambdaMART, SearchRankerConfig
+from shelfwise.search import FEATURES, FeatureBuilder, SearchIndex, UserContext
 from shelfwise.search.features import PERSONAL_FEATURES
 from shelfwise.text import get_encoder
 
@@ -140,8 +141,8 @@ def main() -> None:
             xs.append(x)
             ys.append((idx == q["target"]).astype(int))
             groups.append(len(idx))
-        rankers[variant] = LTRRanker(n_estimators=300, n_jobs=2).fit(
-            np.vstack(xs), np.concatenate(ys), groups)
+        rankers[variant] = LambdaMART(SearchRankerConfig(n_estimators=300, n_jobs=2)).fit(
+            np.vstack(xs), np.concatenate(ys), groups, FEATURES)
     for name in ("hybrid RRF", "LambdaMART, no personal features", "LambdaMART personalized"):
         ndcg, rr = [], []
         for q, (idx, x, fused) in zip(test_q, te, strict=True):

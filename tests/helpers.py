@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from shelfwise.bundle.bundle import train_bundle
+from shelfwise.bundle import train_bundle
 from shelfwise.data.loading import interactions_from_store
 from shelfwise.data.schemas import Event, EventType, Item
 from shelfwise.storage import SqlStore, open_store

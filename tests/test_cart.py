@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,11 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from shelfwise.bundle.bundle import load_bundle
 from shelfwise.data.interactions import Interactions
 from shelfwise.exceptions import ConfigError
 from shelfwise.retrieval.cooccurrence import Cooccurrence
 from shelfwise.retrieval.popular import Popularity
-from shelfwise.services.cart import CART_CONFIG_FILE, CartConfig, CartScorer
+from shelfwise.services.cart import CartScorer
 from shelfwise.serving import create_app
 from tests.helpers import build
 
@@ -61,9 +59,9 @@ def test_items_bought_together_come_back_with_the_reason(client: TestClient) -> 
     items = body["items"]
     assert isinstance(items, list)
     top = items[0]
-    assert top["item_id"] == "butter" and top["source"] == "cooccurrence"
-    assert top["because_of"] == "bread"
-    assert top["reason"] == "often bought with Item bread"
+    assert top["item_id"] == "butter" and top["explanation"]["reason"] == "cooccurrence"
+    assert top["explanation"]["related_item"] == "bread"
+    assert top["explanation"]["text"] == "often bought with Item bread"
     assert top["title"] == "Item butter"
     assert [i["score"] for i in items] == sorted((i["score"] for i in items), reverse=True)
 
@@ -73,7 +71,7 @@ def test_the_reason_names_the_cart_item_that_contributed_most(client: TestClient
     items = body["items"]
     assert isinstance(items, list)
     assert {i["item_id"] for i in items[:2]} == {"butter", "salsa"}
-    why = {i["item_id"]: i["because_of"] for i in items[:2]}
+    why = {i["item_id"]: i["explanation"]["related_item"] for i in items[:2]}
     assert why == {"butter": "bread", "salsa": "chips"}
     # the last-added cart item counts most
     assert _ids(body)[0] == "salsa"
@@ -111,7 +109,7 @@ def test_anonymous_and_empty_carts(client: TestClient) -> None:
     assert empty["cold_start"] is True and empty["sources"] == ["popularity"]
     assert _ids(empty)[0] == "milk"
     items = empty["items"]
-    assert isinstance(items, list) and items[0]["reason"] == "popular with shoppers"
+    assert isinstance(items, list) and items[0]["explanation"]["text"] == "popular with shoppers"
 
 
 def test_the_users_history_is_an_extra_signal(client: TestClient) -> None:
@@ -121,7 +119,7 @@ def test_the_users_history_is_an_extra_signal(client: TestClient) -> None:
     assert body["personalized"] is True and "user_cooccurrence" in body["sources"]
     assert _ids(body)[:2] == ["butter", "honey"], "honey goes with the user's tea"
     items = body["items"]
-    assert isinstance(items, list) and items[1]["source"] == "user_cooccurrence"
+    assert isinstance(items, list) and items[1]["explanation"]["reason"] == "user_cooccurrence"
     # an unknown user is simply anonymous
     stranger = _ask(client, ["bread"], user_id="stranger", n=3)
     assert stranger["personalized"] is False and _ids(stranger) == anonymous
@@ -139,18 +137,21 @@ def test_unavailable_and_new_items(client: TestClient) -> None:
     assert body["cart"] == ["bread"]
 
 
-def test_bundle_cart_config_is_read_and_checked(tmp_path: Path) -> None:
+def test_cart_weights_come_from_the_serve_config(tmp_path: Path) -> None:
+    from shelfwise.config import load_config
+
     url, bundles = build(basket_frame(), tmp_path)
-    bundle = load_bundle(bundles)
-    (bundle.path / CART_CONFIG_FILE).write_text(json.dumps({"popularity": 0.0,
-                                                            "user_cooccurrence": 0.0}))
-    assert CartConfig.for_bundle(bundle).popularity == 0.0
-    client = TestClient(create_app(url, bundles))
+    path = tmp_path / "shelfwise.toml"
+    path.write_text("[serve.cart]\npopularity = 0.0\nuser_cooccurrence = 0.0\n")
+    cfg = load_config(path, env={}).config
+    assert cfg.serve.cart.popularity == 0.0
+    client = TestClient(create_app(url, bundles, config=cfg))
     body = _ask(client, ["bread"], user_id="tea_fan", n=3)
     assert body["sources"] == ["cooccurrence"] and body["personalized"] is False
-    (bundle.path / CART_CONFIG_FILE).write_text(json.dumps({"popularty": 1.0}))
-    with pytest.raises(ConfigError, match="popularty"):
-        CartConfig.for_bundle(bundle)
+    path.write_text("[serve.cart]\npopularty = 1.0\n")
+    with pytest.raises(ConfigError, match=r"serve\.cart\.popularty = 1\.0: unknown key; "
+                       r"allowed here: .*popularity"):
+        load_config(path, env={})
 
 
 def test_a_sequential_generator_is_found_by_name_and_used() -> None:
@@ -198,7 +199,7 @@ def test_a_bundle_with_sasrec_feeds_the_cart(tmp_path: Path) -> None:
     """With the real SASRec generator in the bundle, the cart answer uses it (and the
     co-occurrence known answer still holds, since its weight dominates)."""
     pytest.importorskip("shelfwise.retrieval.sasrec")
-    from shelfwise.bundle.bundle import GeneratorSpec, TrainConfig, train_bundle
+    from shelfwise.bundle import GeneratorSpec, TrainConfig, train_bundle
     from shelfwise.data.loading import interactions_from_store
     from tests.helpers import store_from_frame
 

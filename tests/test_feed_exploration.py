@@ -40,10 +40,13 @@ def test_exploration_slots_are_logged_with_their_propensities(shop: tuple[str, P
     ids = [it["item_id"] for it in items]
     assert len(ids) == 4 and len(set(ids)) == 4
     assert not {"a1", "b1"} & set(ids)  # seen items stay out of exploration slots too
-    explored = [(pos, it) for pos, it in enumerate(items) if it["source"].startswith("explore:")]
+    explored = [(pos, it) for pos, it in enumerate(items)
+                if it["explanation"]["source"].startswith("explore:")]
     assert [pos for pos, _ in explored] == slot_positions(4, 2)
     assert all(0 < it["propensity"] <= 1 for _, it in explored)
-    assert all(it["propensity"] is None for it in items if not it["source"].startswith("exp"))
+    assert all(it["propensity"] is None for it in items
+               if not it["explanation"]["source"].startswith("exp"))
+    assert all(it["explanation"]["reason"] == "explore" for _, it in explored)
     store = client.app.state.store  # type: ignore[attr-defined]
     logged = [e for e in store.events_of_type(EventType.IMPRESSION) if e.context.get("explore")]
     assert {(e.position, e.item_id, e.propensity) for e in logged} == {
@@ -77,7 +80,7 @@ def test_an_explored_feed_scores_each_generator_once(shop: tuple[str, Path]) -> 
 def test_no_exploration_unless_asked(shop: tuple[str, Path]) -> None:
     client = TestClient(create_app(*shop))
     items = client.get("/v1/users/u0/feed", params={"n": 3}).json()["items"]
-    assert items and not any(it["source"].startswith("explore:") for it in items)
+    assert items and not any(it["explanation"]["source"].startswith("explore:") for it in items)
     store = client.app.state.store  # type: ignore[attr-defined]
     assert store.events_of_type(EventType.IMPRESSION) == []
 
@@ -105,15 +108,15 @@ def test_bandit_learns_the_source_that_pays_and_survives_a_restart(
         for user in users:
             body = client.get(f"/v1/users/{user}/feed", params={"n": 2, "explore": 1}).json()
             for it in body["items"]:
-                if it["source"] == "explore:popularity":
+                if it["explanation"]["source"] == "explore:popularity":
                     r = client.post("/v1/events", json={"events": [{
                         "id": f"c{round_}-{user}", "type": "click", "user_id": user,
                         "item_id": it["item_id"], "request_id": body["request_id"]}]})
                     assert r.status_code == 200, r.text
-                shown += it["source"].startswith("explore:")
+                shown += it["explanation"]["source"].startswith("explore:")
     explorer = client.app.state.explorer  # type: ignore[attr-defined]
     assert explorer.n_logged_ == shown > 0
-    assert sum(explorer._reward) > 0
+    assert explorer.log.arrays()[2].sum() > 0
     eps, arms = 0.2, len(explorer.sources)
     learned = popularity_probability(explorer, "u3")
     assert learned == pytest.approx(1 - eps + eps / arms)
@@ -121,4 +124,4 @@ def test_bandit_learns_the_source_that_pays_and_survives_a_restart(
     restarted = TestClient(create_app(*shop, FAST)).app.state.explorer  # type: ignore[attr-defined]
     assert popularity_probability(restarted, "u3") == pytest.approx(learned)
     assert restarted.n_logged_ == shown
-    assert np.array_equal(restarted._reward, explorer._reward)
+    assert np.array_equal(restarted.log.arrays()[2], explorer.log.arrays()[2])

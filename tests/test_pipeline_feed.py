@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from shelfwise.bundle.bundle import GeneratorSpec, TrainConfig, load_bundle, train_bundle
+from shelfwise.bundle import GeneratorSpec, TrainConfig, load_bundle, train_bundle
 from shelfwise.data.loading import interactions_from_store
 from shelfwise.data.schemas import Event, EventType, Item
 from shelfwise.ranking.config import PipelineConfig
@@ -79,11 +79,14 @@ def test_each_segment_gets_what_its_source_knows_with_that_reason(
         if walked.get((last, answer), 0) < 2:
             continue  # nobody else went on from here: nothing to learn it from
         top = feed(client, u)[0]
-        chain_next.append(top["item_id"] == answer and top["source"] == "cooccurrence")
+        why = top["explanation"]
+        chain_next.append(top["item_id"] == answer and why["reason"] == "cooccurrence"
+                          and why["source"] == "pipeline")
     assert len(chain_next) >= 20
     for u in [f"a{k}" for k in range(30)]:
         top = feed(client, u)[0]
-        popular.append(str(top["item_id"]).startswith("h") and top["source"] != "cooccurrence")
+        popular.append(str(top["item_id"]).startswith("h")
+                       and top["explanation"]["reason"] != "cooccurrence")
     assert np.mean(chain_next) >= 0.9, chain_next
     assert np.mean(popular) >= 0.9, popular
 
@@ -100,8 +103,11 @@ def test_items_posted_after_training_do_not_break_the_feed(
 
 
 def test_train_config_toml_turns_the_pipeline_on(tmp_path: Path) -> None:
-    from shelfwise.cli.train_cmd import load_train_config
+    from shelfwise.config import load_config
     from shelfwise.exceptions import ConfigError
+
+    def load_train_config(path: Path) -> TrainConfig:
+        return load_config(path, env={}).config.train
 
     path = tmp_path / "train.toml"
     path.write_text('[[generators]]\nname = "cooccurrence"\n\n[[generators]]\n'
@@ -114,7 +120,8 @@ def test_train_config_toml_turns_the_pipeline_on(tmp_path: Path) -> None:
     assert TrainConfig().pipeline is None, "the blend stays the default feed"
     path.write_text('[[generators]]\nname = "popularity"\n\n[pipeline]\n'
                     '[[pipeline.generators]]\nname = "no-such-model"\n')
-    with pytest.raises(ConfigError, match=r"pipeline\.generators\.0\.name.*no-such-model"):
+    with pytest.raises(ConfigError,
+                       match=r"train\.pipeline\.generators\[0\]\.name.*no-such-model"):
         load_train_config(path)
 
 

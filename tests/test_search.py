@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from shelfwise.bundle.bundle import train_bundle
+from shelfwise.bundle import train_bundle
 from shelfwise.data.loading import interactions_from_store
 from shelfwise.data.schemas import Event, EventType, Item
 from shelfwise.exceptions import ConfigError, NotFittedError
-from shelfwise.search import FEATURES, LTRRanker, SearchIndex
+from shelfwise.ranking import LambdaMART, SearchRankerConfig
+from shelfwise.search import FEATURES, SearchIndex
 from shelfwise.serving import create_app
 from shelfwise.storage import open_store
 
@@ -60,28 +61,29 @@ def test_lambdamart_learns_the_relevant_feature_and_round_trips(tmp_path: Path) 
     x = rng.normal(size=(n_q * per, len(FEATURES))).astype(np.float32)
     key = FEATURES.index("title_coverage")
     y = np.clip(np.round(x[:, key] + 1), 0, 3).astype(int)
-    ranker = LTRRanker(n_estimators=50).fit(x, y, [per] * n_q)
+    ranker = LambdaMART(SearchRankerConfig(n_estimators=50)).fit(x, y, [per] * n_q, FEATURES)
     test = rng.normal(size=(per, len(FEATURES))).astype(np.float32)
     order = np.argsort(-ranker.predict(test))
     assert order[0] == np.argmax(test[:, key])
     imp = ranker.importance()
     assert max(imp, key=lambda f: imp[f]) == "title_coverage"
     ranker.save(tmp_path / "r")
-    again = LTRRanker.load(tmp_path / "r")
+    again = LambdaMART.load(tmp_path / "r")
     np.testing.assert_allclose(again.predict(test), ranker.predict(test))
     assert ranker.contributions(test).shape == (per, len(FEATURES) + 1)
     with pytest.raises(ConfigError, match="columns"):
-        LTRRanker().fit(x[:, :3], y, [per] * n_q)
+        LambdaMART().fit(x[:, :3], y, [per] * n_q, FEATURES)
     with pytest.raises(ConfigError, match="groups"):
-        LTRRanker().fit(x, y, [per] * (n_q - 1))
+        LambdaMART().fit(x, y, [per] * (n_q - 1), FEATURES)
     with pytest.raises(NotFittedError):
-        LTRRanker().predict(test)
+        LambdaMART().predict(test)
     valid = (x[:400], y[:400], [per] * 50)
-    stopped = LTRRanker(n_estimators=500, learning_rate=0.3).fit(x[400:], y[400:],
-                                                                 [per] * 150, valid=valid)
-    assert 0 < stopped.best_iteration < 500, "noise-free grades stop well before 500 trees"
+    stopped = LambdaMART(SearchRankerConfig(n_estimators=500, learning_rate=0.3)).fit(
+        x[400:], y[400:], [per] * 150, FEATURES, valid=valid)
+    assert 0 < stopped.best_iteration_ < 500, "noise-free grades stop well before 500 trees"
     clicks_only = np.minimum(y[400:], 1)  # held-out grades above any training grade still work
-    LTRRanker(n_estimators=20).fit(x[400:], clicks_only, [per] * 150, valid=valid)
+    LambdaMART(SearchRankerConfig(n_estimators=20)).fit(x[400:], clicks_only, [per] * 150,
+                                                        FEATURES, valid=valid)
     assert np.argsort(-stopped.predict(test))[0] == np.argmax(test[:, key])
 
 
@@ -131,7 +133,7 @@ def test_search_finds_across_languages_and_typos(client: TestClient, query: str,
     body = r.json()
     assert body["request_id"] and body["personalized"] is False and body["ranker"] == "rrf"
     assert body["items"][0]["item_id"] in expected, body["items"]
-    assert set(body["items"][0]["scores"]) >= {"bm25", "dense"}
+    assert set(body["items"][0]["explanation"]["parts"]) >= {"bm25", "dense"}
 
 
 def test_filters_and_personalized_flag(client: TestClient) -> None:
@@ -144,7 +146,8 @@ def test_filters_and_personalized_flag(client: TestClient) -> None:
     assert {i["item_id"] for i in body["items"]} <= {"kettle", "pan"}
     body = client.post("/v1/search", json={"query": "shoes", "user_id": "runner"}).json()
     assert body["personalized"] is True
-    stored = client.app.state.store.user_events("runner", types=[EventType.SEARCH])  # type: ignore[attr-defined]
+    store = client.app.state.store  # type: ignore[attr-defined]
+    stored = store.user_events("runner", types=[EventType.SEARCH])
     assert [e.request_id for e in stored] == [body["request_id"]], "the search is logged"
     assert client.post("/v1/search", json={"query": ""}).status_code == 422
 
@@ -162,10 +165,25 @@ def test_rerank_returns_the_given_items_in_a_new_order(client: TestClient) -> No
 
 
 def test_a_posted_item_is_searchable_at_once(client: TestClient) -> None:
+    client.post("/v1/search", json={"query": "kettle", "n": 1})  # the index exists
+    service = client.app.state.search  # type: ignore[attr-defined]
+    index = service._index
     client.post("/v1/items", json={"items": [
-        {"id": "wok", "title": "Carbon steel wok 32 cm", "category": ["Home", "Kitchen"]}]})
+        {"id": "wok", "title": "Carbon steel wok 32 cm", "category": ["Home", "Kitchen"],
+         "brand": "Kuro", "price": 40}]})
     body = client.post("/v1/search", json={"query": "wok", "n": 1}).json()
     assert body["items"][0]["item_id"] == "wok"
+    assert service._index is index, "the index grew in place, no rebuild"
+    for filters, found in (({"category": "Kitchen"}, True), ({"brand": "kuro"}, True),
+                           ({"max_price": 30}, False), ({"category": "Books"}, False)):
+        body = client.post("/v1/search", json={"query": "wok", "n": 3,
+                                               "filters": filters}).json()
+        assert ("wok" in {i["item_id"] for i in body["items"]}) is found, filters
+    # a changed title of an indexed item: the next query rebuilds and finds the new words
+    client.post("/v1/items", json={"items": [
+        {"id": "wok", "title": "Hand-hammered skillet", "category": ["Home", "Kitchen"]}]})
+    body = client.post("/v1/search", json={"query": "skillet", "n": 1}).json()
+    assert body["items"][0]["item_id"] == "wok" and service._index is not index
 
 
 def test_word_match_features_known_answers() -> None:
@@ -201,14 +219,16 @@ def test_a_ranker_saved_with_fewer_features_still_predicts(tmp_path: Path) -> No
     old = [f for f in FEATURES if f not in ("fuzzy_coverage", "partial_ratio")]
     x = rng.normal(size=(80, len(old))).astype(np.float32)
     y = (x[:, old.index("bm25")] > 0).astype(int)
-    LTRRanker(n_estimators=10, features=old).fit(x, y, [8] * 10).save(tmp_path / "r")
-    again = LTRRanker.load(tmp_path / "r")
+    LambdaMART(SearchRankerConfig(n_estimators=10)).fit(x, y, [8] * 10, old).save(
+        tmp_path / "r")
+    again = LambdaMART.load(tmp_path / "r")
     full = rng.normal(size=(5, len(FEATURES))).astype(np.float32)
-    cols = again.columns()
+    cols = again.columns(FEATURES)
     assert [FEATURES[c] for c in cols] == old
     assert again.predict(full[:, cols]).shape == (5,)
     with pytest.raises(ConfigError, match="retrain"):
-        LTRRanker(features=["bm25", "gone"]).columns()
+        LambdaMART(n_estimators=2, early_stopping_rounds=None).fit(
+            x[:, :2], y, [8] * 10, ["bm25", "gone"]).columns(FEATURES)
 
 
 def test_candidates_fuse_within_depth_only_when_rebuilding_a_search() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from shelfwise.bundle.bundle import GeneratorSpec, TrainConfig, load_bundle, train_bundle
+from shelfwise.bundle import GeneratorSpec, TrainConfig, load_bundle, train_bundle
 from shelfwise.data.loading import interactions_from_store
 from shelfwise.data.schemas import Event, EventType, Item
 from shelfwise.services.recommender import Recommender
@@ -81,9 +81,15 @@ def test_ranker_learned_from_logged_clicks_serves_each_shopper_their_brand(
 
     rec = Recommender(load_bundle(bundles), store)
     report = train_search_ranker(store, rec, CONFIG)
-    assert report.trained, report.summary()
+    assert report.trained and report.ranker is not None, report.summary()
     assert report.holdout_ndcg10["lambdamart"] > report.holdout_ndcg10["rrf"]
-    assert (rec.bundle.path / "search_ranker" / "lambdamart.txt").is_file()
+    # train as `shelfwise train` does: the ranker is inside the bundle before it is published
+    cfg = rec.bundle.manifest.config.model_copy(update={"search_ranker": CONFIG})
+    bundle = train_bundle(interactions_from_store(store), bundles, cfg, store=store)
+    assert "search_ranker" in bundle.manifest.parts
+    assert bundle.manifest.search_ranker is not None
+    assert bundle.manifest.search_ranker["trained"] is True
+    assert bundle.path is not None and (bundle.path / "search_ranker").is_dir()
 
     fresh = TestClient(create_app(url, bundles))  # a restarted server loads the ranker
     first = fresh.post("/v1/search", json={"query": "cordless drill", "user_id": "u60"}).json()
@@ -109,8 +115,7 @@ def test_too_few_or_unhelpful_logs_keep_the_fused_order(shop: tuple[str, Path]) 
             "request_id": body["request_id"]}]})
     report = train_search_ranker(store, rec, CONFIG)
     assert not report.trained and "does not beat" in report.reason, report.summary()
-    assert report.holdout_ndcg10["rrf"] == pytest.approx(1.0)
-    assert not (rec.bundle.path / "search_ranker").exists()
+    assert report.holdout_ndcg10["rrf"] == pytest.approx(1.0) and report.ranker is None
 
 
 def test_shelfwise_train_learns_the_search_ranker(shop: tuple[str, Path], tmp_path: Path
@@ -135,4 +140,4 @@ def test_shelfwise_train_learns_the_search_ranker(shop: tuple[str, Path], tmp_pa
                                    "--config", str(config)])
     assert res.exit_code == 0, res.output
     assert "search ranker: trained on 60 logged searches (" in res.output
-    assert (resolve_bundle_path(bundles) / "search_ranker" / "lambdamart.txt").is_file()
+    assert (resolve_bundle_path(bundles) / "search_ranker").is_dir()

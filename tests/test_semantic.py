@@ -102,7 +102,7 @@ def test_vector_index_exact_and_hnsw_agree() -> None:
 def test_a_fine_tuned_encoder_travels_in_the_bundle(tmp_path: Path) -> None:
     """`shelfwise finetune` output as the semantic encoder: the bundle copies it and serves
     with its id, so the bundle alone reproduces the vectors."""
-    from shelfwise.bundle.bundle import GeneratorSpec, TrainConfig, load_bundle, train_bundle
+    from shelfwise.bundle import GeneratorSpec, TrainConfig, load_bundle, train_bundle
     from shelfwise.data.ids import IdMap
     from shelfwise.text.finetune import FinetuneConfig, finetune
     from shelfwise.text.pairs import TextPair

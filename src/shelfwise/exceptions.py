@@ -31,6 +31,10 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+class InvalidRequestError(ShelfwiseError):
+    """A request's content is unusable as sent (HTTP 422): the message names the field."""
+
+
 class NotFoundError(ShelfwiseError):
     """A referenced entity (item, user, bundle, preset) does not exist."""
 

@@ -7,7 +7,7 @@ interaction of the fitted log is held out as the ranker's target and the generat
 on the rest, so the ranker learns from candidates produced exactly as they will be when
 serving (a model that never saw the next item). Then the generators are refitted on the whole
 log for serving. With too few usable held-out users, the pipeline serves the heuristic blend
-(:mod:`shelfwise.ranking.heuristic`) instead, and says so in :attr:`Pipeline.report_`.
+(:func:`shelfwise.retrieval.blend.blend_scores`) instead, and says so in :attr:`Pipeline.report_`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from shelfwise.evaluation.splitters import EvalSet, LeaveLastOut
 from shelfwise.exceptions import ConfigError, NotFittedError
 from shelfwise.ranking.config import GeneratorSpec, PipelineConfig
 from shelfwise.ranking.features import Candidates, FeatureSpec, ItemStats, merge_candidates
-from shelfwise.ranking.heuristic import blend_scores, tune_weights
 from shelfwise.ranking.ranker import LambdaMART
 from shelfwise.retrieval.base import BaseGenerator, Scores, top_k
+from shelfwise.retrieval.blend import blend_scores, coordinate_weights
 from shelfwise.retrieval.registry import load_generator, make_generator
 from shelfwise.retrieval.semantic import Semantic
 
@@ -71,6 +71,8 @@ class Pipeline:
         self.mode_: Mode | None = None
         self.stats_: ItemStats | None = None
         self.report_: dict[str, Any] = {}
+        self.shared_: dict[str, str] = {}
+        """Generators reused from the bundle: pipeline key -> bundle generator key."""
         self._inner: _Stage | None = None
 
     # ---- protocol --------------------------------------------------------------------------
@@ -83,9 +85,14 @@ class Pipeline:
     def to_config(self) -> dict[str, Any]:
         return {"name": self.name, **self.config.model_dump(mode="json")}
 
-    def fit(self, data: Interactions) -> Self:
+    def fit(self, data: Interactions, *,
+            fitted: Sequence[tuple[GeneratorSpec, BaseGenerator]] = ()) -> Self:
         """Hold out each user's last interaction, fit the generators on the rest, train the
-        ranker on the held-out users' candidates, then refit the generators on all of ``data``."""
+        ranker on the held-out users' candidates, then refit the generators on all of ``data``.
+
+        ``fitted`` are generators already fitted on all of ``data`` (the bundle's): a pipeline
+        generator with the same name and params reuses one instead of fitting a copy, and is
+        saved by reference (:meth:`save` ``shared``)."""
         if data.n_items == 0:
             raise ConfigError("cannot fit the pipeline: the data has no items")
         if self.item_categories is not None and self.item_categories.shape[0] != data.n_items:
@@ -98,7 +105,7 @@ class Pipeline:
         t_stage = time.perf_counter()
         report = self._train_second_stage(stage)
         report["seconds_second_stage"] = round(time.perf_counter() - t_stage, 3)
-        self.generators_, seconds = self._fit_generators(data)
+        self.generators_, seconds = self._fit_generators(data, fitted)
         self.stats_ = self._item_stats(data)
         self._inner = stage if self.keep_inner else None
         self.report_ = {**report, "generator_fit_seconds_inner": seconds_inner,
@@ -186,11 +193,18 @@ class Pipeline:
         return ItemStats.fit(data, categories=self.item_categories,
                              recent_days=self.config.recent_days)
 
-    def _fit_generators(self, data: Interactions) -> tuple[dict[str, BaseGenerator],
-                                                           dict[str, float]]:
+    def _fit_generators(self, data: Interactions,
+                        fitted: Sequence[tuple[GeneratorSpec, BaseGenerator]] = ()
+                        ) -> tuple[dict[str, BaseGenerator], dict[str, float]]:
         gens: dict[str, BaseGenerator] = {}
         seconds: dict[str, float] = {}
+        self.shared_ = {}
         for spec in self.config.generators:
+            reuse = next(((s, g) for s, g in fitted if s.same_model(spec)), None)
+            if reuse is not None:
+                gens[spec.key] = reuse[1]
+                self.shared_[spec.key] = reuse[0].key
+                continue
             t = time.perf_counter()
             gens[spec.key] = make_generator(spec.name, **spec.params).fit(data)
             seconds[spec.key] = round(time.perf_counter() - t, 3)
@@ -286,8 +300,8 @@ class Pipeline:
                              replace=False)
             h_sub = [histories[k] for k in sub]
             scores = self._scores(h_sub, stage.generators)
-            self.weights_, ndcg = tune_weights(scores, h_sub, [targets[k] for k in sub],
-                                               start=start)
+            self.weights_, ndcg = coordinate_weights(scores, h_sub, [targets[k] for k in sub],
+                                                     start=start)
             report["blend_tuning"] = {"users": len(sub), "ndcg10": round(ndcg, 6)}
         report["blend_weights"] = dict(self.weights_)
         self.ranker_ = None
@@ -343,7 +357,8 @@ class Pipeline:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         for alias, gen in self.generators_.items():
-            gen.save(path / "generators" / alias)
+            if alias not in self.shared_:
+                gen.save(path / "generators" / alias)
         if self.ranker_ is not None:
             self.ranker_.save(path / "ranker")
         arrays = stats.arrays()
@@ -351,10 +366,12 @@ class Pipeline:
         (path / "pipeline.json").write_text(json.dumps({
             "config": self.config.model_dump(mode="json"), "config_hash":
             self.config.config_hash(), "mode": self.mode_, "weights": self.weights_,
-            "report": self.report_}, indent=2, default=str))
+            "shared": self.shared_, "report": self.report_}, indent=2, default=str))
 
     @classmethod
-    def load(cls, path: Path) -> Pipeline:
+    def load(cls, path: Path, shared: Mapping[str, BaseGenerator] | None = None) -> Pipeline:
+        """A saved pipeline; ``shared`` are the bundle's generators by key, for the ones the
+        pipeline reused at fit time."""
         path = Path(path)
         meta_file = path / "pipeline.json"
         if not meta_file.is_file():
@@ -364,7 +381,13 @@ class Pipeline:
         with np.load(path / "items.npz", allow_pickle=False) as npz:
             stats = ItemStats.from_arrays({k: npz[k] for k in npz.files})
         obj = cls(cfg, item_categories=stats.categories)
-        obj.generators_ = {s.key: load_generator(path / "generators" / s.key)
+        obj.shared_ = {str(k): str(v) for k, v in meta.get("shared", {}).items()}
+        missing = [v for v in obj.shared_.values() if v not in (shared or {})]
+        if missing:
+            raise ConfigError(f"{path}: the pipeline reuses the bundle's generators {missing}; "
+                              "load it with the bundle (load_bundle)")
+        obj.generators_ = {s.key: (shared or {})[obj.shared_[s.key]] if s.key in obj.shared_
+                           else load_generator(path / "generators" / s.key)
                            for s in cfg.generators}
         obj.stats_, obj.mode_ = stats, meta["mode"]
         obj.weights_ = {k: float(v) for k, v in meta["weights"].items()}

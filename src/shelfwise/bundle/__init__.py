@@ -2,20 +2,23 @@
 
 from shelfwise.bundle.bundle import (
     Bundle,
-    GeneratorSpec,
     Manifest,
-    TrainConfig,
     load_bundle,
+    publish_bundle,
     resolve_bundle_path,
-    train_bundle,
 )
+from shelfwise.bundle.config import TrainConfig
+from shelfwise.bundle.train import build_bundle, train_bundle
+from shelfwise.retrieval.spec import GeneratorSpec
 
 __all__ = [
     "Bundle",
     "GeneratorSpec",
     "Manifest",
     "TrainConfig",
+    "build_bundle",
     "load_bundle",
+    "publish_bundle",
     "resolve_bundle_path",
     "train_bundle",
 ]

@@ -1,28 +1,42 @@
-"""Options shared by CLI commands."""
+"""Options shared by CLI commands: the config file, ``--set`` and flags that map to keys."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-DEFAULT_STORE = "sqlite:///var/shelfwise.db"
-DEFAULT_BUNDLES = Path("var/bundles")
+from shelfwise.config import LoadedConfig, load_config, parse_assignment
+
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="the shelfwise TOML config (default: $SHELFWISE_CONFIG, else built-in "
+    "defaults); see shelfwise.example.toml")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="override one config key, e.g. --set serve.exploration.slots=2 "
+    "(repeatable)")]
+StoreOpt = Annotated[str | None, typer.Option(
+    "--store", help="store URL (storage.url): sqlite:///path.db or "
+    "postgresql+psycopg://user@host/db")]
+BundlesOpt = Annotated[Path | None, typer.Option(
+    "--bundles", help="bundles directory (storage.bundles): train writes a new version; "
+    "serve loads LATEST")]
 
 
-def default_store() -> str:
-    return os.environ.get("SHELFWISE_STORE", DEFAULT_STORE)
+def resolve_config(config: Path | None, sets: list[str] | None,
+                   flags: dict[str, tuple[str, Any]] | None = None) -> LoadedConfig:
+    """The effective config: file, environment, then ``--set`` and flags (``flags`` maps a
+    dotted key to (flag name, value or None when the flag was not given))."""
+    overrides: dict[str, tuple[Any, str]] = {}
+    for text in sets or []:
+        key, value = parse_assignment(text)
+        overrides[key] = (value, f"--set {key}")
+    for key, (flag, value) in (flags or {}).items():
+        if value is not None:
+            overrides[key] = (str(value) if isinstance(value, Path) else value, flag)
+    return load_config(config, overrides=overrides)
 
 
-StoreOpt = Annotated[
-    str,
-    typer.Option("--store", envvar="SHELFWISE_STORE",
-                 help="store URL: sqlite:///path.db or postgresql+psycopg://user@host/db"),
-]
-BundlesOpt = Annotated[
-    Path,
-    typer.Option("--bundles", envvar="SHELFWISE_BUNDLES",
-                 help="bundles directory (train writes a new version; serve loads LATEST)"),
-]
+def store_url(store: str | None, config: Path | None = None) -> str:
+    """``--store`` when given, else ``storage.url`` of the config (file, then environment)."""
+    return store or load_config(config).config.storage.url

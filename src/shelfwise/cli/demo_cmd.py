@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import shutil
+from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from shelfwise.bundle.bundle import TrainConfig, train_bundle
-from shelfwise.cli.evaluate_cmd import DEFAULT_METRICS, build_models
-from shelfwise.data.loading import interactions_from_store
-from shelfwise.data.presets import import_preset
-from shelfwise.evaluation import LeaveLastOut, evaluate, format_table, parse_metric, write_records
-from shelfwise.ranking.config import PipelineConfig
-from shelfwise.storage import open_store
+from shelfwise.cli.common import ConfigOpt, SetOpt, resolve_config
 
-#: The two-stage feed the demo evaluates beside the blend: the blend's generators plus item-kNN
-#: and EASE (the demo catalog is small enough for EASE's item-item matrix) as candidates,
-#: LambdaMART on top. On the demo it ties the tuned blend, so the demo serves the blend.
-DEMO_PIPELINE = PipelineConfig.from_dict({
-    "generators": [{"name": "cooccurrence", "params": {"popularity_tiebreak": False}},
-                   {"name": "itemknn"}, {"name": "ease"}, {"name": "semantic"},
-                   {"name": "popularity"}],
-    "candidates_per_generator": 50, "min_groups": 100}, source="demo pipeline")
+DEMO_CONFIG = "demo.toml"
+
+
+def demo_config_path() -> Path:
+    """The packaged config the demo runs with unless ``--config`` names another."""
+    return Path(str(resources.files("shelfwise") / "configs" / DEMO_CONFIG))
 
 
 def register(app: typer.Typer) -> None:
@@ -31,42 +24,60 @@ def register(app: typer.Typer) -> None:
     def demo(
         workdir: Annotated[Path, typer.Option(help="where the demo store and bundles go")] = Path(
             "var/demo"),
-        host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
-        port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+        host: Annotated[str | None, typer.Option(help="bind address (serve.host)")] = None,
+        port: Annotated[int | None, typer.Option(help="TCP port (serve.port)")] = None,
         serve: Annotated[bool, typer.Option(help="serve after evaluating")] = True,
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
     ) -> None:
-        """Import the bundled demo shop, train, evaluate (leave-last-out), then serve it."""
+        """Import the bundled demo shop, train, evaluate (leave-last-out), then serve it, all
+        from one config (default: the packaged demo.toml)."""
+        from shelfwise.bundle import train_bundle
+        from shelfwise.cli.evaluate_cmd import build_models
+        from shelfwise.data.loading import interactions_from_store
+        from shelfwise.data.presets import import_preset
+        from shelfwise.evaluation import (
+            LeaveLastOut,
+            evaluate,
+            format_table,
+            parse_metric,
+            write_records,
+        )
+        from shelfwise.storage import open_store
+
         if workdir.exists():
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True)
         url = f"sqlite:///{workdir / 'shelfwise.db'}"
-        store = open_store(url)
+        loaded = resolve_config(config or demo_config_path(), set_, {
+            "storage.url": ("--workdir", url),
+            "storage.bundles": ("--workdir", str(workdir / "bundles")),
+            "serve.host": ("--host", host), "serve.port": ("--port", port)})
+        cfg = loaded.config
+        store = open_store(cfg.storage.url)
+        typer.echo(f"config: {loaded.path} (bundle hash {cfg.bundle_hash()})")
         typer.echo("== 1/4 import: bundled demo shop (Amazon Video Games slice)")
         typer.echo(import_preset(store, "demo").summary())
         typer.echo("== 2/4 train")
         data = interactions_from_store(store)
-        bundle = train_bundle(data, workdir / "bundles", TrainConfig())
+        bundle = train_bundle(data, cfg.storage.bundles, cfg.train, store=store)
         typer.echo(f"bundle {bundle.version}: {data.n_users:,} users, {data.n_items:,} items, "
                    f"{len(data):,} interactions")
         weights = bundle.manifest.blend_weights
         typer.echo("feed blend weights (tuned on each user's second-to-last item): "
                    + ", ".join(f"{k} {v:g}" for k, v in weights.items()))
         typer.echo("== 3/4 evaluate: leave-last-out, full ranking over all items, seen excluded")
-        tuned = TrainConfig(tune_weights=False, pipeline=DEMO_PIPELINE, generators=[
-            spec.model_copy(update={"weight": weights.get(spec.name, 0.0)})
-            for spec in TrainConfig().generators])
-        typer.echo("('feed' is the served, tuned blend; 'pipeline' the two-stage LambdaMART "
-                   "feed a [pipeline] train config would serve instead)")
-        models = build_models(["popularity", "cooccurrence", "semantic", "feed", "pipeline"],
-                              tuned)
-        metrics = [parse_metric(m) for m in DEFAULT_METRICS.split(",")]
-        records = evaluate(models, data, LeaveLastOut(), metrics, dataset="demo")
+        typer.echo("('feed' is the served blend, its weights tuned inside its fit as train does; "
+                   "'pipeline' the two-stage LambdaMART feed of [train.pipeline])")
+        models = build_models(cfg.evaluate.models, cfg.train)
+        metrics = [parse_metric(m) for m in cfg.evaluate.metrics]
+        records = evaluate(models, data, LeaveLastOut(), metrics, dataset="demo",
+                           exclude_seen=cfg.evaluate.exclude_seen)
         typer.echo(format_table(records))
         write_records(records, workdir / "evaluation.jsonl")
-        store.close()
         user = data.users.external(0)
         item = data.items.external(int(data.item_idx[0]))
-        base = f"http://{host}:{port}"
+        base = f"http://{cfg.serve.host}:{cfg.serve.port}"
         typer.echo("== 4/4 serve" + ("" if serve else " (skipped: --no-serve)"))
         typer.echo(
             "try:\n"
@@ -78,11 +89,12 @@ def register(app: typer.Typer) -> None:
             f"\"user_id\": \"someone-new\", \"item_id\": \"{item}\"}}]}}'\n"
             f"  open {base}/docs                                  # OpenAPI docs"
         )
+        store.close()
         if serve:
             import uvicorn
 
             from shelfwise.serving.app import create_app
 
-            app_ = create_app(url, workdir / "bundles")
+            app_ = create_app(config=cfg)
             typer.echo(f"serving on {base} (Ctrl-C to stop)")
-            uvicorn.run(app_, host=host, port=port, log_level="warning")
+            uvicorn.run(app_, host=cfg.serve.host, port=cfg.serve.port, log_level="warning")

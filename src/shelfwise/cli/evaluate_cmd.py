@@ -8,9 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from shelfwise.bundle.bundle import TrainConfig
-from shelfwise.cli.common import StoreOpt
-from shelfwise.cli.train_cmd import load_train_config
+from shelfwise.bundle import TrainConfig
+from shelfwise.cli.common import ConfigOpt, SetOpt, StoreOpt, resolve_config
 from shelfwise.data.ids import IdMap
 from shelfwise.data.importers import validate_frame
 from shelfwise.data.interactions import Interactions
@@ -31,8 +30,6 @@ from shelfwise.retrieval.base import CandidateGenerator
 from shelfwise.retrieval.blend import Blend
 from shelfwise.retrieval.registry import make_generator
 from shelfwise.storage import open_store
-
-DEFAULT_METRICS = "HR@10,NDCG@10,Recall@10,MRR@10,Coverage@10"
 
 
 def load_data(store: str | None, preset: str | None, path: Path | None) -> tuple[Interactions, str]:
@@ -60,66 +57,79 @@ def load_data(store: str | None, preset: str | None, path: Path | None) -> tuple
     return interactions_from_store(open_store(store)), store.rsplit("/", 1)[-1]
 
 
-def build_models(names: list[str], config: TrainConfig,
-                 skip: frozenset[str] = frozenset()) -> dict[str, CandidateGenerator]:
+def build_models(names: list[str], config: TrainConfig) -> dict[str, CandidateGenerator]:
     """Each named generator with the params the train config gives it; ``feed`` is the blend
-    the server would use (optional generators in ``skip`` left out, as ``train`` would) and
-    ``pipeline`` the config's two-stage feed."""
-    params = {g.name: g.params for g in config.generators}
+    the server would use (its weights tuned inside its own ``fit``, optional generators the
+    data cannot feed left out, exactly as ``train`` builds it) and ``pipeline`` the config's
+    two-stage feed."""
+    params = {g.key: g for g in config.generators}
     models: dict[str, CandidateGenerator] = {}
     for name in names:
         if name == "feed":
-            models["feed"] = Blend([(g.name, make_generator(g.name, **g.params), g.weight)
-                                    for g in config.generators if g.weight > 0
-                                    and (g.required or g.name not in skip)])
+            models["feed"] = Blend.from_specs(config.generators, tune=config.tune_weights)
         elif name == "pipeline":
             if config.pipeline is None:
-                raise ConfigError("models: 'pipeline' needs a [pipeline] table in the train "
-                                  "config (--config)")
+                raise ConfigError("evaluate.models: 'pipeline' needs a [train.pipeline] table "
+                                  "in the config")
             models["pipeline"] = Pipeline(config.pipeline)
+        elif name in params:
+            models[name] = make_generator(params[name].name, **params[name].params)
         else:
-            models[name] = make_generator(name, **params.get(name, {}))
+            models[name] = make_generator(name)
     return models
 
 
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_command(
-        store: StoreOpt = None,  # type: ignore[assignment]
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        store: StoreOpt = None,
         preset: Annotated[str | None, typer.Option(help="evaluate on a dataset preset")] = None,
         path: Annotated[Path | None, typer.Option(help="the preset's file or folder")] = None,
-        models: Annotated[str, typer.Option(
-            help="comma-separated generators; 'feed' = the served blend")] = (
-            "popularity,cooccurrence,feed"),
-        split: Annotated[str, typer.Option(
-            help="leave-last-out | temporal:<quantile> (e.g. temporal:0.9)")] = "leave-last-out",
-        validation: Annotated[bool, typer.Option(
-            help="hold out the second-to-last item too (train = all but the last two)")] = False,
-        metrics: Annotated[str, typer.Option(help="comma-separated, e.g. HR@10,NDCG@10")] = (
-            DEFAULT_METRICS),
-        exclude_seen: Annotated[bool, typer.Option(
-            help="drop items in the user's history from the ranking")] = True,
-        config: Annotated[Path | None, typer.Option(help="TOML train config (params)")] = None,
+        models: Annotated[str | None, typer.Option(
+            help="comma-separated generators (evaluate.models); 'feed' = the served blend, "
+            "'pipeline' = [train.pipeline]")] = None,
+        split: Annotated[str | None, typer.Option(
+            help="leave-last-out | temporal:<quantile> (evaluate.split)")] = None,
+        validation: Annotated[bool | None, typer.Option(
+            "--validation/--no-validation",
+            help="hold out the second-to-last item too (train = all but the last two)")] = None,
+        metrics: Annotated[str | None, typer.Option(
+            help="comma-separated, e.g. HR@10,NDCG@10 (evaluate.metrics)")] = None,
+        exclude_seen: Annotated[bool | None, typer.Option(
+            "--exclude-seen/--no-exclude-seen",
+            help="drop items in the user's history from the ranking")] = None,
         out: Annotated[Path | None, typer.Option(help="append JSON-lines records here")] = None,
         dataset: Annotated[str | None, typer.Option(help="dataset name for the records")] = None,
     ) -> None:
         """Fit each model on the training part of a split and rank ALL items for each held-out
         user (no sampled negatives); print a table and optionally write JSON records."""
         console = Console(stderr=True)
+        split_list = None if models is None else [m.strip() for m in models.split(",")
+                                                  if m.strip()]
+        metric_list = None if metrics is None else [m.strip() for m in metrics.split(",")
+                                                    if m.strip()]
         try:
-            data, name = load_data(store, preset, path)
-            if split == "leave-last-out":
-                splitter: LeaveLastOut | TemporalSplit = LeaveLastOut(validation=validation)
-            elif split.startswith("temporal:"):
-                splitter = TemporalSplit(quantile=float(split.split(":", 1)[1]))
+            loaded = resolve_config(config, set_, {
+                "storage.url": ("--store", store), "evaluate.models": ("--models", split_list),
+                "evaluate.split": ("--split", split),
+                "evaluate.validation": ("--validation", validation),
+                "evaluate.metrics": ("--metrics", metric_list),
+                "evaluate.exclude_seen": ("--exclude-seen", exclude_seen)})
+            ev = loaded.config.evaluate
+            data, name = load_data(None if preset else loaded.config.storage.url, preset, path)
+            if ev.split == "leave-last-out":
+                splitter: LeaveLastOut | TemporalSplit = LeaveLastOut(validation=ev.validation)
+            elif ev.split.startswith("temporal:"):
+                splitter = TemporalSplit(quantile=float(ev.split.split(":", 1)[1]))
             else:
-                raise ConfigError(f"unknown split {split!r}: use leave-last-out or temporal:<q>")
-            chosen = [m.strip() for m in models.split(",") if m.strip()]
-            skip = frozenset() if data.item_text is not None else frozenset({"semantic"})
-            built = build_models(chosen, load_train_config(config), skip)
-            mets = [parse_metric(m.strip()) for m in metrics.split(",") if m.strip()]
+                raise ConfigError(f"evaluate.split = {ev.split!r}: use leave-last-out or "
+                                  "temporal:<quantile>")
+            built = build_models(ev.models, loaded.config.train)
+            mets = [parse_metric(m) for m in ev.metrics]
             records = evaluate(built, data, splitter, mets, dataset=dataset or name,
-                               exclude_seen=exclude_seen)
+                               exclude_seen=ev.exclude_seen)
         except (ShelfwiseError, ValueError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc

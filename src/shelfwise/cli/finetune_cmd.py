@@ -17,7 +17,7 @@ import pandas as pd
 import typer
 from rich.console import Console
 
-from shelfwise.cli.common import DEFAULT_STORE, StoreOpt
+from shelfwise.cli.common import StoreOpt, store_url
 from shelfwise.exceptions import ConfigError, ShelfwiseError
 from shelfwise.text.finetune import FinetuneConfig, finetune
 from shelfwise.text.pairs import (
@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
     @app.command("finetune")
     def finetune_cmd(
         out: Annotated[Path, typer.Argument(help="directory for the tuned encoder")],
-        store: StoreOpt = DEFAULT_STORE,
+        store: StoreOpt = None,
         judgements: Annotated[Path | None, typer.Option(
             help="CSV of graded (query, title, relevance) judgements")] = None,
         pairs: Annotated[Path | None, typer.Option(
@@ -142,7 +142,7 @@ def register(app: typer.Typer) -> None:
                 "self_contained": self_contained,
             })
             train, evaluator, source = gather(
-                store, judgements, pairs, min_relevance=min_relevance,
+                store_url(store), judgements, pairs, min_relevance=min_relevance,
                 hard_negatives=hard_negatives, search=search, sequences=sequences,
                 holdout=holdout, eval_max=eval_max, seed=cfg.seed)
             if len(train) < 2:

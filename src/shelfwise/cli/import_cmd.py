@@ -11,7 +11,7 @@ from typing import Annotated, cast
 
 import typer
 
-from shelfwise.cli.common import DEFAULT_STORE, StoreOpt
+from shelfwise.cli.common import StoreOpt, store_url
 from shelfwise.data.importers import KINDS, Kind, TimeKind, import_file
 from shelfwise.data.presets import PRESETS, import_preset
 from shelfwise.exceptions import ShelfwiseError
@@ -56,7 +56,7 @@ def parse_mapping(pairs: list[str] | None) -> dict[str, str]:
 
 def import_command(
     file: Annotated[Path | None, typer.Argument(help=_HELP["file"], show_default=False)] = None,
-    store: StoreOpt = DEFAULT_STORE,
+    store: StoreOpt = None,
     preset: Annotated[str | None, typer.Option(
         metavar="NAME", help=_HELP["preset"], show_default=False)] = None,
     path: Annotated[Path | None, typer.Option(help=_HELP["path"], show_default=False)] = None,
@@ -88,7 +88,7 @@ def import_command(
         raise typer.BadParameter("use real or ordinal", param_hint="--time-kind")
     columns = parse_mapping(mapping)
     try:
-        db = open_store(store)
+        db = open_store(store_url(store))
         try:
             if preset is not None:
                 summary = import_preset(db, preset, path, progress=progress).summary()

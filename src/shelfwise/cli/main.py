@@ -6,6 +6,7 @@ import typer
 
 from shelfwise import __version__
 from shelfwise.cli import (
+    config_cmd,
     demo_cmd,
     evaluate_cmd,
     finetune_cmd,
@@ -30,7 +31,8 @@ def version() -> None:
     typer.echo(__version__)
 
 
-for _module in (import_cmd, train_cmd, evaluate_cmd, finetune_cmd, policy_cmd, serve_cmd, demo_cmd):
+for _module in (import_cmd, train_cmd, evaluate_cmd, finetune_cmd, policy_cmd, serve_cmd, demo_cmd,
+                config_cmd):
     _module.register(app)
 
 

@@ -6,30 +6,45 @@ from typing import Annotated
 
 import typer
 
-from shelfwise.cli.common import DEFAULT_BUNDLES, DEFAULT_STORE, BundlesOpt, StoreOpt
+from shelfwise.cli.common import BundlesOpt, ConfigOpt, SetOpt, StoreOpt, resolve_config
+from shelfwise.exceptions import ShelfwiseError
 
 
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
-        store: StoreOpt = DEFAULT_STORE,
-        bundles: BundlesOpt = DEFAULT_BUNDLES,
-        host: Annotated[str, typer.Option(help="bind address (loopback by default)")] = "127.0.0.1",
-        port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-        explore_slots: Annotated[int, typer.Option(
-            min=0, max=20, help="feed slots given to the exploration bandit by default")] = 0,
-        explore_policy: Annotated[str, typer.Option(
-            help="exploration bandit: egreedy, linucb, thompson or uniform")] = "egreedy",
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        store: StoreOpt = None,
+        bundles: BundlesOpt = None,
+        host: Annotated[str | None, typer.Option(
+            help="bind address (serve.host; loopback by default)")] = None,
+        port: Annotated[int | None, typer.Option(help="TCP port (serve.port)")] = None,
+        explore_slots: Annotated[int | None, typer.Option(
+            min=0, max=20, help="feed slots given to the exploration bandit by default "
+            "(serve.exploration.slots)")] = None,
+        explore_policy: Annotated[str | None, typer.Option(
+            help="exploration bandit: egreedy, linucb, thompson or uniform "
+            "(serve.exploration.policy)")] = None,
     ) -> None:
-        """Serve feeds, similar items and event ingestion over HTTP (docs at /docs)."""
+        """Serve feeds, search, similar items, carts, promotions and event ingestion over HTTP
+        (docs at /docs), configured by the [storage] and [serve] sections."""
         import uvicorn
 
-        from shelfwise.services.exploration import ExplorationConfig
         from shelfwise.serving.app import create_app
 
-        params = {"epsilon": 0.2} if explore_policy == "egreedy" else {}
-        app = create_app(store, bundles, ExplorationConfig(
-            slots=explore_slots, policy=explore_policy, params=params))
+        try:
+            loaded = resolve_config(config, set_, {
+                "storage.url": ("--store", store), "storage.bundles": ("--bundles", bundles),
+                "serve.host": ("--host", host), "serve.port": ("--port", port),
+                "serve.exploration.slots": ("--explore-slots", explore_slots),
+                "serve.exploration.policy": ("--explore-policy", explore_policy)})
+            cfg = loaded.config
+            app = create_app(config=cfg)
+        except ShelfwiseError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        base = f"http://{cfg.serve.host}:{cfg.serve.port}"
         typer.echo(f"shelfwise serving bundle {app.state.recommender.bundle.version} "
-                   f"on http://{host}:{port} (OpenAPI docs: http://{host}:{port}/docs)")
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+                   f"on {base} (OpenAPI docs: {base}/docs)")
+        uvicorn.run(app, host=cfg.serve.host, port=cfg.serve.port, log_level="warning")

@@ -2,62 +2,45 @@
 
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
-from typing import Annotated
+from typing import Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
-from shelfwise.bundle.bundle import TrainConfig, train_bundle
-from shelfwise.cli.common import DEFAULT_BUNDLES, DEFAULT_STORE, BundlesOpt, StoreOpt
-from shelfwise.data.loading import interactions_from_store, item_category_codes
-from shelfwise.exceptions import ConfigError, ShelfwiseError, describe_validation_error
-from shelfwise.storage import open_store
-
-
-def load_train_config(path: Path | None) -> TrainConfig:
-    if path is None:
-        return TrainConfig()
-    try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"train config {path}: {exc}") from None
-    try:
-        return TrainConfig.model_validate(raw.get("train", raw))
-    except ValidationError as exc:
-        raise ConfigError(f"train config {path} is invalid:\n"
-                          f"{describe_validation_error(exc)}") from None
+from shelfwise.cli.common import BundlesOpt, ConfigOpt, SetOpt, StoreOpt, resolve_config
+from shelfwise.exceptions import ShelfwiseError
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
-        store: StoreOpt = DEFAULT_STORE,
-        bundles: BundlesOpt = DEFAULT_BUNDLES,
-        config: Annotated[Path | None, typer.Option(help="TOML train config")] = None,
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        store: StoreOpt = None,
+        bundles: BundlesOpt = None,
     ) -> None:
-        """Fit the generators on every stored event and write a new versioned bundle; with
-        enough logged searches that led to clicks or purchases, learn the search ranker too."""
-        from shelfwise.services.recommender import Recommender
-        from shelfwise.services.search_training import train_search_ranker
+        """Fit the [train] section on every stored event and publish a new versioned bundle:
+        generators and tuned blend weights, the two-stage feed when configured, and, with
+        enough logged searches that led to clicks or purchases, the search ranker."""
+        from shelfwise.bundle import train_bundle
+        from shelfwise.data.loading import interactions_from_store, item_category_codes
+        from shelfwise.storage import open_store
 
         console = Console(stderr=True)
         try:
-            cfg = load_train_config(config)
-            opened = open_store(store)
+            cfg = resolve_config(config, set_, {"storage.url": ("--store", store),
+                                                "storage.bundles": ("--bundles", bundles)})
+            settings = cfg.config
+            opened = open_store(settings.storage.url)
             data = interactions_from_store(opened)
             if len(data) == 0:
                 raise ShelfwiseError(
-                    f"the store {store} holds no view/click/cart/purchase events: "
-                    "run `shelfwise import` first"
-                )
-            categories = (item_category_codes(opened, data.items) if cfg.pipeline is not None
-                          else None)
-            bundle = train_bundle(data, bundles, cfg, item_categories=categories)
-            search = train_search_ranker(opened, Recommender(bundle, opened))
+                    f"the store {settings.storage.url} holds no view/click/cart/purchase "
+                    "events: run `shelfwise import` first")
+            categories = (item_category_codes(opened, data.items)
+                          if settings.train.serves_pipeline else None)
+            bundle = train_bundle(data, settings.storage.bundles, settings.train,
+                                  item_categories=categories, store=opened)
         except ShelfwiseError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
@@ -66,9 +49,24 @@ def register(app: typer.Typer) -> None:
         weights = ", ".join(f"{k} {v:g}" for k, v in m.blend_weights.items())
         how = (f"tuned on {m.tuning['n_users']} validation users, NDCG@10 "
                f"{m.tuning['validation_ndcg10']:.4f}" if m.tuning else "configured")
+        feed = (f"two-stage pipeline ({m.pipeline['mode']})" if m.pipeline else "blend")
         typer.echo(
             f"bundle {m.version} written to {bundle.path} "
             f"({m.n_users} users, {m.n_items} items, {m.n_interactions} interactions; fit: {fits})"
             f"\nfeed blend weights ({how}): {weights}"
-            f"\n{search.summary()}"
+            f"\nfeed served by: {feed}"
+            f"\n{search_line(m.search_ranker)}"
+            f"\nparts: {', '.join(m.parts)}"
         )
+
+
+def search_line(report: dict[str, Any] | None) -> str:
+    """The search ranker's training outcome in one line."""
+    if not report:
+        return "search ranker: not trained (no store given)"
+    if not report.get("trained"):
+        return f"search ranker: not trained ({report.get('reason')})"
+    h = report.get("holdout_ndcg10", {})
+    return (f"search ranker: trained on {report['labelled']} logged searches "
+            f"({report['trees']} trees); newest {report['holdout_searches']} held out: NDCG@10 "
+            f"{h.get('lambdamart', 0):.4f} against {h.get('rrf', 0):.4f} for the fused order")

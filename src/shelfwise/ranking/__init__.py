@@ -1,9 +1,8 @@
-"""The feed's second stage: candidate features, the LambdaMART ranker, the heuristic blend."""
+"""The feed's second stage: candidate features and the LambdaMART ranker."""
 
 from shelfwise.ranking.config import GeneratorSpec, PipelineConfig
 from shelfwise.ranking.features import Candidates, FeatureSpec, ItemStats, merge_candidates
-from shelfwise.ranking.heuristic import blend_scores, tune_weights
-from shelfwise.ranking.ranker import LambdaMART, LambdaMARTConfig
+from shelfwise.ranking.ranker import LambdaMART, LambdaMARTConfig, Ranker, SearchRankerConfig
 
 __all__ = [
     "Candidates",
@@ -13,7 +12,7 @@ __all__ = [
     "LambdaMART",
     "LambdaMARTConfig",
     "PipelineConfig",
-    "blend_scores",
+    "Ranker",
+    "SearchRankerConfig",
     "merge_candidates",
-    "tune_weights",
 ]

@@ -15,49 +15,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shelfwise.exceptions import ConfigError, describe_validation_error
 from shelfwise.ranking.ranker import LambdaMARTConfig
-from shelfwise.retrieval.registry import GENERATORS
+from shelfwise.retrieval.spec import GeneratorSpec
 
-
-class GeneratorSpec(BaseModel):
-    """One generator of the pipeline."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="registered generator name (retrieval.registry.GENERATORS)")
-    alias: str | None = Field(
-        default=None, description="feature-name prefix and save folder; default: name. Needed "
-        "to run one generator twice with different params")
-    params: dict[str, Any] = Field(default_factory=dict, description="the generator's config")
-    candidates: int | None = Field(
-        default=None, ge=0, description="top-N this generator adds to the candidate set; None = "
-        "candidates_per_generator; 0 = features only (scored for every candidate, adds none)")
-    weight: float = Field(default=1.0, ge=0, description="heuristic-blend weight (the start "
-                          "of tuning when tune_blend)")
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        if name not in GENERATORS:
-            raise ValueError(f"unknown generator {name!r}; known: {', '.join(sorted(GENERATORS))}")
-        return name
-
-    @model_validator(mode="after")
-    def _params_ok(self) -> Self:
-        try:
-            GENERATORS[self.name].Config(**self.params)
-        except ValidationError as exc:
-            bad = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                            for e in exc.errors())
-            raise ValueError(f"params of generator {self.name!r}: {bad}") from None
-        return self
-
-    @property
-    def key(self) -> str:
-        return self.alias or self.name
+__all__ = ["GeneratorSpec", "PipelineConfig"]
 
 
 class PipelineConfig(BaseModel):

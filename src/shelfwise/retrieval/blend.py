@@ -1,9 +1,18 @@
-"""A weighted blend of generators: the heuristic feed ranker used before a learned one."""
+"""The weighted blend of generators: the heuristic feed ranker, its one normalisation and its
+weight tuning.
+
+Every blend in shelfwise (the served feed, the pipeline's fallback and the order it gives items
+outside its candidates) is :func:`blend_scores` over per-row min-max normalised scores, and
+every weight choice goes through :func:`grid_weights` or :func:`coordinate_weights` over score
+rows computed once per generator.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,9 +20,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shelfwise.data.interactions import History, Interactions
-from shelfwise.retrieval.base import CandidateGenerator, Scores
+from shelfwise.exceptions import ConfigError
+from shelfwise.retrieval.base import BaseGenerator, CandidateGenerator, Scores, top_k
+from shelfwise.retrieval.registry import make_generator
+from shelfwise.retrieval.spec import GeneratorSpec
 
 PartScorer = Callable[[str, CandidateGenerator, Sequence[History]], Scores]
+
+#: Relative weights tried per generator (the grid is their product, all-zero excluded).
+WEIGHT_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+#: Fewer validation users than this: the configured weights are kept.
+MIN_VALIDATION_USERS = 50
 
 
 def normalise_rows(scores: NDArray[np.floating]) -> NDArray[np.float32]:
@@ -25,12 +42,155 @@ def normalise_rows(scores: NDArray[np.floating]) -> NDArray[np.float32]:
     return out
 
 
+def blend_scores(scores: Mapping[str, NDArray[np.float32]],
+                 weights: Mapping[str, float]) -> NDArray[np.float32]:
+    """Weighted sum of the row-normalised scores, divided by the weight total (so in [0, 1])."""
+    total = float(sum(w for a, w in weights.items() if a in scores and w > 0))
+    first = next(iter(scores.values()))
+    out = np.zeros(first.shape, dtype=np.float32)
+    for alias, s in scores.items():
+        w = float(weights.get(alias, 0.0))
+        if w > 0:
+            out += w * normalise_rows(s)
+    if total > 0:
+        out /= total
+    return out
+
+
+_DISCOUNT = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(10) + 2.0))])
+"""``_DISCOUNT[p]``: the summed NDCG@10 gains of ranks 0..p-1 (one relevant item)."""
+
+
+def _ndcg(normed: Mapping[str, NDArray[np.float32]], weights: Mapping[str, float],
+          histories: Sequence[History], targets: Sequence[NDArray[np.int64]]) -> float:
+    """Mean NDCG@10 of the blend, seen items excluded. With one target per user (the
+    validation item) it reads the target's rank off one comparison per item instead of a top-k
+    sort, ties counted at their expected rank; otherwise the full top-k path."""
+    from shelfwise.evaluation.metrics import NDCG
+
+    if not any(w > 0 for w in weights.values()):
+        return -1.0
+    first = next(iter(normed.values()))
+    total = np.zeros(first.shape, dtype=np.float32)
+    for alias, s in normed.items():
+        if weights.get(alias, 0.0) > 0:
+            total += weights[alias] * s
+    if not targets or any(len(t) != 1 for t in targets):
+        reco, _ = top_k(total, 10, exclude=histories)
+        return NDCG(10).calc(reco, targets)
+    for row, seen in enumerate(histories):
+        if len(seen):
+            total[row, seen] = -np.inf
+    target = np.fromiter((int(t[0]) for t in targets), np.int64, count=len(targets))
+    at = total[np.arange(len(targets)), target][:, None]
+    above = (total > at).sum(axis=1)
+    tied = np.maximum((total == at).sum(axis=1), 1)
+    gain = (_DISCOUNT[np.minimum(above + tied, 10)] - _DISCOUNT[np.minimum(above, 10)]) / tied
+    return float(np.where(np.isfinite(at[:, 0]), gain, 0.0).mean())
+
+
+def grid_weights(scores: Mapping[str, NDArray[np.float32]], histories: Sequence[History],
+                 targets: Sequence[NDArray[np.int64]], grid: Sequence[float] = WEIGHT_GRID
+                 ) -> tuple[dict[str, float], float]:
+    """Every weight combination from ``grid`` (largest weight 1: weights are relative), by
+    NDCG@10 of the blend with seen items excluded; the first best combination wins."""
+    normed = {a: normalise_rows(s) for a, s in scores.items()}
+    names = list(scores)
+    best: tuple[float, dict[str, float]] = (-1.0, {})
+    for combo in itertools.product(grid, repeat=len(names)):
+        if max(combo) < 1.0:
+            continue
+        trial = dict(zip(names, combo, strict=True))
+        value = _ndcg(normed, trial, histories, targets)
+        if value > best[0]:
+            best = (value, trial)
+    return best[1], best[0]
+
+
+def coordinate_weights(scores: Mapping[str, NDArray[np.float32]],
+                       histories: Sequence[History], targets: Sequence[NDArray[np.int64]], *,
+                       start: Mapping[str, float], rounds: int = 2
+                       ) -> tuple[dict[str, float], float]:
+    """Coordinate ascent over :data:`WEIGHT_GRID` (and 2.0) per generator from ``start``,
+    maximising NDCG@10 of the blend, seen items excluded (for many generators, where the full
+    grid is too large)."""
+    normed = {a: normalise_rows(s) for a, s in scores.items()}
+    weights = {a: float(start.get(a, 1.0)) for a in scores}
+    best = _ndcg(normed, weights, histories, targets)
+    for _ in range(rounds):
+        improved = False
+        for alias in scores:
+            for w in (*WEIGHT_GRID, 2.0):
+                if w == weights[alias]:
+                    continue
+                trial = {**weights, alias: float(w)}
+                value = _ndcg(normed, trial, histories, targets)
+                if value > best + 1e-9:
+                    best, weights, improved = value, trial, True
+        if not improved:
+            break
+    return weights, best
+
+
+class Frozen:
+    """A fitted generator whose ``fit`` does nothing, so many blends can share it."""
+
+    name: ClassVar[str] = "frozen"
+
+    def __init__(self, gen: CandidateGenerator) -> None:
+        self.gen = gen
+
+    @property
+    def n_items_(self) -> int:
+        return self.gen.n_items_
+
+    def fit(self, data: Interactions) -> Frozen:
+        return self
+
+    def score(self, histories: Sequence[History]) -> Scores:
+        return self.gen.score(histories)
+
+    def to_config(self) -> dict[str, Any]:
+        return self.gen.to_config()
+
+    def save(self, path: Path) -> None:
+        self.gen.save(path)
+
+
+def fit_specs(specs: Sequence[GeneratorSpec], data: Interactions
+              ) -> tuple[dict[str, BaseGenerator], dict[str, float], dict[str, str]]:
+    """Fit each spec's generator on ``data``: the fitted ones by key, their fit seconds, and the
+    optional ones skipped because the data cannot feed them (with the reason)."""
+    gens: dict[str, BaseGenerator] = {}
+    seconds: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    for spec in specs:
+        gen = make_generator(spec.name, **spec.params)
+        start = time.perf_counter()
+        try:
+            gen.fit(data)
+        except ConfigError as exc:
+            if spec.required:
+                raise
+            skipped[spec.key] = str(exc)
+            continue
+        seconds[spec.key] = round(time.perf_counter() - start, 3)
+        gens[spec.key] = gen
+    return gens, seconds, skipped
+
+
 class Blend:
     """Sum of each part's scores, min-max normalised per row and weighted.
 
     Per-row min-max puts generators with different scales on one footing (counts, co-occurrence
     sums, and cosines that all sit in a narrow band such as 0.80-0.90); a part whose row is
     constant contributes nothing.
+
+    Built from fitted or unfitted generators (``Blend(parts)``), or from specs
+    (:meth:`from_specs`): then ``fit`` fits every spec (skipping optional ones the data cannot
+    feed), and with ``tune`` chooses the weights itself on a validation split (each user's
+    second-to-last item, generators fitted without the last two), so evaluating this object
+    measures exactly the blend that is served.
     """
 
     name: ClassVar[str] = "blend"
@@ -39,6 +199,39 @@ class Blend:
         if not parts:
             raise ValueError("a blend needs at least one generator")
         self.parts = list(parts)
+        self.specs: list[GeneratorSpec] | None = None
+        self.tune = False
+        self.tune_users = 3000
+        self.generators_: dict[str, CandidateGenerator] = {n: g for n, g, _ in self.parts}
+        self.weights_: dict[str, float] = {n: w for n, _, w in self.parts}
+        self.tuning_: dict[str, Any] | None = None
+        self.skipped_: dict[str, str] = {}
+        self.fit_seconds_: dict[str, float] = {}
+
+    @classmethod
+    def from_specs(cls, specs: Sequence[GeneratorSpec], *, tune: bool = True,
+                   tune_users: int = 3000) -> Blend:
+        """An unfitted blend of ``specs`` (weights = the specs' until ``fit`` tunes them)."""
+        blend = cls([(s.key, make_generator(s.name, **s.params), s.weight) for s in specs])
+        blend.specs = list(specs)
+        blend.tune = tune
+        blend.tune_users = tune_users
+        return blend
+
+    @classmethod
+    def fitted(cls, generators: Mapping[str, CandidateGenerator],
+               weights: Mapping[str, float]) -> Blend:
+        """The blend of already fitted ``generators`` with the given weights (zero-weight
+        generators are kept in :attr:`generators_` but not scored)."""
+        parts = [(n, generators[n], float(w)) for n, w in weights.items()
+                 if w > 0 and n in generators]
+        if not parts:
+            raise ConfigError(f"the feed blend has no generator with a weight > 0 among "
+                              f"{sorted(generators)}")
+        blend = cls(parts)
+        blend.generators_ = dict(generators)
+        blend.weights_ = {n: float(w) for n, w in weights.items() if n in generators}
+        return blend
 
     @property
     def n_items_(self) -> int:
@@ -51,9 +244,45 @@ class Blend:
         return [name for name, _, _ in self.parts]
 
     def fit(self, data: Interactions) -> Blend:
-        for _, gen, _ in self.parts:
-            gen.fit(data)
+        if self.specs is None:
+            for _, gen, _ in self.parts:
+                gen.fit(data)
+            return self
+        gens, self.fit_seconds_, self.skipped_ = fit_specs(self.specs, data)
+        weights = {s.key: s.weight for s in self.specs if s.key in gens}
+        self.tuning_ = None
+        if self.tune and len(gens) > 1:
+            start = time.perf_counter()
+            tuned = self._tune(data, [s for s in self.specs if s.key in gens])
+            if tuned is not None:
+                weights, ndcg, n_users = tuned
+                self.tuning_ = {"validation_ndcg10": round(ndcg, 6), "n_users": n_users,
+                                "seconds": round(time.perf_counter() - start, 2)}
+        fitted = Blend.fitted(gens, weights)
+        self.parts, self.generators_, self.weights_ = (fitted.parts, fitted.generators_,
+                                                       fitted.weights_)
         return self
+
+    def _tune(self, data: Interactions, specs: Sequence[GeneratorSpec]
+              ) -> tuple[dict[str, float], float, int] | None:
+        from shelfwise.evaluation.splitters import LeaveLastOut
+
+        split = LeaveLastOut(validation=True).split(data)
+        if split.valid is None or len(split.valid.users) < MIN_VALIDATION_USERS:
+            return None
+        rng = np.random.default_rng(0)
+        n_valid = len(split.valid.users)
+        rows = np.sort(rng.choice(n_valid, size=min(self.tune_users, n_valid), replace=False))
+        histories = [split.valid.histories[r] for r in rows]
+        targets = [split.valid.targets[r] for r in rows]
+        gens, _, _ = fit_specs(specs, split.train)
+        n = max(g.n_items_ for g in gens.values())
+        scores = {}
+        for key, gen in gens.items():
+            s = gen.score(histories)
+            scores[key] = np.pad(s, ((0, 0), (0, n - s.shape[1]))) if s.shape[1] < n else s
+        weights, ndcg = grid_weights(scores, histories, targets)
+        return weights, ndcg, len(rows)
 
     def score_parts(self, histories: Sequence[History], score: PartScorer | None = None
                     ) -> tuple[Scores, NDArray[np.int64]]:

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from shelfwise.exceptions import ConfigError
 from shelfwise.search.index import Candidates, SearchIndex
+from shelfwise.text.bm25 import put_growing
 
 QUERY_FEATURES = (
     "bm25", "bm25_rel", "bm25_log_rank", "ngram", "ngram_rel", "dense", "dense_rel",
@@ -44,27 +46,80 @@ def _norm(text: str) -> str:
 
 
 class FeatureBuilder:
-    """Per-catalog lookups (token sets, categories, brands, popularity) for :func:`build`."""
+    """Per-catalog lookups (token sets, categories, brands, popularity) for :func:`build`.
+
+    Items are addressed by position, as in the :class:`SearchIndex` they are built with;
+    :meth:`add` appends items, and features built afterwards equal those of a builder made
+    from all items at once (add to the builder, then to the index, or the other way round,
+    but before the next :meth:`build`).
+    """
 
     def __init__(self, index: SearchIndex, titles: Sequence[str],
                  categories: Sequence[Sequence[str]] | None = None,
                  brands: Sequence[str | None] | None = None,
                  popularity: NDArray[np.float64] | None = None,
                  profile_vectors: NDArray[np.float32] | None = None) -> None:
-        n = len(titles)
         self.index = index
-        self.titles = [_norm(t or "") for t in titles]
-        self.title_tokens = [frozenset(index.tokenize(t)) for t in titles]
-        cats = categories or [()] * n
-        self.leaf = [c[-1] if c else "" for c in cats]
-        self.root = [c[0] if c else "" for c in cats]
-        self.category_tokens = [frozenset(index.tokenize(" ".join(c))) if c else frozenset()
-                                for c in cats]
-        self.brands = [(b or "").lower() for b in (brands or [None] * n)]
-        self.popularity = (np.zeros(n) if popularity is None
-                           else np.log1p(np.asarray(popularity, dtype=np.float64)))
-        self.profile_vectors = profile_vectors
-        self.match = MatchFeatures(index.tokenize, self.title_tokens, self.titles)
+        self.titles: list[str] = []
+        self.title_tokens: list[frozenset[str]] = []
+        self.leaf: list[str] = []
+        self.root: list[str] = []
+        self.category_tokens: list[frozenset[str]] = []
+        self.brands: list[str] = []
+        self._popularity = np.zeros(0)
+        self._profile = (None if profile_vectors is None
+                         else np.zeros((0, profile_vectors.shape[1]), np.float32))
+        self.match = MatchFeatures(index.tokenize, [], [])
+        self.add(titles, categories, brands, popularity, profile_vectors)
+
+    def add(self, titles: Sequence[str], categories: Sequence[Sequence[str]] | None = None,
+            brands: Sequence[str | None] | None = None,
+            popularity: NDArray[np.float64] | None = None,
+            profile_vectors: NDArray[np.float32] | None = None) -> FeatureBuilder:
+        """Append items (None for categories, brands or popularity means none / zero);
+        ``profile_vectors`` are required exactly when the builder was made with them."""
+        if isinstance(titles, str):
+            raise TypeError("add() takes a sequence of titles, not a single string")
+        n, at = len(titles), len(self.titles)
+        for name, seq in (("categories", categories), ("brands", brands),
+                          ("popularity", popularity), ("profile_vectors", profile_vectors)):
+            if seq is not None and len(seq) != n:
+                raise ConfigError(f"{name}: {len(seq)} rows for {n} titles")
+        if (profile_vectors is None) != (self._profile is None):
+            raise ConfigError("profile_vectors: give them exactly when the builder has them")
+        norm = [_norm(t or "") for t in titles]
+        tokens = [frozenset(self.index.tokenize(t or "")) for t in titles]
+        cats = categories if categories is not None else [()] * n
+        self.titles += norm
+        self.title_tokens += tokens
+        self.leaf += [c[-1] if c else "" for c in cats]
+        self.root += [c[0] if c else "" for c in cats]
+        self.category_tokens += [frozenset(self.index.tokenize(" ".join(c))) if c
+                                 else frozenset() for c in cats]
+        self.brands += [(b or "").lower()
+                        for b in (brands if brands is not None else [None] * n)]
+        pop = (np.zeros(n) if popularity is None
+               else np.log1p(np.asarray(popularity, dtype=np.float64)))
+        self._popularity = put_growing(self._popularity, at, pop)
+        if self._profile is not None and profile_vectors is not None:
+            self._profile = put_growing(self._profile, at,
+                                        np.asarray(profile_vectors, np.float32))
+        self.match.add(tokens, norm)
+        return self
+
+    @property
+    def n_items(self) -> int:
+        return len(self.titles)
+
+    @property
+    def popularity(self) -> NDArray[np.float64]:
+        """log(1 + popularity) per item."""
+        return self._popularity[:self.n_items]
+
+    @property
+    def profile_vectors(self) -> NDArray[np.float32] | None:
+        """The items' vectors in the user-profile space (None when personalization has none)."""
+        return None if self._profile is None else self._profile[:self.n_items]
 
     def build(self, query: str, cand: Candidates, user: UserContext | None = None
               ) -> NDArray[np.float32]:
@@ -144,17 +199,46 @@ class MatchFeatures:
     def __init__(self, tokenize: Callable[[str], list[str]],
                  title_tokens: Sequence[frozenset[str]], titles: Sequence[str]) -> None:
         self.tokenize = tokenize
-        self.title_tokens = title_tokens
-        self.titles = titles
-        self.title_words = [frozenset(w for w in _WORDS.findall(t) if w.isascii())
-                            for t in titles]
-        df = Counter(w for toks in title_tokens for w in toks)
-        n = max(len(title_tokens), 1)
-        self.idf = {w: math.log1p((n - c + 0.5) / (c + 0.5)) for w, c in df.items()}
-        self.max_idf = math.log1p((n + 0.5) / 0.5)
-        self.vocab = sorted({w for ws in self.title_words for w in ws})
-        self._vocab_set = frozenset(self.vocab)
+        self.title_tokens: list[frozenset[str]] = []
+        self.titles: list[str] = []
+        self.title_words: list[frozenset[str]] = []
+        self.df: Counter[str] = Counter()  # titles containing each stem
+        self.vocab: list[str] = []  # title words as written, sorted (for prefix lookups)
+        self._vocab_set: set[str] = set()
         self._near: dict[str, frozenset[str]] = {}  # expansions of words seen in queries
+        self.add(title_tokens, titles)
+
+    def add(self, title_tokens: Sequence[frozenset[str]], titles: Sequence[str]) -> None:
+        """Append titles (stem sets and normalised text). Document frequencies grow in place
+        and IDF is computed at lookup; new catalog words join the sorted vocabulary and drop
+        the cached query-word expansions, which they might extend."""
+        words = [frozenset(w for w in _WORDS.findall(t) if w.isascii()) for t in titles]
+        self.title_tokens += title_tokens
+        self.titles += titles
+        self.title_words += words
+        for toks in title_tokens:
+            self.df.update(toks)
+        new = sorted(set().union(*words) - self._vocab_set) if words else []
+        if new:
+            self._vocab_set.update(new)
+            if len(new) > len(self.vocab) // 8:  # a big batch: one merge beats many inserts
+                self.vocab = sorted(self.vocab + new)
+            else:
+                for w in new:
+                    bisect.insort(self.vocab, w)
+            self._near.clear()
+
+    @property
+    def max_idf(self) -> float:
+        """IDF of a stem no title contains."""
+        n = max(len(self.title_tokens), 1)
+        return math.log1p((n + 0.5) / 0.5)
+
+    def idf(self, stem: str) -> float:
+        """BM25-style IDF of ``stem`` over titles (:attr:`max_idf` when no title has it)."""
+        c = self.df.get(stem, 0)
+        n = max(len(self.title_tokens), 1)
+        return math.log1p((n - c + 0.5) / (c + 0.5)) if c else self.max_idf
 
     def units(self, q_norm: str) -> list[tuple[str, str | None]]:
         """The words of a normalised query (:func:`_norm`) as (stem, word as typed or None for
@@ -206,7 +290,7 @@ class MatchFeatures:
         if not units or m == 0:
             return {f: np.zeros(m) for f in MATCH_FEATURES}
         near = [self.expand(raw) if raw else frozenset() for _, raw in units]
-        w_idf = np.array([self.idf.get(stem, self.max_idf) for stem, _ in units])
+        w_idf = np.array([self.idf(stem) for stem, _ in units])
         numeric = np.array([stem[0].isdigit() for stem, _ in units])
         exact = np.zeros((m, len(units)))
         fuzzy = np.zeros((m, len(units)))

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.exceptions import ConfigError
-from shelfwise.text.bm25 import BM25Config, BM25Index
+from shelfwise.text.bm25 import BM25Config, BM25Index, put_growing
 
 QueryEncoder = Callable[[str], NDArray[np.float32]]
 
@@ -55,23 +55,29 @@ class Candidates:
 
 
 class SearchIndex:
-    """Lexical + dense retrieval over a fixed list of item texts (addressed by position).
+    """Lexical + dense retrieval over a growing list of item texts (addressed by position).
 
     ``vectors`` are the items' passage embeddings (rows L2-normalised) and ``encode_query``
-    embeds a query into the same space; without them search is lexical only.
+    embeds a query into the same space; without them search is lexical only. :meth:`add`
+    appends items in place (not safe while another thread queries the same index).
     """
 
     def __init__(self, config: SearchConfig | None = None, **options: Any) -> None:
         self.config = config if config is not None else SearchConfig(**options)
         self._words: BM25Index | None = None
-        self.vectors: NDArray[np.float32] | None = None
+        self._vectors: NDArray[np.float32] | None = None  # rows past n_docs are spare capacity
         self.encode_query: QueryEncoder | None = None
+        self.texts: list[str] = []
         self.n_docs = 0
+
+    @property
+    def vectors(self) -> NDArray[np.float32] | None:
+        """The indexed items' vectors (one row per item), or None for a lexical index."""
+        return None if self._vectors is None else self._vectors[:self.n_docs]
 
     def fit(self, texts: Sequence[str], vectors: NDArray[np.float32] | None = None,
             encode_query: QueryEncoder | None = None) -> SearchIndex:
         texts = [t or "" for t in texts]
-        self.texts = texts
         if not texts:
             raise ConfigError("cannot build a search index over an empty catalog")
         if vectors is not None and vectors.shape[0] != len(texts):
@@ -80,9 +86,37 @@ class SearchIndex:
             raise ConfigError("dense search needs both item vectors and a query encoder")
         self._words = BM25Index(BM25Config(char_ngrams=self.config.char_ngrams))
         self._words.fit(texts)
-        self.vectors = None if vectors is None else np.asarray(vectors, dtype=np.float32)
+        self.texts = texts
+        self._vectors = None if vectors is None else np.asarray(vectors, dtype=np.float32)
         self.encode_query = encode_query
         self.n_docs = len(texts)
+        return self
+
+    def add(self, texts: Sequence[str], vectors: NDArray[np.float32] | None = None
+            ) -> SearchIndex:
+        """Append items at positions ``n_docs, n_docs + 1, ...``: the word and n-gram indexes
+        grow by the new items' tokens (no rebuild), and every score afterwards equals that of
+        a fresh :meth:`fit` on all texts. ``vectors`` (one row per text) are required exactly
+        when the index is dense."""
+        bm25 = self._bm25()
+        if isinstance(texts, str):
+            raise TypeError("add() takes a sequence of texts, not a single string")
+        texts = [t or "" for t in texts]
+        dim = None if self._vectors is None else self._vectors.shape[1]
+        if (vectors is None) != (dim is None):
+            raise ConfigError("this index is " + ("lexical: add() takes no vectors" if dim is
+                              None else "dense: add() needs the new items' vectors"))
+        if vectors is not None and vectors.shape != (len(texts), dim):
+            raise ConfigError(f"vectors of shape {vectors.shape} for {len(texts)} texts in a "
+                              f"{dim}-dimensional index")
+        if not texts:
+            return self
+        bm25.add(texts)
+        self.texts += texts
+        if self._vectors is not None and vectors is not None:
+            self._vectors = put_growing(self._vectors, self.n_docs,
+                                        np.asarray(vectors, dtype=np.float32))
+        self.n_docs += len(texts)
         return self
 
     def tokenize(self, text: str) -> list[str]:
@@ -99,9 +133,10 @@ class SearchIndex:
         out = {"bm25": bm25.word_score(query)}
         if self.config.char_ngrams:
             out["ngram"] = bm25.ngram_score(query)
-        if self.vectors is not None and self.encode_query is not None:
+        vectors = self.vectors
+        if vectors is not None and self.encode_query is not None:
             q = self.encode_query(query)
-            out["dense"] = (self.vectors @ q).astype(np.float32)
+            out["dense"] = (vectors @ q).astype(np.float32)
         return out
 
     def retrieve(self, query: str, *, allowed: NDArray[np.bool_] | None = None,

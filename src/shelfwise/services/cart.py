@@ -19,32 +19,27 @@ Cart items and unavailable items are never returned.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from shelfwise.bundle.bundle import Bundle
 from shelfwise.data.interactions import History
 from shelfwise.exceptions import ConfigError, NotFoundError
 from shelfwise.retrieval.base import BaseGenerator, top_k
 from shelfwise.retrieval.cooccurrence import Cooccurrence
 from shelfwise.services.recommender import Recommender
 
-#: File in a bundle directory that overrides the default cart weights (a CartConfig as JSON).
-CART_CONFIG_FILE = "cart.json"
-
 #: Names of the signals, in the order their weights appear in CartConfig.
 SIGNALS = ("cooccurrence", "sequential", "user_cooccurrence", "user_repeat", "popularity")
 
 
 class CartConfig(BaseModel):
-    """Weights of the cart signals and how the cart is read (unknown keys are an error)."""
+    """Weights of the cart signals and how the cart is read (``[serve.cart]``; unknown keys
+    are an error)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     cooccurrence: float = Field(default=1.0, ge=0, description="weight of co-occurrence "
@@ -66,18 +61,6 @@ class CartConfig(BaseModel):
         description="bundle generator names taken as the sequential model, first found wins")
     sequence_with_history: bool = Field(
         default=True, description="feed the sequential model the user's history, then the cart")
-
-    @classmethod
-    def for_bundle(cls, bundle: Bundle) -> CartConfig:
-        """The bundle's ``cart.json`` when it has one (e.g. weights tuned on validation),
-        else the defaults."""
-        path = Path(bundle.path) / CART_CONFIG_FILE
-        if not path.is_file():
-            return cls()
-        try:
-            return cls.model_validate(json.loads(path.read_text()))
-        except (ValidationError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: not a valid cart config: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -291,7 +274,7 @@ class CartService:
 
     def __init__(self, recommender: Recommender, config: CartConfig | None = None) -> None:
         self.recommender = recommender
-        self.config = config or CartConfig.for_bundle(recommender.bundle)
+        self.config = config or CartConfig()
         bundle = recommender.bundle
         self.scorer = CartScorer.from_generators(
             bundle.generators, cold_start=bundle.manifest.config.cold_start, config=self.config)
@@ -340,5 +323,5 @@ class CartService:
         """Titles of the named cart items (their id when they have none)."""
         if not item_ids:
             return {}
-        catalog = self.recommender.store.get_items(sorted(set(item_ids)))
+        catalog = self.recommender.catalog.items(sorted(set(item_ids)))
         return {e: (catalog[e].title or e) if e in catalog else e for e in item_ids}

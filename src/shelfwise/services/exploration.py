@@ -8,9 +8,10 @@ chose it; a click, cart add or purchase citing the ``request_id`` and that item 
 So the feed keeps learning which source pays off for whom, beyond what its own model ranks
 first, and the log supports off-policy evaluation of other source policies.
 
-Learning: the decisions and their rewards are kept in memory (the last ``max_log``), rebuilt
-from the store on first use, and the policy is refitted from them at most every
-``refit_seconds`` when something changed. The propensity is the source's probability (exact
+Learning: the decisions and their rewards are kept in a
+:class:`~shelfwise.services.decisions.DecisionLog` (the last ``max_log``), rebuilt from the
+store on first use, and the policy is refitted from it at most every ``refit_seconds`` when
+something changed. The propensity is the source's probability (exact
 for ε-greedy, LinUCB and uniform; Monte Carlo for Thompson sampling, see
 :mod:`shelfwise.policies.bandits`).
 """
@@ -22,16 +23,17 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shelfwise.data.schemas import Event, EventType
 from shelfwise.exceptions import ConfigError
 from shelfwise.policies import BasePolicy, make_policy
 from shelfwise.retrieval.base import top_k
 from shelfwise.services.context import CONTEXT_DIMS, UserContext
+from shelfwise.services.decisions import DecisionLog
 from shelfwise.services.recommender import Recommendation, RecommendationList, Recommender
 from shelfwise.storage.base import Store
 
@@ -46,13 +48,30 @@ class ExplorationConfig(BaseModel):
 
     slots: int = Field(default=0, ge=0, le=20, description="feed slots given to the bandit")
     policy: str = Field(default="egreedy", description="uniform, egreedy, linucb or thompson")
-    params: dict[str, Any] = Field(default_factory=lambda: {"epsilon": 0.2},
-                                   description="the policy's hyperparameters")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the policy's hyperparameters (egreedy: epsilon "
+        "defaults to 0.2 here)")
     sources: list[str] | None = Field(
         default=None, description="bundle generators the bandit may pick; None = all of them")
     refit_seconds: float = Field(default=1.0, ge=0)
     max_log: int = Field(default=1_000_000, ge=1, description="decisions kept for learning")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _policy_ok(self) -> Self:
+        if self.policy == "egreedy" and "epsilon" not in self.params:
+            self.params = {"epsilon": 0.2, **self.params}
+        check_policy(self.policy, self.params)
+        return self
+
+
+def check_policy(policy: str, params: dict[str, Any]) -> None:
+    """Raise ValueError (for pydantic to name the field) when ``policy`` with ``params`` cannot
+    be built."""
+    try:
+        make_policy(policy, n_actions=2, n_features=CONTEXT_DIMS, **params)
+    except Exception as exc:
+        raise ValueError(f"policy {policy!r} with params {params}: {exc}") from None
 
 
 def slot_positions(n: int, slots: int) -> list[int]:
@@ -89,11 +108,7 @@ class FeedExplorer:
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(self.config.seed)
         self.policy: BasePolicy = self._new_policy()
-        self._x: list[list[float]] = []
-        self._arm: list[int] = []
-        self._reward: list[float] = []
-        self._key: dict[tuple[str, str], int] = {}
-        self._offset = 0  # decisions dropped from the front of the in-memory log
+        self.log = DecisionLog(self.config.max_log)
         self._loaded = False
         self._dirty = False
         self._last_fit = 0.0
@@ -110,24 +125,11 @@ class FeedExplorer:
 
     @property
     def n_logged_(self) -> int:
-        return len(self._arm)
+        return len(self.log)
 
     # ---- the log -------------------------------------------------------------------------
-    def _append(self, x: list[float], arm: int, request_id: str, item_id: str,
-                reward: float = 0.0) -> None:
-        self._key[(request_id, item_id)] = self._offset + len(self._arm)
-        self._x.append(x)
-        self._arm.append(arm)
-        self._reward.append(reward)
-        excess = len(self._arm) - self.config.max_log
-        if excess > 0:
-            del self._x[:excess], self._arm[:excess], self._reward[:excess]
-            self._offset += excess
-        if len(self._key) > 2 * self.config.max_log:  # keys of dropped rows: _credit skips them
-            self._key = {k: v for k, v in self._key.items() if v >= self._offset}
-
     def _load(self) -> None:
-        """Rebuild the in-memory log from stored decisions and the outcomes that cite them."""
+        """Rebuild the decision log from stored decisions and the outcomes that cite them."""
         arm_of = {s: a for a, s in enumerate(self.sources)}
         decisions = [e for e in self.store.events_of_type(EventType.IMPRESSION)
                      if e.context.get("explore") and e.context.get("source") in arm_of
@@ -135,8 +137,8 @@ class FeedExplorer:
                      and len(e.context.get("x") or ()) == CONTEXT_DIMS]
         for e in decisions:
             assert e.request_id is not None and e.item_id is not None
-            self._append([float(v) for v in e.context["x"]], arm_of[e.context["source"]],
-                         e.request_id, e.item_id)
+            self.log.append([float(v) for v in e.context["x"]], arm_of[e.context["source"]],
+                            e.request_id, e.item_id)
         self._credit(self.store.events_for_requests(
             [e.request_id or "" for e in decisions], types=REWARD_TYPES))
         self._loaded = True
@@ -146,10 +148,7 @@ class FeedExplorer:
         hit = False
         for e in events:
             if e.type in REWARD_TYPES and e.request_id and e.item_id:
-                row = self._key.get((e.request_id, e.item_id))
-                if row is not None and row >= self._offset:
-                    self._reward[row - self._offset] = 1.0
-                    hit = True
+                hit |= self.log.credit(e.request_id, e.item_id)
         return hit
 
     def notify(self, events: Sequence[Event]) -> None:
@@ -167,9 +166,8 @@ class FeedExplorer:
                               time.monotonic() - self._last_fit < self.config.refit_seconds):
                 return
             policy = self._new_policy()
-            if self._arm:
-                policy.fit(np.asarray(self._x), np.asarray(self._arm),
-                           np.asarray(self._reward))
+            if len(self.log):
+                policy.fit(*self.log.arrays())
             self.policy = policy
             self._dirty = False
             self._last_fit = time.monotonic()
@@ -190,17 +188,33 @@ class FeedExplorer:
             lists.append([int(i) for i in idx[0] if i >= 0])
         return lists
 
+    def slots_for(self, n: int, slots: int | None = None) -> int:
+        """How many of ``n`` feed positions go to exploration (``slots`` overrides the
+        configured number; none without sources)."""
+        if not self.sources:
+            return 0
+        return max(0, min(n, self.config.slots if slots is None else slots))
+
     def feed(self, user_id: str, n: int = 10, *, slots: int | None = None,
              exclude_seen: bool = True) -> tuple[str, RecommendationList]:
         """The user's feed with ``slots`` (default: the configured number) exploration items,
         each decision logged before the list is returned; also the ``request_id`` to cite."""
         request_id = uuid.uuid4().hex
-        k = min(n, self.config.slots if slots is None else slots)
-        if k <= 0 or not self.sources:
+        k = self.slots_for(n, slots)
+        if k <= 0:
             return request_id, self.rec.feed(user_id, n, exclude_seen=exclude_seen)
-        self.refit()
         base = self.rec.feed(user_id, n - k, exclude_seen=exclude_seen) if n > k else \
             RecommendationList([], history_length=len(self.rec.history(user_id)))
+        return request_id, self.explore(request_id, user_id, base, k,
+                                        exclude_seen=exclude_seen)
+
+    def explore(self, request_id: str, user_id: str, base: RecommendationList, k: int, *,
+                exclude_seen: bool = True) -> RecommendationList:
+        """``base`` with ``k`` exploration items inserted at evenly spread positions, each
+        decision stored (with its context and propensity) before the list is returned."""
+        if k <= 0 or not self.sources:
+            return base
+        self.refit()
         x, history = self._context(user_id)
         taken = {i for i in self.rec.items.indices([r.item_id for r in base.items]) if i >= 0}
         if exclude_seen:
@@ -220,7 +234,8 @@ class FeedExplorer:
                 taken.add(item)
                 picks.append((Recommendation(
                     self.rec.items.external(item), decision.scores.get(decision.action, 0.0),
-                    f"explore:{self.sources[decision.action]}", decision.propensity),
+                    f"explore:{self.sources[decision.action]}", decision.propensity,
+                    stage="explore"),
                     decision.action))
         items = list(base.items)
         positions = slot_positions(len(items) + len(picks), len(picks))
@@ -232,15 +247,14 @@ class FeedExplorer:
                         user_id=user_id, item_id=rec.item_id, request_id=request_id,
                         position=pos, propensity=rec.propensity, timestamp=now,
                         context={"explore": True, "source": self.sources[arm], "x": xs,
-                                 "policy": self.config.policy})
+                                 "policy": self.config.policy, "surface": "feed"})
                   for pos, (rec, arm) in zip(positions, picks, strict=True)]
         if events:
             self.store.add_events(events)  # durable before the user can act on the list
-            with self._lock:
-                for e, (_rec, arm) in zip(events, picks, strict=True):
-                    assert e.item_id is not None
-                    self._append(xs, arm, request_id, e.item_id)
-                self._dirty = True
-        return request_id, RecommendationList(
+            for e, (_rec, arm) in zip(events, picks, strict=True):
+                assert e.item_id is not None
+                self.log.append(xs, arm, request_id, e.item_id)
+            self._dirty = True
+        return RecommendationList(
             items, cold_start=base.cold_start, history_length=base.history_length,
             sources=sorted(set(base.sources) | {self.sources[a] for _r, a in picks}))

@@ -8,16 +8,19 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shelfwise.data.ids import IdMap
 from shelfwise.data.schemas import Event, EventType, Promotion
 from shelfwise.exceptions import ConfigError
 from shelfwise.policies import BasePolicy, make_policy
 from shelfwise.services.context import CONTEXT_DIMS, UserContext
+from shelfwise.services.decisions import DecisionLog
+from shelfwise.services.exploration import check_policy
 from shelfwise.services.recommender import Recommender
 
 
@@ -50,33 +53,52 @@ def eligible(promotion: Promotion, *, now: datetime, history_length: int,
     return True
 
 
+class PromotionsConfig(BaseModel):
+    """How promotions are chosen (``[serve.promotions]``; unknown keys are an error)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str = Field(default="egreedy", description="uniform, egreedy, linucb or thompson")
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="the policy's hyperparameters")
+    max_arms: int = Field(default=256, ge=1, description="promotions the bandit can tell apart")
+    refit_seconds: float = Field(default=1.0, ge=0, description="refit at most this often")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _policy_ok(self) -> Self:
+        check_policy(self.policy, self.params)
+        return self
+
+
 class PromotionService:
     """Chooses promotions with a contextual bandit and logs every decision with its propensity.
 
     Each decision is stored as a ``promotion_shown`` event (context vector, arm, propensity)
     before it is returned; a ``promotion_redeemed`` event citing the ``request_id`` is its
-    reward. The policy is refitted from that log (at most every ``refit_seconds``), so a shown
-    promotion counts as reward 0 until it is redeemed, and a restart loses nothing.
+    reward. Decisions and rewards live in a :class:`DecisionLog` (rebuilt from the store on
+    first use, then kept in step), refitted at most every ``refit_seconds``; a shown promotion
+    counts as reward 0 until it is redeemed, and a restart loses nothing.
     """
 
-    def __init__(self, store: Any, recommender: Recommender, *, policy: str = "egreedy",
-                 params: dict[str, Any] | None = None, max_arms: int = 256,
-                 refit_seconds: float = 1.0, seed: int = 0) -> None:
+    def __init__(self, store: Any, recommender: Recommender,
+                 config: PromotionsConfig | None = None) -> None:
         self.store = store
         self.rec = recommender
-        self.policy_name = policy
-        self.params = {"epsilon": 0.1, **(params or {})} if policy == "egreedy" else dict(
-            params or {})
-        self.max_arms = max_arms
-        self.refit_seconds = refit_seconds
+        self.config = config or PromotionsConfig()
+        self.policy_name = self.config.policy
+        self.params = dict(self.config.params)
+        self.max_arms = self.config.max_arms
+        self.refit_seconds = self.config.refit_seconds
         self.arms = IdMap()
         self._lock = threading.Lock()
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(self.config.seed)
         self._context = UserContext(recommender)
         self.policy: BasePolicy = self._new_policy()
+        self.log = DecisionLog()
+        self._loaded = False
         self._dirty = True
         self._last_fit = 0.0
-        self.n_logged_ = 0
 
     def _new_policy(self) -> BasePolicy:
         try:
@@ -94,35 +116,54 @@ class PromotionService:
         return x, len(history)
 
     # ---- learning from the log -----------------------------------------------------------
+    @property
+    def n_logged_(self) -> int:
+        return len(self.log)
+
+    def _observe(self, events: Sequence[Event]) -> bool:
+        """Shown promotions join the log; redemptions citing their request reward them."""
+        changed = False
+        for e in events:
+            pid = e.context.get("promotion_id")
+            if e.type == EventType.PROMOTION_SHOWN and e.request_id and pid is not None:
+                x = e.context.get("x")
+                if x is None or len(x) != CONTEXT_DIMS:
+                    continue
+                self.log.append([float(v) for v in x], self._arm(str(pid)), e.request_id,
+                                str(pid))
+                changed = True
+            elif e.type == EventType.PROMOTION_REDEEMED and e.request_id:
+                changed |= self.log.credit(e.request_id, None if pid is None else str(pid))
+        return changed
+
+    def _load(self) -> None:
+        """Rebuild the decision log from the store (once; then it is kept in step)."""
+        shown = self.store.events_of_type(EventType.PROMOTION_SHOWN)
+        self._observe(shown)
+        self._observe(self.store.events_for_requests(
+            [e.request_id or "" for e in shown], types=[EventType.PROMOTION_REDEEMED]))
+        self._loaded = True
+
     def notify(self, events: Sequence[Event]) -> None:
-        """Called after events are stored: promotion outcomes make the policy stale."""
-        if any(e.type in (EventType.PROMOTION_SHOWN, EventType.PROMOTION_REDEEMED)
-               for e in events):
-            self._dirty = True
+        """Called after client events are stored: shown and redeemed promotions update the
+        log (a redemption that arrives before its decision is loaded is read from the store
+        then)."""
+        with self._lock:
+            if self._loaded and self._observe(events):
+                self._dirty = True
 
     def refit(self, *, force: bool = False) -> None:
-        """Fit the policy on every logged decision joined with its redemptions."""
+        """Fit the policy on every logged decision with its reward."""
         with self._lock:
+            if not self._loaded:
+                self._load()
             if not force and (not self._dirty or
                               time.monotonic() - self._last_fit < self.refit_seconds):
                 return
-            shown = self.store.events_of_type(EventType.PROMOTION_SHOWN)
-            redeemed = {(e.request_id, e.context.get("promotion_id"))
-                        for e in self.store.events_of_type(EventType.PROMOTION_REDEEMED)}
-            xs, arms, rewards = [], [], []
-            for e in shown:
-                x, pid = e.context.get("x"), e.context.get("promotion_id")
-                if x is None or pid is None or len(x) != CONTEXT_DIMS:
-                    continue
-                xs.append(x)
-                arms.append(self._arm(str(pid)))
-                hit = (e.request_id, pid) in redeemed or (e.request_id, None) in redeemed
-                rewards.append(1.0 if hit else 0.0)
             policy = self._new_policy()
-            if xs:
-                policy.fit(np.asarray(xs), np.asarray(arms), np.asarray(rewards))
+            if len(self.log):
+                policy.fit(*self.log.arrays())
             self.policy = policy
-            self.n_logged_ = len(xs)
             self._dirty = False
             self._last_fit = time.monotonic()
 
@@ -167,6 +208,8 @@ class PromotionService:
             for c in chosen
         ]
         if events:
-            self.store.add_events(events)
-            self._dirty = True
+            self.store.add_events(events)  # durable before the user can act on it
+            with self._lock:
+                self._observe(events)
+                self._dirty = True
         return request_id, chosen

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -19,6 +20,7 @@ from shelfwise.exceptions import NotFoundError
 from shelfwise.pipeline import Pipeline
 from shelfwise.retrieval.base import top_k
 from shelfwise.retrieval.semantic import Semantic
+from shelfwise.services.catalog import Catalog
 from shelfwise.storage.base import Store
 
 
@@ -30,6 +32,8 @@ class Recommendation:
     """The generator that contributed most to this item's score (or the fallback used)."""
     propensity: float | None = None
     """Set on exploration slots: the probability the bandit picked this slot's source."""
+    stage: str = "blend"
+    """What produced it: blend, pipeline, cold_start, category or explore."""
 
 
 @dataclass
@@ -91,13 +95,10 @@ class Recommender:
 
     # ---- catalog -------------------------------------------------------------------------
     def _load_catalog(self) -> None:
-        frame = self.store.items_frame()
-        for item_id, available, category in zip(
-            frame["id"], frame["available"], frame["category"], strict=True
-        ):
-            self._note_item(str(item_id), bool(available), tuple(category or ()))
-        unseen = [Item.model_validate(_item_fields(r)) for r in frame.to_dict("records")
-                  if str(r["id"]) not in self.items]
+        self.catalog = Catalog.from_frame(self.store.items_frame())
+        for it in self.catalog:
+            self._note_item(it.id, it.available, tuple(it.category))
+        unseen = [it for it in self.catalog if it.id not in self.items]
         if unseen:  # stored after the bundle was trained
             self._index_new(unseen)
 
@@ -126,6 +127,7 @@ class Recommender:
         """Apply new or changed catalog entries at once: availability, categories, and a vector
         for every new item (so it shows up in similar items and feeds without retraining)."""
         with self._lock:
+            self.catalog.upsert(items)
             self._index_new(items)
             for it in items:
                 self._note_item(it.id, it.available, tuple(it.category))
@@ -223,7 +225,7 @@ class Recommender:
             cold = self.bundle.manifest.config.cold_start
             scores = self.bundle.generators[cold].score([history])[0]
             scores = np.pad(scores, (0, self.n_model_items - scores.shape[0]))
-            items = self._finish(scores, n, exclude, None, [cold])
+            items = _staged(self._finish(scores, n, exclude, None, [cold]), "cold_start")
             return RecommendationList(items, cold_start=True, history_length=0, sources=[cold])
         pipe = self.bundle.pipeline
         if pipe is not None:
@@ -241,8 +243,8 @@ class Recommender:
                             constant_values=float(scores.min()) - 1.0)
         items = self._finish(scores, n, exclude, None, ["pipeline"])
         reasons = explain([self.items.index(r.item_id) for r in items])
-        items = [Recommendation(r.item_id, r.score, why) for r, why in zip(items, reasons,
-                                                                            strict=True)]
+        items = [Recommendation(r.item_id, r.score, why, stage="pipeline")
+                 for r, why in zip(items, reasons, strict=True)]
         return RecommendationList(items, history_length=len(history),
                                   sources=[s.key for s in pipe.config.generators])
 
@@ -270,13 +272,12 @@ class Recommender:
             )
             if same.any():
                 pop[~same] = -np.inf
-                items = self._finish(pop, n, np.empty(0, np.int64), None, ["category"])
+                items = _staged(self._finish(pop, n, np.empty(0, np.int64), None,
+                                             ["category"]), "category")
                 return RecommendationList(items, cold_start=True, sources=["category"])
-        items = self._finish(pop, n, np.empty(0, np.int64), None, [cold])
+        items = _staged(self._finish(pop, n, np.empty(0, np.int64), None, [cold]), "cold_start")
         return RecommendationList(items, cold_start=True, sources=[cold])
 
 
-def _item_fields(row: Mapping[Hashable, object]) -> dict[str, object]:
-    """A store items_frame row as Item fields (timestamps are epoch seconds there)."""
-    return {str(k): v for k, v in row.items()
-            if k != "created_at" and v is not None and not (isinstance(v, float) and v != v)}
+def _staged(items: list[Recommendation], stage: str) -> list[Recommendation]:
+    return [dataclasses.replace(r, stage=stage) for r in items]

@@ -2,7 +2,9 @@
 
 The index covers every item the recommender knows (the bundle's plus those posted since), in
 the recommender's own index order, so dense vectors, profiles and histories line up with it.
-Items posted after the index was built mark it stale; the next query rebuilds it.
+Items posted after the index was built are added to it in place on the next query (lexical,
+n-gram and dense parts, features and filter masks); an indexed item whose text, category,
+brand or price changed makes the next query rebuild it.
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.data.loading import item_text
 from shelfwise.exceptions import NotFoundError
+from shelfwise.ranking.ranker import LambdaMART
 from shelfwise.search.features import FEATURES, FeatureBuilder, UserContext
+from shelfwise.search.filters import CatalogFilter
 from shelfwise.search.index import Candidates, SearchConfig, SearchIndex
-from shelfwise.search.ranker import LTRRanker
 from shelfwise.services.recommender import Recommender
-
-RANKER_DIR = "search_ranker"
 
 
 class SearchFilters(BaseModel):
@@ -55,30 +56,37 @@ class SearchService:
     """Answers ``search`` (whole catalog) and ``rerank`` (a given list) for a user or nobody."""
 
     def __init__(self, recommender: Recommender, config: SearchConfig | None = None,
-                 ranker: LTRRanker | None = None) -> None:
+                 ranker: LambdaMART | None = None) -> None:
         self.rec = recommender
         self.config = config or SearchConfig()
-        path = recommender.bundle.path / RANKER_DIR
-        self.ranker = ranker or (LTRRanker.load(path) if path.is_dir() else None)
-        self._lock = threading.Lock()
+        self.ranker = ranker or recommender.bundle.search_ranker
+        if self.ranker is not None:  # needs a feature the builder no longer makes: fail now
+            self.ranker.columns(FEATURES)
+        self._lock = threading.RLock()  # held while the index grows and while it is read
         self._built_for = -1
+        self._text_version = -1
         self._index = SearchIndex(self.config)
         self._features: FeatureBuilder | None = None
-        self._prices = np.zeros(0)
-        self._paths: list[tuple[str, ...]] = []
+        self._filter = CatalogFilter()
 
     # ---- index ---------------------------------------------------------------------------
     def _ensure_index(self) -> tuple[SearchIndex, FeatureBuilder]:
-        with self._lock:
-            n = len(self.rec.items)
-            if self._features is None or self._built_for != n:
-                self._build(n)
-            assert self._features is not None
-            return self._index, self._features
+        """The index over every item the recommender knows: built on first use, grown in
+        place for items posted since (no rebuild), rebuilt only when an item already indexed
+        changed its text, category, brand or price. Call with ``_lock`` held."""
+        n = len(self.rec.items)
+        catalog_changed = self._text_version != self.rec.catalog.text_version
+        stale = self._features is None or catalog_changed or n < self._built_for
+        if stale or (n > self._built_for and not self._grow(n)):
+            self._build(n)
+        assert self._features is not None
+        return self._index, self._features
 
-    def _build(self, n: int) -> None:
-        ids = self.rec.items.ids[:n]
-        catalog = self.rec.store.get_items(list(ids))
+    def _rows(self, start: int, n: int) -> tuple[list[str], list[str], list[tuple[str, ...]],
+                                                 list[str | None], list[float]]:
+        """Titles, texts, category paths, brands and prices of items ``start:n``."""
+        ids = self.rec.items.ids[start:n]
+        catalog = self.rec.catalog.items(list(ids))
         titles, texts, cats, brands, prices = [], [], [], [], []
         for item_id in ids:
             it = catalog.get(item_id)
@@ -88,6 +96,17 @@ class SearchService:
             prices.append(it.price if it and it.price is not None else np.nan)
             texts.append(item_text(it.title, it.category, it.brand, it.description)
                          if it else "")
+        return titles, texts, cats, brands, prices
+
+    def _popularity(self, n: int) -> NDArray[np.float64] | None:
+        pop_gen = self.rec.bundle.generators.get("popularity")
+        if pop_gen is None:
+            return None
+        raw = pop_gen.score([np.empty(0, np.int64)])[0].astype(np.float64)
+        return np.pad(np.clip(raw, 0, None), (0, max(0, n - raw.shape[0])))[:n]
+
+    def _build(self, n: int) -> None:
+        titles, texts, cats, brands, prices = self._rows(0, n)
         sem = self.rec.semantic
         vectors = encode = profile_vectors = None
         if sem is not None and sem.raw_vectors_.shape[0] >= n:
@@ -96,32 +115,40 @@ class SearchService:
             def encode(q: str) -> NDArray[np.float32]:
                 return np.asarray(sem.encoder.encode_queries([q])[0], dtype=np.float32)
         self._index = SearchIndex(self.config).fit(texts, vectors, encode)
-        pop_gen = self.rec.bundle.generators.get("popularity")
-        pop = None
-        if pop_gen is not None:
-            raw = pop_gen.score([np.empty(0, np.int64)])[0].astype(np.float64)
-            pop = np.pad(np.clip(raw, 0, None), (0, max(0, n - raw.shape[0])))[:n]
-        self._features = FeatureBuilder(self._index, titles, cats, brands, pop, profile_vectors)
-        self._prices = np.asarray(prices, dtype=np.float64)
-        self._paths = [tuple(c.lower() for c in p) for p in cats]
+        self._features = FeatureBuilder(self._index, titles, cats, brands, self._popularity(n),
+                                        profile_vectors)
+        self._filter = CatalogFilter(cats, brands, prices)
         self._built_for = n
+        self._text_version = self.rec.catalog.text_version
+
+    def _grow(self, n: int) -> bool:
+        """Add items ``_built_for:n`` to the index, features and filters; False when it
+        cannot (a dense index whose new items have no vectors yet)."""
+        assert self._features is not None
+        start = self._built_for
+        sem = self.rec.semantic
+        dense = self._index.vectors is not None
+        if dense and (sem is None or sem.raw_vectors_.shape[0] < n):
+            return False
+        titles, texts, cats, brands, prices = self._rows(start, n)
+        pop = self._popularity(n)
+        self._features.add(
+            titles, cats, brands, None if pop is None else pop[start:n],
+            sem.vectors_[start:n] if sem is not None and self._features.profile_vectors
+            is not None else None)
+        self._index.add(texts, sem.raw_vectors_[start:n] if dense and sem is not None
+                        else None)
+        self._filter.add(cats, brands, prices)
+        self._built_for = n
+        return True
 
     def _allowed(self, filters: SearchFilters | None, n: int) -> NDArray[np.bool_]:
         blocked = self.rec.blocked[:n]
         ok = ~np.pad(blocked, (0, max(0, n - blocked.shape[0])))
         if filters is None:
             return ok
-        if filters.category:
-            want = tuple(p.strip().lower() for p in filters.category.split(">") if p.strip())
-            ok &= np.array([_has_path(p, want) for p in self._paths], dtype=bool)
-        if filters.brand:
-            assert self._features is not None
-            ok &= np.array([b == filters.brand.lower() for b in self._features.brands])
-        if filters.min_price is not None:
-            ok &= self._prices >= filters.min_price
-        if filters.max_price is not None:
-            ok &= self._prices <= filters.max_price
-        return ok
+        return ok & self._filter.mask(filters.category, filters.brand, filters.min_price,
+                                      filters.max_price)
 
     # ---- queries -------------------------------------------------------------------------
     def _user(self, user_id: str | None) -> UserContext | None:
@@ -138,39 +165,44 @@ class SearchService:
 
     def search(self, query: str, user_id: str | None = None, n: int = 10,
                filters: SearchFilters | None = None) -> SearchResult:
-        index, feats = self._ensure_index()
-        cand = index.retrieve(query, allowed=self._allowed(filters, index.n_docs))
-        return self._rank(query, cand, feats, user_id, n)
+        user = self._user(user_id)
+        with self._lock:
+            index, feats = self._ensure_index()
+            cand = index.retrieve(query, allowed=self._allowed(filters, index.n_docs))
+            return self._rank(query, cand, feats, user, n)
 
     def rerank(self, query: str, item_ids: Sequence[str], user_id: str | None = None
                ) -> SearchResult:
-        index, feats = self._ensure_index()
-        idx = self.rec.items.indices(list(item_ids))
-        missing = [i for i, k in zip(item_ids, idx, strict=True) if k < 0 or k >= index.n_docs]
-        if missing:
-            raise NotFoundError(f"items: unknown ids {missing[:10]}; post them to /v1/items "
-                                "first")
-        cand = index.candidates(np.asarray(idx, np.int64), query=query)
-        return self._rank(query, cand, feats, user_id, len(item_ids))
+        user = self._user(user_id)
+        with self._lock:
+            index, feats = self._ensure_index()
+            idx = self.rec.items.indices(list(item_ids))
+            missing = [i for i, k in zip(item_ids, idx, strict=True)
+                       if k < 0 or k >= index.n_docs]
+            if missing:
+                raise NotFoundError(f"items: unknown ids {missing[:10]}; post them to "
+                                    "/v1/items first")
+            cand = index.candidates(np.asarray(idx, np.int64), query=query)
+            return self._rank(query, cand, feats, user, len(item_ids))
 
     def feature_rows(self, query: str, item_ids: Sequence[str], user: UserContext | None, *,
                      retrieved: bool = True) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
         """The ranker's feature rows and the fused score of ``item_ids`` for ``query``, as
         serving computed them (for training the ranker from logged requests): ``retrieved``
         for a ``search`` (fused as retrieval fuses), False for a ``rerank`` of a given list."""
-        index, feats = self._ensure_index()
-        idx = np.asarray(self.rec.items.indices(list(item_ids)), np.int64)
-        if np.any((idx < 0) | (idx >= index.n_docs)):
-            raise NotFoundError(f"items: unknown ids among {list(item_ids)[:10]}")
-        cand = index.candidates(idx, query=query, within_depth=retrieved)
-        return feats.build(query, cand, user), cand.fused
+        with self._lock:
+            index, feats = self._ensure_index()
+            idx = np.asarray(self.rec.items.indices(list(item_ids)), np.int64)
+            if np.any((idx < 0) | (idx >= index.n_docs)):
+                raise NotFoundError(f"items: unknown ids among {list(item_ids)[:10]}")
+            cand = index.candidates(idx, query=query, within_depth=retrieved)
+            return feats.build(query, cand, user), cand.fused
 
-    def _rank(self, query: str, cand: Candidates, feats: FeatureBuilder, user_id: str | None,
-              n: int) -> SearchResult:
-        user = self._user(user_id)
+    def _rank(self, query: str, cand: Candidates, feats: FeatureBuilder,
+              user: UserContext | None, n: int) -> SearchResult:
         if self.ranker is not None and len(cand.index):
             x = feats.build(query, cand, user)
-            score = self.ranker.predict(x[:, self.ranker.columns()])
+            score = self.ranker.predict(x[:, self.ranker.columns(FEATURES)])
             name = "lambdamart"
         else:
             x = None
@@ -188,10 +220,3 @@ class SearchService:
             hits.append(SearchHit(self.rec.items.external(int(cand.index[j])), float(score[j]),
                                   parts))
         return SearchResult(hits, personalized=user is not None, ranker=name)
-
-
-def _has_path(path: tuple[str, ...], want: tuple[str, ...]) -> bool:
-    """True when ``want`` is a prefix of ``path`` or, for one level, any level of it."""
-    if len(want) == 1:
-        return want[0] in path
-    return path[: len(want)] == want

@@ -6,45 +6,30 @@ items (purchase 3, cart 2, click 1, shown and ignored 0). Features are rebuilt t
 builds them, with the user's history as it stood *before* the search, so the items a search led
 to are not already "seen". The ranker trains on the older 80% of labelled searches and is kept
 only if it beats the fused (RRF) order on the newest 20%; it is then refit on all of them and
-saved into the bundle as ``search_ranker/``, which :class:`SearchService` loads.
+put into the bundle (``search_ranker/``) before the bundle is published.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.data.schemas import EventType
+from shelfwise.ranking.ranker import LambdaMART, LambdaMARTConfig
 from shelfwise.search.features import FEATURES
-from shelfwise.search.ranker import LTRRanker, RankerConfig
+from shelfwise.search.training_config import SearchTrainingConfig
 from shelfwise.services.recommender import Recommender
-from shelfwise.services.search import RANKER_DIR, SearchService
+from shelfwise.services.search import SearchService
 from shelfwise.storage.base import Store
 from shelfwise.text.pairs import graded_ndcg
 
 GRADES: dict[EventType, int] = {EventType.CLICK: 1, EventType.CART: 2, EventType.PURCHASE: 3}
-
-
-class SearchTrainingConfig(BaseModel):
-    """When and how the search ranker is learned from logs (unknown keys are an error)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    min_searches: int = Field(default=50, ge=2,
-                              description="logged searches with an outcome needed to train")
-    holdout: float = Field(default=0.2, gt=0, lt=1,
-                           description="newest share of labelled searches held out")
-    ranker: RankerConfig = Field(default_factory=lambda: RankerConfig(
-        n_estimators=200, learning_rate=0.05, num_leaves=15, min_child_samples=10))
 
 
 @dataclass
@@ -71,7 +56,8 @@ class SearchTrainingReport:
     holdout_ndcg10: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     trees: int = 0
-    path: Path | None = None
+    ranker: LambdaMART | None = None
+    """The trained ranker; the caller puts it into the bundle before it is published."""
 
     def summary(self) -> str:
         if not self.trained:
@@ -103,7 +89,8 @@ def logged_searches(store: Store) -> list[LoggedSearch]:
 
 def train_search_ranker(store: Store, recommender: Recommender,
                         config: SearchTrainingConfig | None = None) -> SearchTrainingReport:
-    """Fit, check and save the search ranker for ``recommender``'s bundle (see module doc)."""
+    """Fit and check the search ranker for ``recommender``'s (unpublished) bundle; the report
+    carries it when it beats the fused order (see module doc)."""
     cfg = config or SearchTrainingConfig()
     start = time.perf_counter()
     searches = logged_searches(store)
@@ -125,7 +112,7 @@ def train_search_ranker(store: Store, recommender: Recommender,
     inner = round(len(fit) * (1 - cfg.holdout))  # trees are counted on the fit part's newest
     ranker = (_fit(fit[:inner], cfg.ranker, valid=fit[inner:]) if len(fit) - inner >= 5
               else _fit(fit, cfg.ranker))
-    trees = max(ranker.best_iteration, 10)
+    trees = max(ranker.best_iteration_, 10)
     ndcg = {"lambdamart": _ndcg(held, lambda x, f: ranker.predict(x)),
             "rrf": _ndcg(held, lambda x, f: f)}
     report.holdout_searches, report.holdout_ndcg10 = len(held), ndcg
@@ -136,13 +123,7 @@ def train_search_ranker(store: Store, recommender: Recommender,
         report.seconds = round(time.perf_counter() - start, 2)
         return report
     final = _fit(groups, cfg.ranker.model_copy(update={"n_estimators": trees}))
-    path = recommender.bundle.path / RANKER_DIR
-    tmp = path.with_name(f".{RANKER_DIR}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    final.save(tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)  # the ranker directory is complete or absent
-    report.trained, report.path, report.reason = True, path, "beats the fused order"
+    report.trained, report.ranker, report.reason = True, final, "beats the fused order"
     report.trees = trees
     report.seconds = round(time.perf_counter() - start, 2)
     return report
@@ -170,11 +151,10 @@ def _group(service: SearchService, rec: Recommender, s: LoggedSearch) -> _Group 
     return _Group(x, fused, grades)
 
 
-def _fit(groups: Sequence[_Group], config: RankerConfig,
-         valid: Sequence[_Group] | None = None) -> LTRRanker:
-    cfg = config.model_copy(update={"features": list(FEATURES)})
+def _fit(groups: Sequence[_Group], config: LambdaMARTConfig,
+         valid: Sequence[_Group] | None = None) -> LambdaMART:
     held = None if not valid else _stack(valid)
-    return LTRRanker(cfg).fit(*_stack(groups), valid=held)
+    return LambdaMART(config).fit(*_stack(groups), FEATURES, valid=held)
 
 
 def _stack(groups: Sequence[_Group]) -> tuple[NDArray[np.float32], NDArray[np.int64],

@@ -53,14 +53,30 @@ class Written(_Body):
     written: int
 
 
+class Explanation(_Body):
+    """Why an item is in a list: one shape on every surface."""
+
+    reason: str = Field(description="reason code: the generator or signal that put the item "
+                        "there (cooccurrence, semantic, popularity, sequential, "
+                        "user_cooccurrence, user_repeat, a ranker feature group…), "
+                        "'explore' on an exploration slot, 'query_match' for search")
+    source: str = Field(description="the stage that produced the list: blend, pipeline, "
+                        "cold_start, category, explore:<generator>, cart, search:<ranker>")
+    parts: dict[str, float] = Field(
+        default_factory=dict, description="the contributing parts and their values (weighted "
+        "generator scores, retriever scores, signal weights, propensity)")
+    related_item: str | None = Field(default=None, description="the item the reason names "
+                                     "(the cart item, the item it is similar to)")
+    text: str | None = Field(default=None, description="the reason for people")
+
+
 class RecommendedItem(_Body):
     item_id: str
     score: float
-    source: str = Field(description="the generator behind this item (cooccurrence, popularity…); "
-                        "'explore:<generator>' on an exploration slot")
+    title: str | None = None
     propensity: float | None = Field(default=None, description=(
         "exploration slots only: the probability the bandit chose this slot's source"))
-    title: str | None = None
+    explanation: Explanation
 
 
 class RecommendationResponse(_Body):
@@ -125,17 +141,24 @@ class SearchFiltersIn(_Body):
     max_price: float | None = Field(default=None, ge=0)
 
 
+SessionId = Field(default=None, min_length=1, max_length=256,
+                  description="an anonymous visitor's session: its impressions are logged "
+                  "under it (as user 'anon:<session_id>')")
+
+
 class SearchRequest(_Body):
     query: str = Field(min_length=1, max_length=1000)
-    user_id: str | None = Field(default=None, description="personalize for this user; "
-                                "anonymous when absent")
+    user_id: str | None = Field(default=None, min_length=1, max_length=256,
+                                description="personalize for this user; anonymous when absent")
+    session_id: str | None = SessionId
     n: int = Field(default=10, ge=1, le=500)
     filters: SearchFiltersIn | None = None
 
 
 class RerankRequest(_Body):
     query: str = Field(min_length=1, max_length=1000)
-    user_id: str | None = None
+    user_id: str | None = Field(default=None, min_length=1, max_length=256)
+    session_id: str | None = SessionId
     items: list[str] = Field(min_length=1, max_length=1000,
                              description="the shop's own result list, item ids")
 
@@ -144,8 +167,8 @@ class SearchItem(_Body):
     item_id: str
     score: float = Field(description="the ranker's score (higher first)")
     title: str | None = None
-    scores: dict[str, float] = Field(description="retriever scores behind it: bm25, ngram "
-                                     "(typo-tolerant), dense (semantic), profile_sim")
+    explanation: Explanation = Field(description="parts: retriever scores behind it (bm25, "
+                                     "ngram, dense) and profile_sim")
 
 
 class SearchResponse(_Body):
@@ -167,3 +190,38 @@ class Health(_Body):
 
 class ErrorBody(_Body):
     detail: str
+
+
+class CartRequest(_Body):
+    items: list[str] = Field(
+        max_length=500,
+        description="item ids in the cart, in the order they were added (oldest first); an "
+        "empty cart gets popular items")
+    user_id: str | None = Field(default=None, min_length=1, max_length=256,
+                                description="the shopper, for their history as an extra "
+                                "signal; anonymous when absent")
+    session_id: str | None = SessionId
+    n: int = Field(default=10, ge=1, le=100, description="how many items")
+
+
+class CartItem(_Body):
+    item_id: str
+    score: float
+    title: str | None = None
+    explanation: Explanation = Field(description="reason: the signal (cooccurrence, "
+                                     "sequential, user_cooccurrence, user_repeat, popularity); "
+                                     "related_item: the cart item it goes with")
+
+
+class CartResponse(_Body):
+    request_id: str = Field(description="cite it in follow-up cart/purchase events")
+    model_version: str
+    user_id: str | None
+    cold_start: bool = Field(description="no cart item is known to the models: popular items")
+    personalized: bool = Field(description="the user's history contributed")
+    sources: list[str] = Field(description="signals that contributed to this answer")
+    cart: list[str] = Field(description="cart items the models know (they shaped the answer)")
+    unscored_items: list[str] = Field(
+        description="cart items in the catalog but newer than the model bundle: they are "
+        "excluded from the answer but give no signal until the next training")
+    items: list[CartItem]

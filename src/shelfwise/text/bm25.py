@@ -1,4 +1,4 @@
-"""BM25 lexical scoring for mixed English/Chinese catalogs, on ``bm25s``.
+"""BM25 lexical scoring for mixed English/Chinese catalogs, growable without refitting.
 
 Text is NFKC-normalised and lower-cased, then split into runs: Chinese runs are segmented into
 words by ``rjieba`` (Chinese has no spaces, so whole runs would never match a query), other
@@ -7,13 +7,23 @@ runners" on ``shoe``) with common English stop words dropped. Optional character
 word (and of each Chinese run) go into a second index whose score is added with a weight: they
 rescue misspellings ("hamer" vs "hammer") and Chinese segmentation mismatches at some precision
 cost, so they are off by default.
+
+Each index keeps raw term frequencies (a postings list per term) and document lengths; IDF and
+length normalisation are applied at query time. That is what lets :meth:`BM25Index.add` append
+documents in O(their postings): an eager index (``bm25s``, which this replaces) bakes the corpus
+size and average length into every stored score. A term's weights are cached from its first
+query until the next add, so steady-state queries cost what ``bm25s``'s do. Scores equal
+``bm25s``'s for every variant (``tests/test_text_bm25.py`` checks this on real titles).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +34,8 @@ from shelfwise.exceptions import NotFittedError
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _RUNS = re.compile(rf"([{_CJK}]+)|([^\W_]+)")
+Method = Literal["lucene", "robertson", "atire", "bm25l", "bm25+"]
+_DELTA = 0.5  # bm25l / bm25+ lower bound on a present term's weight (bm25s's default)
 
 
 class BM25Config(BaseModel):
@@ -33,7 +45,7 @@ class BM25Config(BaseModel):
 
     k1: float = Field(default=1.5, ge=0)
     b: float = Field(default=0.75, ge=0, le=1)
-    method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = "lucene"
+    method: Method = "lucene"
     stem: bool = True
     stopwords: bool = True
     char_ngrams: int = Field(default=0, ge=0, le=6, description="n-gram size; 0 = off")
@@ -47,10 +59,157 @@ class BM25Config(BaseModel):
         return cls.model_validate(data)
 
 
-class BM25Index:
-    """A BM25 index over a list of texts: ``fit(texts)``, then ``score`` or ``search``.
+class TermIndex:
+    """One BM25 field: term ids, a growable postings list per term (document positions and
+    term frequencies, documents ascending) and document lengths.
 
-    Documents are addressed by their position in the fitted list.
+    Scoring follows Kamphuis et al. (ECIR 2020), as ``bm25s`` does: ``Σ idf(t) · tfc(tf, |d|)``
+    over the query's tokens (repeats count again); for ``bm25l``/``bm25+`` a document lacking a
+    term still gets ``idf · tfc(0)``.
+    """
+
+    def __init__(self, k1: float, b: float, method: Method) -> None:
+        self.k1, self.b, self.method = k1, b, method
+        self.vocab: dict[str, int] = {}
+        self._docs: list[NDArray[np.int32]] = []  # per term; capacity may exceed _df[t]
+        self._tf: list[NDArray[np.float32]] = []
+        self._df: list[int] = []
+        self._lens = np.zeros(0, np.float64)  # capacity may exceed n_docs
+        self.n_docs = 0
+        self._total_len = 0
+        # query-time caches, tagged with the generation they were computed at (add bumps it)
+        self._generation = 0
+        self._dnorm: tuple[int, NDArray[np.float32]] = (-1, np.zeros(0, np.float32))
+        self._cached: list[NDArray[np.float32]] = []
+        self._cached_at: list[int] = []
+
+    def add(self, docs: Sequence[Sequence[str]]) -> None:
+        """Append documents (token lists) at positions ``n_docs, n_docs + 1, ...``: their
+        postings go to the end of each term's list, so the cost is O(their tokens)."""
+        vocab = self.vocab
+        counts = [{vocab.setdefault(w, len(vocab)): c for w, c in Counter(toks).items()}
+                  for toks in docs]
+        new_terms = len(vocab) - len(self._df)
+        self._docs += [np.zeros(0, np.int32)] * new_terms
+        self._tf += [np.zeros(0, np.float32)] * new_terms
+        self._df += [0] * new_terms
+        self._cached += [np.zeros(0, np.float32)] * new_terms
+        self._cached_at += [-1] * new_terms
+        lens = np.fromiter((len(toks) for toks in docs), np.float64, len(docs))
+        start = self.n_docs
+        self._lens = put_growing(self._lens, start, lens)
+        self.n_docs += len(docs)
+        self._total_len += int(lens.sum())
+        per_doc = [len(c) for c in counts]
+        total = sum(per_doc)
+        terms = np.fromiter(chain.from_iterable(counts), np.int64, total)
+        tfs = np.fromiter(chain.from_iterable(c.values() for c in counts), np.float32, total)
+        rows = np.repeat(np.arange(start, self.n_docs, dtype=np.int32), per_doc)
+        order = np.argsort(terms, kind="stable")  # by term, documents stay ascending
+        terms, rows, tfs = terms[order], rows[order], tfs[order]
+        firsts = np.flatnonzero(np.diff(terms, prepend=-1))  # where each term's run starts
+        bounds = np.append(firsts, total).tolist()
+        for t, a, z in zip(terms[firsts].tolist(), bounds[:-1], bounds[1:], strict=True):
+            df = self._df[t]
+            self._docs[t] = put_growing(self._docs[t], df, rows[a:z])
+            self._tf[t] = put_growing(self._tf[t], df, tfs[a:z])
+            self._df[t] = df + z - a
+        self._generation += 1
+
+    def postings(self, term: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        """Documents containing ``term`` (ascending) and its frequency in each."""
+        df = self._df[term]
+        return self._docs[term][:df], self._tf[term][:df]
+
+    def _norm(self) -> NDArray[np.float32]:
+        """Per document, ``k1·(1 - b + b·|d|/avg)`` (bm25l: without ``k1``)."""
+        generation = self._generation
+        if self._dnorm[0] != generation:  # the average moves with every add
+            n = self.n_docs
+            avg = self._total_len / n if n else 0.0
+            dn = (1 - self.b) + self.b * (self._lens[:n] / avg if avg > 0 else self._lens[:n])
+            self._dnorm = (generation, (dn if self.method == "bm25l" else self.k1 * dn
+                                        ).astype(np.float32))
+        return self._dnorm[1]
+
+    def idf(self, df: int) -> float:
+        n, m = self.n_docs, self.method
+        if m == "robertson":
+            return math.log(max((n - df + 0.5) / (df + 0.5), 1.0))
+        if m == "lucene":
+            return math.log(1 + (n - df + 0.5) / (df + 0.5))
+        if m == "atire":
+            return math.log(n / df)
+        if m == "bm25l":
+            return math.log((n + 1) / (df + 0.5))
+        return math.log((n + 1) / df)  # bm25+
+
+    def _absent(self) -> float:
+        """The term-frequency component of a term a document lacks (0 but for bm25l/bm25+)."""
+        k1 = self.k1
+        return {"bm25l": (k1 + 1) * _DELTA / (k1 + _DELTA), "bm25+": _DELTA}.get(
+            self.method, 0.0)
+
+    def weights(self, term: int) -> NDArray[np.float32]:
+        """``idf · (tfc(tf, |d|) - tfc(0))`` for each document of ``term``'s postings: what
+        the term adds to them. Kept until the next :meth:`add` moves IDF and average length."""
+        generation = self._generation
+        if self._cached_at[term] == generation:
+            return self._cached[term]
+        docs, tf = self.postings(term)
+        k1, idf = np.float32(self.k1), self.idf(len(docs))
+        if self.method == "bm25l":
+            c = tf / self._norm()[docs]
+            c += np.float32(_DELTA)
+            w = (k1 + 1) * c / (k1 + c)
+            w -= np.float32(self._absent())
+            w *= np.float32(idf)
+        else:  # tf / (k1·dnorm + tf), in place; bm25+'s "+ delta" cancels the absent delta
+            w = self._norm()[docs]
+            w += tf
+            np.divide(tf, w, out=w)
+            w *= np.float32(idf * (self.k1 + 1 if self.method in ("atire", "bm25+") else 1))
+        self._cached[term] = w
+        self._cached_at[term] = generation
+        return self._cached[term]
+
+    def scores(self, tokens: Sequence[str]) -> NDArray[np.float32]:
+        """BM25 of a query's tokens for every document."""
+        out = np.zeros(self.n_docs, np.float32)
+        base = 0.0
+        absent = self._absent()
+        for t, times in Counter(self.vocab[t] for t in tokens if t in self.vocab).items():
+            w = self.weights(t)
+            np.add.at(out, self._docs[t][:self._df[t]], w if times == 1 else w * times)
+            if absent:
+                base += times * self.idf(self._df[t]) * absent
+        if base:
+            out += np.float32(base)
+        return out
+
+
+def put_growing(buf: NDArray[Any], at: int, values: NDArray[Any]) -> NDArray[Any]:
+    """``buf[at:at + len(values)] = values`` along the first axis, growing ``buf`` by half when
+    full, so appending stays amortised O(len(values)); returns the buffer to keep. The first
+    fill of an empty buffer keeps ``values`` itself, and a buffer that is someone else's array
+    is copied before it is written (it is full, so it grows)."""
+    end = at + len(values)
+    if at == 0 and len(buf) == 0:
+        return values
+    if end > len(buf):
+        grown = np.empty((max(end, len(buf) + len(buf) // 2, 4), *buf.shape[1:]), buf.dtype)
+        grown[:at] = buf[:at]
+        buf = grown
+    buf[at:end] = values
+    return buf
+
+
+class BM25Index:
+    """A BM25 index over a list of texts: ``fit(texts)``, ``add(more)``, then ``score`` or
+    ``search``.
+
+    Documents are addressed by their position in the fitted-then-added list. After
+    ``fit(a).add(b)`` every score equals that of ``fit(a + b)`` (IDF and average length move).
     """
 
     def __init__(self, config: BM25Config | None = None, **options: Any) -> None:
@@ -100,40 +259,31 @@ class BM25Index:
     # ---- fitting and scoring --------------------------------------------------------------
     def fit(self, texts: Sequence[str]) -> BM25Index:
         """Index ``texts`` (replacing any previous index); returns ``self``."""
-        if isinstance(texts, str):
-            raise TypeError("fit() takes a sequence of texts, not a single string")
-        texts = list(texts)
+        texts = _texts(texts, "fit")
         if not texts:
             raise ValueError("cannot fit BM25 on an empty corpus")
-        self.words_ = self._index([self.tokenize(t) for t in texts])
-        self.grams_ = (self._index([self.ngrams(t) for t in texts])
-                       if self.config.char_ngrams else None)
-        self.n_docs_ = len(texts)
-        return self
-
-    def _index(self, corpus: list[list[str]]) -> Any:
-        import bm25s
-
         c = self.config
-        model = bm25s.BM25(k1=c.k1, b=c.b, method=c.method)
-        model.index(corpus, show_progress=False)
-        return model
+        self.words_ = TermIndex(c.k1, c.b, c.method)
+        self.grams_ = TermIndex(c.k1, c.b, c.method) if c.char_ngrams else None
+        return self.add(texts)
+
+    def add(self, texts: Sequence[str]) -> BM25Index:
+        """Append ``texts`` after the indexed documents (cost: their tokens, no refit);
+        returns ``self``."""
+        texts = _texts(texts, "add")
+        self._fitted().words_.add([self.tokenize(t) for t in texts])
+        if self.grams_ is not None:
+            self.grams_.add([self.ngrams(t) for t in texts])
+        return self
 
     @property
     def n_docs(self) -> int:
-        return int(self._fitted().n_docs_)
+        return self._fitted().words_.n_docs
 
     def _fitted(self) -> BM25Index:
         if not hasattr(self, "words_"):
             raise NotFittedError("BM25Index is not fitted: call fit(texts) first")
         return self
-
-    @staticmethod
-    def _scores(model: Any, tokens: list[str], n: int) -> NDArray[np.float32]:
-        ids = model.get_tokens_ids(tokens)
-        if not ids:
-            return np.zeros(n, np.float32)
-        return np.asarray(model.get_scores_from_ids(ids), dtype=np.float32)
 
     def score(self, query: str, doc_indices: ArrayLike | None = None) -> NDArray[np.float32]:
         """BM25 score of ``query`` for every document, or only for ``doc_indices`` (in order)."""
@@ -146,21 +296,19 @@ class BM25Index:
 
     def unknown_words(self, query: str) -> list[str]:
         """Query tokens that no indexed document contains (likely misspellings)."""
-        self._fitted()
-        vocab = self.words_.vocab_dict
+        vocab = self._fitted().words_.vocab
         return [w for w in self.tokenize(query) if w not in vocab]
 
     def word_score(self, query: str) -> NDArray[np.float32]:
         """The word index's BM25 score of ``query`` for every document."""
-        self._fitted()
-        return self._scores(self.words_, self.tokenize(query), self.n_docs_)
+        return self._fitted().words_.scores(self.tokenize(query))
 
     def ngram_score(self, query: str) -> NDArray[np.float32]:
         """The character n-gram index's score for every document (zeros when n-grams are off)."""
         self._fitted()
         if self.grams_ is None:
-            return np.zeros(self.n_docs_, np.float32)
-        return self._scores(self.grams_, self.ngrams(query), self.n_docs_)
+            return np.zeros(self.n_docs, np.float32)
+        return self.grams_.scores(self.ngrams(query))
 
     def search(self, query: str, k: int = 10) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """Indices and scores of the best ``k`` documents with a positive score, best first
@@ -169,6 +317,12 @@ class BM25Index:
         hits = np.flatnonzero(scores > 0)
         order = hits[np.lexsort((hits, -scores[hits]))][:k]
         return order.astype(np.int64), scores[order]
+
+
+def _texts(texts: Sequence[str], verb: str) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError(f"{verb}() takes a sequence of texts, not a single string")
+    return list(texts)
 
 
 def _is_cjk(word: str) -> bool:

@@ -1,0 +1,262 @@
+"""The engine: one services container per served bundle, behind HTTP, the CLI and Python.
+
+:class:`Engine` owns the store, the loaded bundle, the live catalog and every service (feed,
+search, similar items, cart, promotions, exploration, impressions). Its methods return the
+same response objects the HTTP routes serialise, so ``shelfwise.open(...)`` in Python and the
+server answer through one path. Stored events go to the subscribers registered here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shelfwise.bundle.bundle import Bundle, load_bundle
+from shelfwise.config import ShelfwiseConfig
+from shelfwise.data.schemas import Event, Item, Promotion, User
+from shelfwise.exceptions import InvalidRequestError
+from shelfwise.services.cart import CartService
+from shelfwise.services.exploration import FeedExplorer
+from shelfwise.services.impressions import ImpressionLog
+from shelfwise.services.promotions import PromotionService
+from shelfwise.services.recommender import RecommendationList, Recommender
+from shelfwise.services.search import SearchFilters, SearchResult, SearchService
+from shelfwise.services.stages import (
+    Candidate,
+    Slate,
+    StageRunner,
+    Surface,
+    from_recommendations,
+)
+from shelfwise.serving.schemas import (
+    CartItem,
+    CartResponse,
+    ChosenPromotion,
+    EventIn,
+    EventsAccepted,
+    Explanation,
+    FeedResponse,
+    PromotionsResponse,
+    RecommendedItem,
+    SearchItem,
+    SearchResponse,
+    SimilarResponse,
+)
+from shelfwise.storage import open_store
+from shelfwise.storage.base import Store, WriteResult
+
+EventSubscriber = Callable[[Sequence[Event]], None]
+
+
+class Engine:
+    """Every serving surface over one store and one bundle (see module doc)."""
+
+    def __init__(self, config: ShelfwiseConfig | None = None, *, store: Store | None = None,
+                 bundle_path: Path | str | None = None, bundle: Bundle | None = None) -> None:
+        self.config = config or ShelfwiseConfig()
+        self.settings = self.config.serve
+        self.store = store or open_store(self.config.storage.url)
+        if bundle is None:
+            bundle = load_bundle(Path(bundle_path or self.config.storage.bundles))
+        limits = self.settings.limits
+        self.recommender = Recommender(bundle, self.store, history_limit=limits.history_length,
+                                       cache_size=limits.user_cache)
+        self.search_service = SearchService(self.recommender, self.settings.search)
+        self.cart_service = CartService(self.recommender, self.settings.cart)
+        self.promotion_service = PromotionService(self.store, self.recommender,
+                                                  self.settings.promotions)
+        self.explorer = FeedExplorer(self.store, self.recommender, self.settings.exploration)
+        self.impressions = ImpressionLog(self.store, self.settings.impressions)
+        self.stage_names = {s: self.settings.stages.for_surface(s)
+                            for s in ("feed", "similar", "search", "rerank", "cart")}
+        self.stages = StageRunner(self, self.settings.stages)
+        self._subscribers: list[EventSubscriber] = []
+        for sub in (self.recommender.observe, self.promotion_service.notify,
+                    self.explorer.notify):
+            self.subscribe(sub)
+
+    # ---- plumbing ------------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        return self.recommender.bundle.version
+
+    def subscribe(self, subscriber: EventSubscriber) -> None:
+        """Call ``subscriber(events)`` after every durable write of client events."""
+        self._subscribers.append(subscriber)
+
+    def close(self) -> None:
+        """Store the queued impressions and close the store."""
+        self.impressions.close()
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _check_n(self, n: int) -> None:
+        if not 1 <= n <= self.settings.limits.max_results:
+            raise InvalidRequestError(f"n = {n}: ask for 1 to {self.settings.limits.max_results} "
+                              "items (serve.limits.max_results)")
+
+    # ---- the surfaces: candidates from the model, then the declared stages -------------
+    def _respond(self, slate: Slate) -> list[Candidate]:
+        return self.stages.run(slate).items
+
+    def feed(self, user_id: str, n: int = 10, *, exclude_seen: bool = True,
+             explore: int | None = None) -> FeedResponse:
+        """The user's feed (a user id never seen is a cold start: popular items)."""
+        self._check_n(n)
+        k = self.explorer.slots_for(n, explore) if "explore" in self.stage_names["feed"] else 0
+        result = self.recommender.feed(user_id, n - k, exclude_seen=exclude_seen) \
+            if n > k else RecommendationList([])
+        history = self.recommender.history(user_id)
+        seen = set(self.recommender.items.externals(np.unique(history))) if exclude_seen \
+            else set()
+        slate = Slate("feed", uuid.uuid4().hex, n, from_recommendations(result),
+                      user_id=user_id, history=history, exclude=seen, explore_slots=k,
+                      exclude_seen=exclude_seen, cold_start=result.cold_start)
+        items = self._respond(slate)
+        return FeedResponse(request_id=slate.request_id, model_version=self.version,
+                            user_id=user_id, cold_start=result.cold_start,
+                            items=[self._item(c) for c in items])
+
+    def similar(self, item_id: str, n: int = 10, *, user_id: str | None = None,
+                session_id: str | None = None) -> SimilarResponse:
+        """Items like ``item_id`` (an unknown id is a NotFoundError)."""
+        self._check_n(n)
+        result = self.recommender.similar(item_id, n)
+        idx = self.recommender.items.get(item_id)
+        history = np.asarray([idx] if idx is not None and idx < self.recommender.n_model_items
+                             else [], np.int64)
+        items = from_recommendations(result)
+        for c in items:
+            c.related_item = item_id
+        slate = Slate("similar", uuid.uuid4().hex, n, items, user_id=user_id,
+                      session_id=session_id, history=history, exclude={item_id},
+                      cold_start=result.cold_start, log={"item": item_id})
+        out = self._respond(slate)
+        return SimilarResponse(request_id=slate.request_id, model_version=self.version,
+                               item_id=item_id, cold_start=result.cold_start,
+                               items=[self._item(c) for c in out])
+
+    def _item(self, c: Candidate) -> RecommendedItem:
+        return RecommendedItem(item_id=c.item_id, score=c.score, propensity=c.propensity,
+                               title=self.recommender.catalog.title(c.item_id),
+                               explanation=_explanation(c))
+
+    # ---- search ----------------------------------------------------------------------------
+    def search(self, query: str, user_id: str | None = None, n: int = 10,
+               filters: SearchFilters | Mapping[str, Any] | None = None, *,
+               session_id: str | None = None) -> SearchResponse:
+        """Search the whole catalog (personalized when ``user_id`` has a history)."""
+        self._check_n(n)
+        if filters is not None and not isinstance(filters, SearchFilters):
+            filters = SearchFilters(**filters)
+        result = self.search_service.search(query, user_id, n, filters)
+        return self._search_response(query, user_id, session_id, result, "search", n)
+
+    def rerank(self, query: str, items: Sequence[str], user_id: str | None = None, *,
+               session_id: str | None = None) -> SearchResponse:
+        """Re-order the shop's own result list for this query (and user)."""
+        result = self.search_service.rerank(query, items, user_id)
+        return self._search_response(query, user_id, session_id, result, "rerank", len(items))
+
+    def _search_response(self, query: str, user_id: str | None, session_id: str | None,
+                         result: SearchResult, surface: Surface, n: int) -> SearchResponse:
+        source = f"search:{result.ranker}"
+        slate = Slate(surface, uuid.uuid4().hex, n,
+                      [Candidate(h.item_id, h.score, "query_match", source, dict(h.scores))
+                       for h in result.hits],
+                      user_id=user_id, session_id=session_id, log={"query": query[:200]})
+        items = self._respond(slate)
+        if user_id:  # the search log the search ranker learns from
+            self.store.add_events([Event(
+                id=f"search-{slate.request_id}", type="search", user_id=user_id, query=query,
+                request_id=slate.request_id, timestamp=datetime.now(UTC),
+                context={"items": [c.item_id for c in items[:50]], "endpoint": surface})])
+        catalog = self.recommender.catalog
+        return SearchResponse(
+            request_id=slate.request_id, model_version=self.version, query=query,
+            user_id=user_id, personalized=result.personalized, ranker=result.ranker,
+            items=[SearchItem(item_id=c.item_id, score=c.score, title=catalog.title(c.item_id),
+                              explanation=_explanation(c)) for c in items])
+
+    # ---- cart ------------------------------------------------------------------------------
+    def cart(self, items: Sequence[str], user_id: str | None = None, n: int = 10, *,
+             session_id: str | None = None) -> CartResponse:
+        """Items to add next to a cart (ids in add order)."""
+        self._check_n(n)
+        result = self.cart_service.recommend(items, user_id, n)
+        slate = Slate("cart", uuid.uuid4().hex, n,
+                      [Candidate(r.item_id, r.score, r.source, "cart", {r.source: r.score},
+                                 related_item=r.because_of, text=r.reason)
+                       for r in result.items],
+                      user_id=user_id, session_id=session_id, exclude=set(items),
+                      log={"cart": list(items)[-50:]})
+        catalog = self.recommender.catalog
+        out = [CartItem(item_id=c.item_id, score=c.score, title=catalog.title(c.item_id),
+                        explanation=_explanation(c)) for c in self._respond(slate)]
+        return CartResponse(
+            request_id=slate.request_id, model_version=self.version, user_id=user_id,
+            cold_start=result.cold_start, personalized=result.personalized,
+            sources=result.sources, cart=result.cart, unscored_items=result.unscored,
+            items=out)
+
+    # ---- promotions ----------------------------------------------------------------------
+    def promotions(self, user_id: str, n: int = 1) -> PromotionsResponse:
+        """The bandit's choice among the user's eligible promotions (logged before return)."""
+        request_id, chosen = self.promotion_service.choose(user_id, n)
+        return PromotionsResponse(
+            request_id=request_id, user_id=user_id, policy=self.promotion_service.policy_name,
+            promotions=[ChosenPromotion(promotion_id=c.promotion.id, text=c.promotion.text,
+                                        position=c.position, propensity=c.propensity,
+                                        score=c.score) for c in chosen])
+
+    # ---- writes ----------------------------------------------------------------------------
+    def track(self, events: Iterable[EventIn | Event | Mapping[str, Any]]) -> EventsAccepted:
+        """Store a batch of events durably (all or nothing), then tell the subscribers."""
+        now = datetime.now(UTC)
+        batch: list[Event] = []
+        for row, e in enumerate(events):
+            data = (e.model_dump() if isinstance(e, EventIn | Event) else dict(e))
+            data["id"] = data.get("id") or uuid.uuid4().hex
+            data["timestamp"] = data.get("timestamp") or now
+            try:
+                batch.append(Event(**data))
+            except ValueError as exc:
+                raise InvalidRequestError(f"events[{row}]: {exc}") from exc
+        result = self.store.add_events(batch)
+        for subscriber in self._subscribers:
+            subscriber(batch)
+        return EventsAccepted(accepted=result.written, duplicates=result.skipped,
+                              event_ids=[e.id for e in batch])
+
+    def add_items(self, items: Sequence[Item]) -> WriteResult:
+        """Create or replace catalog items; they are recommendable and searchable at once."""
+        ids = [it.id for it in items]
+        if len(set(ids)) != len(ids):
+            raise InvalidRequestError("items: the same id appears twice in one batch")
+        result = self.store.upsert_items(items)
+        self.recommender.catalog_updated(items)
+        return result
+
+    def add_users(self, users: Sequence[User]) -> WriteResult:
+        return self.store.upsert_users(users)
+
+    def add_promotions(self, promotions: Sequence[Promotion]) -> WriteResult:
+        ids = [p.id for p in promotions]
+        if len(set(ids)) != len(ids):
+            raise InvalidRequestError("promotions: the same id appears twice in one batch")
+        return self.store.upsert_promotions(promotions)
+
+
+def _explanation(c: Candidate) -> Explanation:
+    return Explanation(reason=c.reason, source=c.source, parts=c.parts,
+                       related_item=c.related_item, text=c.text)

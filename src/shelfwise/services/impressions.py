@@ -1,0 +1,128 @@
+"""Impressions for every list served: what was shown, to whom, where, under which request.
+
+Feeds, searches, similar items, carts and promotions each log the items they returned as
+``impression`` events (request id, user or anonymous session, surface, item, position, bundle
+version), so any click, cart add or purchase that cites the ``request_id`` joins what was shown.
+Impressions are written behind the response in batches (a bounded delay; the queue is flushed
+on shutdown); decisions that a learner needs before the user can act (exploration slots,
+promotions) and accepted client events are written before the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shelfwise.data.schemas import Event, EventType
+from shelfwise.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+
+class ImpressionsConfig(BaseModel):
+    """How served lists are logged (``[serve.impressions]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="log what every list showed")
+    flush_seconds: float = Field(default=1.0, gt=0, le=60,
+                                 description="longest delay before a shown list is stored")
+    batch_size: int = Field(default=2000, ge=1, description="flush once this many are queued")
+    max_queue: int = Field(default=200_000, ge=1,
+                           description="queued impressions beyond this are written at once "
+                           "by the request that adds them (back-pressure, never dropped)")
+
+
+class ImpressionLog:
+    """Write-behind log of shown lists: ``log`` queues impression events, a background thread
+    stores them in batches at most ``flush_seconds`` later; ``flush`` writes the queue now
+    (called on shutdown and by tests). Nothing queued is dropped: past ``max_queue`` the
+    caller writes the batch itself."""
+
+    def __init__(self, store: Store, config: ImpressionsConfig | None = None) -> None:
+        self.store = store
+        self.config = config or ImpressionsConfig()
+        self._queue: list[Event] = []
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.written_ = 0
+
+    def log(self, surface: str, request_id: str, user_id: str | None, item_ids: Sequence[str],
+            *, session_id: str | None = None, bundle: str | None = None,
+            extra: dict[str, Any] | None = None) -> None:
+        """Queue one impression per shown item (position = list order). Anonymous lists are
+        keyed by ``session_id`` (or the request id) so a later event can still join them."""
+        if not self.config.enabled or not item_ids:
+            return
+        who = user_id or f"anon:{session_id or request_id}"
+        now = datetime.now(UTC)
+        ctx = {"surface": surface, "bundle": bundle, "anonymous": user_id is None,
+               **(extra or {})}
+        events = [Event(id=f"{request_id}:shown:{pos}", type=EventType.IMPRESSION,
+                        user_id=who, item_id=item, request_id=request_id, position=pos,
+                        timestamp=now, context=ctx)
+                  for pos, item in enumerate(item_ids)]
+        with self._lock:
+            self._queue.extend(events)
+            size = len(self._queue)
+        if size >= self.config.max_queue:
+            self.flush()
+            return
+        self._ensure_thread()
+        if size >= self.config.batch_size:
+            self._wake.set()
+
+    def flush(self) -> int:
+        """Store everything queued now; returns how many impressions were written."""
+        with self._write_lock:
+            with self._lock:
+                batch, self._queue = self._queue, []
+            if not batch:
+                return 0
+            try:
+                self.store.add_events(batch)
+            except Exception:
+                with self._lock:  # keep them for the next flush, in order
+                    self._queue[:0] = batch
+                raise
+            self.written_ += len(batch)
+            return len(batch)
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._run, name="shelfwise-impressions",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.config.flush_seconds)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # the store is down: keep the queue, try again next round
+                log.exception("writing impressions failed; retrying")
+
+    def close(self) -> None:
+        """Stop the writer and store what is still queued."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.flush()

@@ -1,0 +1,242 @@
+"""The declared request pipeline: every surface runs one list of named stages over a slate.
+
+A surface (feed, similar, search, rerank, cart) first asks its model for candidates, already
+ranked (the blend or the two-stage pipeline, hybrid retrieval + the search ranker, the cart
+scorer), as a :class:`Slate`. Then the stages its ``[serve.stages]`` list names run in order:
+
+- ``rules``: business rules — unavailable items, items the request excludes (already bought or
+  seen, the cart, the item itself), duplicates;
+- ``rerank``: the re-ranking slot (diversity goes here), which also cuts the list to size;
+- ``explore``: exploration slots from the feed's bandit, logged with propensities;
+- ``explain``: one :class:`~shelfwise.serving.schemas.Explanation` per item;
+- ``impressions``: the shown list queued for the impression log under the request id.
+
+A new stage is one class with a ``name`` registered in :data:`STAGES`, and a name in the
+config's lists; no surface changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shelfwise.retrieval.blend import normalise_rows
+from shelfwise.services.recommender import Recommendation, RecommendationList
+
+if TYPE_CHECKING:
+    from shelfwise.services.engine import Engine
+
+Surface = Literal["feed", "similar", "search", "rerank", "cart"]
+
+
+@dataclass
+class Candidate:
+    """One item of a slate, with what explains it."""
+
+    item_id: str
+    score: float
+    reason: str
+    source: str
+    parts: dict[str, float] = field(default_factory=dict)
+    related_item: str | None = None
+    text: str | None = None
+    propensity: float | None = None
+
+
+@dataclass
+class Slate:
+    """One request's list on its way through the stages."""
+
+    surface: Surface
+    request_id: str
+    n: int
+    items: list[Candidate]
+    user_id: str | None = None
+    session_id: str | None = None
+    history: NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
+    exclude: set[str] = field(default_factory=set)
+    explore_slots: int = 0
+    exclude_seen: bool = True
+    cold_start: bool = False
+    log: dict[str, Any] = field(default_factory=dict)
+    """Extra context stored with the impressions (the query, the cart, the item)."""
+
+
+def from_recommendations(result: RecommendationList) -> list[Candidate]:
+    return [Candidate(r.item_id, r.score, reason="explore" if r.stage == "explore" else r.source,
+                      source=r.source if r.stage == "explore" else r.stage,
+                      propensity=r.propensity) for r in result.items]
+
+
+class Stage(Protocol):
+    name: ClassVar[str]
+
+    def __call__(self, slate: Slate) -> None: ...
+
+
+class Rules:
+    """Business rules every surface obeys, whatever its model proposed."""
+
+    name: ClassVar[str] = "rules"
+
+    def __init__(self, engine: Engine) -> None:
+        self.catalog = engine.recommender.catalog
+
+    def __call__(self, slate: Slate) -> None:
+        seen: set[str] = set()
+        kept = []
+        for c in slate.items:
+            it = self.catalog.get(c.item_id)
+            if c.item_id in seen or c.item_id in slate.exclude or (
+                    it is not None and not it.available):
+                continue
+            seen.add(c.item_id)
+            kept.append(c)
+        slate.items = kept
+
+
+class Rerank:
+    """The re-ranking slot: ``none`` keeps the model's order; the list is cut to the size the
+    later stages expect (``n`` less the exploration slots)."""
+
+    name: ClassVar[str] = "rerank"
+
+    def __init__(self, engine: Engine) -> None:
+        self.method = engine.settings.stages.rerank
+
+    def __call__(self, slate: Slate) -> None:
+        slate.items = slate.items[: max(0, slate.n - slate.explore_slots)]
+
+
+class Explore:
+    """The feed's exploration slots (a bandit over the bundle's generators)."""
+
+    name: ClassVar[str] = "explore"
+
+    def __init__(self, engine: Engine) -> None:
+        self.explorer = engine.explorer
+
+    def __call__(self, slate: Slate) -> None:
+        if slate.explore_slots <= 0 or slate.user_id is None:
+            return
+        base = RecommendationList([Recommendation(c.item_id, c.score, c.reason)
+                                   for c in slate.items])
+        by_id = {c.item_id: c for c in slate.items}
+        out = self.explorer.explore(slate.request_id, slate.user_id, base, slate.explore_slots,
+                                    exclude_seen=slate.exclude_seen)
+        slate.items = [by_id[r.item_id] if r.stage != "explore" else
+                       Candidate(r.item_id, r.score, "explore", r.source,
+                                 propensity=r.propensity) for r in out.items]
+
+
+class Explain:
+    """Fills what explains each item: for blend items, each generator's weighted,
+    row-normalised score (their sum is the item's score); otherwise the model's own score."""
+
+    name: ClassVar[str] = "explain"
+
+    def __init__(self, engine: Engine) -> None:
+        self.rec = engine.recommender
+
+    def __call__(self, slate: Slate) -> None:
+        blended = [c for c in slate.items if c.source == "blend" and not c.parts]
+        if blended and len(slate.history):
+            self._blend_parts(blended, slate.history)
+        for c in slate.items:
+            if not c.parts:
+                c.parts = ({"propensity": c.propensity or 0.0, "score": c.score}
+                           if c.reason == "explore" else {c.reason: c.score})
+
+    def _blend_parts(self, items: Sequence[Candidate], history: NDArray[np.int64]) -> None:
+        rec = self.rec
+        idx = rec.items.indices([c.item_id for c in items])
+        for name, _gen, weight in rec.blend.parts:
+            row = rec.generator_scores(name, history)
+            full = np.zeros(rec.blend.n_items_, np.float32)
+            full[: row.shape[0]] = row[: rec.blend.n_items_]
+            norm = normalise_rows(full[None, :])[0]
+            for c, k in zip(items, idx, strict=True):
+                if 0 <= k < norm.shape[0]:
+                    c.parts[name] = round(float(weight * norm[k]), 6)
+
+
+class LogImpressions:
+    """Queues the shown list for the impression log (exploration slots are logged by the
+    explorer itself, with their propensities, before the answer)."""
+
+    name: ClassVar[str] = "impressions"
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def __call__(self, slate: Slate) -> None:
+        shown = [c.item_id for c in slate.items if c.reason != "explore"]
+        self.engine.impressions.log(slate.surface, slate.request_id, slate.user_id, shown,
+                                    session_id=slate.session_id, bundle=self.engine.version,
+                                    extra=slate.log)
+
+
+STAGES: dict[str, Callable[[Engine], Stage]] = {
+    cls.name: cls for cls in (Rules, Rerank, Explore, Explain, LogImpressions)}
+ORDER = ["rules", "rerank", "explore", "explain", "impressions"]
+
+
+def _check_list(names: list[str], surface: str) -> list[str]:
+    unknown = [s for s in names if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage {unknown[0]!r}; known: {', '.join(ORDER)}")
+    if len(set(names)) != len(names):
+        raise ValueError("a stage is listed twice")
+    if "explain" not in names:
+        raise ValueError("'explain' is required: every returned item carries an explanation")
+    if "explore" in names and surface != "feed":
+        raise ValueError("'explore' runs on the feed only")
+    if [s for s in ORDER if s in names] != names:
+        raise ValueError(f"stages run in the order {' → '.join(ORDER)}")
+    return names
+
+
+class StagesConfig(BaseModel):
+    """Which stages follow each surface's candidates (``[serve.stages]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feed: list[str] = Field(default_factory=lambda: list(ORDER))
+    similar: list[str] = Field(default_factory=lambda: ["rules", "rerank", "explain",
+                                                        "impressions"])
+    search: list[str] = Field(default_factory=lambda: ["rules", "rerank", "explain",
+                                                       "impressions"])
+    rerank_list: list[str] = Field(
+        default_factory=lambda: ["explain", "impressions"],
+        description="POST /v1/rerank: the shop's own list, so no rules drop items by default")
+    cart: list[str] = Field(default_factory=lambda: ["rules", "rerank", "explain",
+                                                     "impressions"])
+    rerank: Literal["none"] = Field(default="none", description="the re-ranking method")
+
+    @field_validator("feed", "similar", "search", "rerank_list", "cart")
+    @classmethod
+    def _valid(cls, names: list[str], info: Any) -> list[str]:
+        return _check_list(names, info.field_name)
+
+    def for_surface(self, surface: Surface) -> list[str]:
+        return list(getattr(self, "rerank_list" if surface == "rerank" else surface))
+
+
+class StageRunner:
+    """Each surface's stage instances, built once per engine."""
+
+    def __init__(self, engine: Engine, config: StagesConfig) -> None:
+        built = {name: factory(engine) for name, factory in STAGES.items()}
+        self.stages: dict[str, list[Stage]] = {
+            s: [built[name] for name in config.for_surface(s)]
+            for s in ("feed", "similar", "search", "rerank", "cart")}
+
+    def run(self, slate: Slate) -> Slate:
+        for stage in self.stages[slate.surface]:
+            stage(slate)
+        return slate

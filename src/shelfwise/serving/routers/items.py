@@ -1,0 +1,25 @@
+"""``/v1/items``: the catalog (posting items) and similar items."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from shelfwise.serving.deps import EngineDep, N, SessionQuery
+from shelfwise.serving.schemas import ItemBatch, SimilarResponse, Written
+
+router = APIRouter(prefix="/v1", tags=["catalog"])
+
+
+@router.get("/items/{item_id}/similar", response_model=SimilarResponse,
+            responses={404: {"description": "unknown item"}}, tags=["recommendations"])
+def similar(item_id: str, engine: EngineDep, n: N = 10, user_id: SessionQuery = None,
+            session_id: SessionQuery = None) -> SimilarResponse:
+    """Items like this one (new items: popular items of its category); logged as
+    impressions for ``user_id`` or the anonymous ``session_id``."""
+    return engine.similar(item_id, n, user_id=user_id, session_id=session_id)
+
+
+@router.post("/items", response_model=Written)
+def post_items(batch: ItemBatch, engine: EngineDep) -> Written:
+    """Create or replace items; they are recommendable and searchable at once."""
+    return Written(written=engine.add_items(batch.items).written)

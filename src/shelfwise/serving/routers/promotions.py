@@ -1,0 +1,16 @@
+"""``/v1/promotions``: the promotions a bandit chooses among."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from shelfwise.serving.deps import EngineDep
+from shelfwise.serving.schemas import PromotionBatch, Written
+
+router = APIRouter(prefix="/v1", tags=["promotions"])
+
+
+@router.post("/promotions", response_model=Written)
+def post_promotions(batch: PromotionBatch, engine: EngineDep) -> Written:
+    """Create or replace promotions (text, eligibility rules, start/end)."""
+    return Written(written=engine.add_promotions(batch.promotions).written)

@@ -1,0 +1,57 @@
+"""``/v1/users/{id}/…``: the feed, the profile and promotions of one user."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from shelfwise.services.profiles import build_profile
+from shelfwise.serving.deps import EngineDep, N
+from shelfwise.serving.schemas import (
+    FeedResponse,
+    InterestOut,
+    ProfileResponse,
+    PromotionRequest,
+    PromotionsResponse,
+)
+
+router = APIRouter(prefix="/v1", tags=["recommendations"])
+
+
+@router.get("/users/{user_id}/feed", response_model=FeedResponse)
+def feed(
+    user_id: str,
+    engine: EngineDep,
+    n: N = 10,
+    exclude_seen: bool = Query(True, description="leave out items the user interacted with"),
+    explore: int | None = Query(None, ge=0, le=20, description=(
+        "feed slots given to the exploration bandit (logged with propensities); "
+        "default: serve.exploration.slots")),
+) -> FeedResponse:
+    """The user's feed; every item carries its explanation, the list is logged as
+    impressions under ``request_id``. An id never seen gets the cold-start list."""
+    return engine.feed(user_id, n, exclude_seen=exclude_seen, explore=explore)
+
+
+@router.get("/users/{user_id}/profile", response_model=ProfileResponse)
+def profile(
+    user_id: str,
+    engine: EngineDep,
+    vector: bool = Query(False, description="include the profile vector"),
+) -> ProfileResponse:
+    """What the recommender knows of a user now: recent items, interests, tags."""
+    p = build_profile(engine.recommender, user_id, include_vector=vector)
+    return ProfileResponse(
+        user_id=p.user_id, history_length=p.history_length, recent_items=p.recent_items,
+        interests=[InterestOut(label=i.label, weight=i.weight, items=i.items)
+                   for i in p.interests],
+        tags=p.tags, encoder=p.encoder, vector=p.vector,
+    )
+
+
+@router.post("/users/{user_id}/promotions", response_model=PromotionsResponse,
+             tags=["promotions"])
+def choose_promotions(user_id: str, body: PromotionRequest,
+                      engine: EngineDep) -> PromotionsResponse:
+    """The bandit's choice among the user's eligible promotions, logged with its
+    propensity as a promotion_shown event before this answer is sent."""
+    return engine.promotions(user_id, body.n)

@@ -1,0 +1,42 @@
+"""The one blend: its validation NDCG shortcut agrees with the metric code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shelfwise.evaluation.metrics import NDCG
+from shelfwise.retrieval.base import top_k
+from shelfwise.retrieval.blend import _ndcg, grid_weights
+
+
+def test_single_target_shortcut_equals_top_k_ndcg_without_ties() -> None:
+    rng = np.random.default_rng(3)
+    scores = {"a": rng.random((200, 300)).astype(np.float32),
+              "b": rng.random((200, 300)).astype(np.float32)}
+    histories = [rng.choice(300, size=k % 5, replace=False) for k in range(200)]
+    targets = [np.array([int(rng.integers(300))]) for _ in range(200)]
+    w = {"a": 1.0, "b": 0.5}
+    total = scores["a"] + 0.5 * scores["b"]
+    reco, _ = top_k(total, 10, exclude=histories)
+    assert _ndcg(scores, w, histories, targets) == pytest.approx(
+        NDCG(10).calc(reco, targets), abs=1e-9)
+
+
+def test_ties_count_at_their_expected_rank_and_a_seen_target_scores_zero() -> None:
+    flat = {"a": np.zeros((2, 20), np.float32)}
+    # all 20 items tie: the target is equally likely at ranks 0..19
+    want = sum(1 / np.log2(p + 2) for p in range(10)) / 20
+    assert _ndcg(flat, {"a": 1.0}, [np.empty(0, np.int64)] * 2,
+                 [np.array([3]), np.array([4])]) == pytest.approx(want)
+    assert _ndcg(flat, {"a": 1.0}, [np.array([3]), np.array([3])],
+                 [np.array([3]), np.array([3])]) == 0.0
+
+
+def test_grid_picks_the_weights_that_put_the_target_first() -> None:
+    good = np.zeros((5, 6), np.float32)
+    good[:, 2] = 1.0
+    noise = np.random.default_rng(0).random((5, 6)).astype(np.float32)
+    weights, value = grid_weights({"noise": noise, "good": good}, [np.empty(0, np.int64)] * 5,
+                                  [np.array([2])] * 5)
+    assert weights["good"] == 1.0 and weights["noise"] < 1.0 and value == pytest.approx(1.0)
