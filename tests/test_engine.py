@@ -196,13 +196,18 @@ def test_stage_lists_are_checked_when_the_config_is_read() -> None:
     from shelfwise.exceptions import ConfigError
 
     with pytest.raises(ConfigError, match=r"serve\.stages\.feed.*unknown stage 'diversity'"):
-        load_config(env={"SHELFWISE_SERVE__STAGES__FEED": '["rules", "diversity", "explain"]'})
+        load_config(env={"SHELFWISE_SERVE__STAGES__FEED":
+                         '["candidates", "rules", "diversity", "explain"]'})
     with pytest.raises(ConfigError, match=r"serve\.stages\.search.*'explain' is required"):
-        load_config(env={"SHELFWISE_SERVE__STAGES__SEARCH": '["rules"]'})
+        load_config(env={"SHELFWISE_SERVE__STAGES__SEARCH": '["candidates", "rules"]'})
     with pytest.raises(ConfigError, match=r"serve\.stages\.cart.*feed only"):
-        load_config(env={"SHELFWISE_SERVE__STAGES__CART": '["explore", "explain"]'})
+        load_config(env={"SHELFWISE_SERVE__STAGES__CART":
+                         '["candidates", "explore", "explain"]'})
     with pytest.raises(ConfigError, match=r"stages run in the order"):
-        load_config(env={"SHELFWISE_SERVE__STAGES__FEED": '["explain", "rules"]'})
+        load_config(env={"SHELFWISE_SERVE__STAGES__FEED":
+                         '["candidates", "explain", "rules"]'})
+    with pytest.raises(ConfigError, match=r"first stage is 'candidates'"):
+        load_config(env={"SHELFWISE_SERVE__STAGES__FEED": '["rules", "explain"]'})
 
 
 def test_a_new_stage_runs_wherever_the_config_lists_it(tmp_path: Path,
@@ -224,12 +229,12 @@ def test_a_new_stage_runs_wherever_the_config_lists_it(tmp_path: Path,
             slate.items = slate.items[::-1]
 
     monkeypatch.setitem(stages.STAGES, "reverse", Reverse)
-    monkeypatch.setattr(stages, "ORDER", ["rules", "rerank", "reverse", "explore", "explain",
-                                          "impressions"])
+    monkeypatch.setattr(stages, "ORDER", ["candidates", "rules", "rerank", "reverse",
+                                          "explore", "explain", "impressions"])
     url, bundles = build(two_group_frame(), tmp_path)
     plain = TestClient(create_app(url, bundles))
     cfg = load_config(env={"SHELFWISE_SERVE__STAGES__SIMILAR":
-                           '["rules", "rerank", "reverse", "explain"]'}).config
+                           '["candidates", "rules", "rerank", "reverse", "explain"]'}).config
     client = TestClient(create_app(url, bundles, config=cfg))
     want = [i["item_id"] for i in plain.get("/v1/items/a1/similar", params={"n": 3}
                                              ).json()["items"]]

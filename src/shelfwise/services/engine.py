@@ -14,8 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from shelfwise.bundle.bundle import Bundle, load_bundle
 from shelfwise.config import ShelfwiseConfig
 from shelfwise.data.schemas import Event, Item, Promotion, User
@@ -24,14 +22,12 @@ from shelfwise.services.cart import CartService
 from shelfwise.services.exploration import FeedExplorer
 from shelfwise.services.impressions import ImpressionLog
 from shelfwise.services.promotions import PromotionService
-from shelfwise.services.recommender import RecommendationList, Recommender
-from shelfwise.services.search import SearchFilters, SearchResult, SearchService
+from shelfwise.services.recommender import Recommender
+from shelfwise.services.search import SearchFilters, SearchService
 from shelfwise.services.stages import (
     Candidate,
     Slate,
     StageRunner,
-    Surface,
-    from_recommendations,
 )
 from shelfwise.serving.schemas import (
     CartItem,
@@ -102,49 +98,35 @@ class Engine:
 
     def _check_n(self, n: int) -> None:
         if not 1 <= n <= self.settings.limits.max_results:
-            raise InvalidRequestError(f"n = {n}: ask for 1 to {self.settings.limits.max_results} "
-                              "items (serve.limits.max_results)")
+            raise InvalidRequestError(
+                f"n = {n}: ask for 1 to {self.settings.limits.max_results} items "
+                "(serve.limits.max_results)")
 
-    # ---- the surfaces: candidates from the model, then the declared stages -------------
-    def _respond(self, slate: Slate) -> list[Candidate]:
-        return self.stages.run(slate).items
+    # ---- the surfaces: a slate through the declared stages ------------------------------
+    def _run(self, slate: Slate) -> Slate:
+        if slate.surface != "rerank":  # a shop's own list is as long as the shop sent
+            self._check_n(slate.n)
+        return self.stages.run(slate)
 
     def feed(self, user_id: str, n: int = 10, *, exclude_seen: bool = True,
              explore: int | None = None) -> FeedResponse:
         """The user's feed (a user id never seen is a cold start: popular items)."""
-        self._check_n(n)
         k = self.explorer.slots_for(n, explore) if "explore" in self.stage_names["feed"] else 0
-        result = self.recommender.feed(user_id, n - k, exclude_seen=exclude_seen) \
-            if n > k else RecommendationList([])
-        history = self.recommender.history(user_id)
-        seen = set(self.recommender.items.externals(np.unique(history))) if exclude_seen \
-            else set()
-        slate = Slate("feed", uuid.uuid4().hex, n, from_recommendations(result),
-                      user_id=user_id, history=history, exclude=seen, explore_slots=k,
-                      exclude_seen=exclude_seen, cold_start=result.cold_start)
-        items = self._respond(slate)
+        slate = self._run(Slate("feed", uuid.uuid4().hex, n, [], user_id=user_id,
+                                explore_slots=k, exclude_seen=exclude_seen))
         return FeedResponse(request_id=slate.request_id, model_version=self.version,
-                            user_id=user_id, cold_start=result.cold_start,
-                            items=[self._item(c) for c in items])
+                            user_id=user_id, cold_start=slate.cold_start,
+                            items=[self._item(c) for c in slate.items])
 
     def similar(self, item_id: str, n: int = 10, *, user_id: str | None = None,
                 session_id: str | None = None) -> SimilarResponse:
         """Items like ``item_id`` (an unknown id is a NotFoundError)."""
-        self._check_n(n)
-        result = self.recommender.similar(item_id, n)
-        idx = self.recommender.items.get(item_id)
-        history = np.asarray([idx] if idx is not None and idx < self.recommender.n_model_items
-                             else [], np.int64)
-        items = from_recommendations(result)
-        for c in items:
-            c.related_item = item_id
-        slate = Slate("similar", uuid.uuid4().hex, n, items, user_id=user_id,
-                      session_id=session_id, history=history, exclude={item_id},
-                      cold_start=result.cold_start, log={"item": item_id})
-        out = self._respond(slate)
+        slate = self._run(Slate("similar", uuid.uuid4().hex, n, [], user_id=user_id,
+                                session_id=session_id, item_id=item_id,
+                                log={"item": item_id}))
         return SimilarResponse(request_id=slate.request_id, model_version=self.version,
-                               item_id=item_id, cold_start=result.cold_start,
-                               items=[self._item(c) for c in out])
+                               item_id=item_id, cold_start=slate.cold_start,
+                               items=[self._item(c) for c in slate.items])
 
     def _item(self, c: Candidate) -> RecommendedItem:
         return RecommendedItem(item_id=c.item_id, score=c.score, propensity=c.propensity,
@@ -156,58 +138,51 @@ class Engine:
                filters: SearchFilters | Mapping[str, Any] | None = None, *,
                session_id: str | None = None) -> SearchResponse:
         """Search the whole catalog (personalized when ``user_id`` has a history)."""
-        self._check_n(n)
         if filters is not None and not isinstance(filters, SearchFilters):
             filters = SearchFilters(**filters)
-        result = self.search_service.search(query, user_id, n, filters)
-        return self._search_response(query, user_id, session_id, result, "search", n)
+        return self._search(Slate("search", uuid.uuid4().hex, n, [], user_id=user_id,
+                                  session_id=session_id, query=query, filters=filters,
+                                  log={"query": query[:200]}))
 
     def rerank(self, query: str, items: Sequence[str], user_id: str | None = None, *,
                session_id: str | None = None) -> SearchResponse:
         """Re-order the shop's own result list for this query (and user)."""
-        result = self.search_service.rerank(query, items, user_id)
-        return self._search_response(query, user_id, session_id, result, "rerank", len(items))
+        return self._search(Slate("rerank", uuid.uuid4().hex, max(1, len(items)), [],
+                                  user_id=user_id, session_id=session_id, query=query,
+                                  given=list(items), log={"query": query[:200]}))
 
-    def _search_response(self, query: str, user_id: str | None, session_id: str | None,
-                         result: SearchResult, surface: Surface, n: int) -> SearchResponse:
-        source = f"search:{result.ranker}"
-        slate = Slate(surface, uuid.uuid4().hex, n,
-                      [Candidate(h.item_id, h.score, "query_match", source, dict(h.scores))
-                       for h in result.hits],
-                      user_id=user_id, session_id=session_id, log={"query": query[:200]})
-        items = self._respond(slate)
-        if user_id:  # the search log the search ranker learns from
+    def _search(self, slate: Slate) -> SearchResponse:
+        slate = self._run(slate)
+        assert slate.query is not None
+        if slate.user_id:  # the search log the search ranker learns from
             self.store.add_events([Event(
-                id=f"search-{slate.request_id}", type="search", user_id=user_id, query=query,
-                request_id=slate.request_id, timestamp=datetime.now(UTC),
-                context={"items": [c.item_id for c in items[:50]], "endpoint": surface})])
+                id=f"search-{slate.request_id}", type="search", user_id=slate.user_id,
+                query=slate.query, request_id=slate.request_id, timestamp=datetime.now(UTC),
+                context={"items": [c.item_id for c in slate.items[:50]],
+                         "endpoint": slate.surface})])
         catalog = self.recommender.catalog
         return SearchResponse(
-            request_id=slate.request_id, model_version=self.version, query=query,
-            user_id=user_id, personalized=result.personalized, ranker=result.ranker,
+            request_id=slate.request_id, model_version=self.version, query=slate.query,
+            user_id=slate.user_id, personalized=slate.meta["personalized"],
+            ranker=slate.meta["ranker"],
             items=[SearchItem(item_id=c.item_id, score=c.score, title=catalog.title(c.item_id),
-                              explanation=_explanation(c)) for c in items])
+                              explanation=_explanation(c)) for c in slate.items])
 
     # ---- cart ------------------------------------------------------------------------------
     def cart(self, items: Sequence[str], user_id: str | None = None, n: int = 10, *,
              session_id: str | None = None) -> CartResponse:
         """Items to add next to a cart (ids in add order)."""
-        self._check_n(n)
-        result = self.cart_service.recommend(items, user_id, n)
-        slate = Slate("cart", uuid.uuid4().hex, n,
-                      [Candidate(r.item_id, r.score, r.source, "cart", {r.source: r.score},
-                                 related_item=r.because_of, text=r.reason)
-                       for r in result.items],
-                      user_id=user_id, session_id=session_id, exclude=set(items),
-                      log={"cart": list(items)[-50:]})
+        slate = self._run(Slate("cart", uuid.uuid4().hex, n, [], user_id=user_id,
+                                session_id=session_id, given=list(items),
+                                log={"cart": list(items)[-50:]}))
         catalog = self.recommender.catalog
-        out = [CartItem(item_id=c.item_id, score=c.score, title=catalog.title(c.item_id),
-                        explanation=_explanation(c)) for c in self._respond(slate)]
+        meta = slate.meta
         return CartResponse(
             request_id=slate.request_id, model_version=self.version, user_id=user_id,
-            cold_start=result.cold_start, personalized=result.personalized,
-            sources=result.sources, cart=result.cart, unscored_items=result.unscored,
-            items=out)
+            cold_start=slate.cold_start, personalized=meta["personalized"],
+            sources=meta["sources"], cart=meta["cart"], unscored_items=meta["unscored"],
+            items=[CartItem(item_id=c.item_id, score=c.score, title=catalog.title(c.item_id),
+                            explanation=_explanation(c)) for c in slate.items])
 
     # ---- promotions ----------------------------------------------------------------------
     def promotions(self, user_id: str, n: int = 1) -> PromotionsResponse:

@@ -1,9 +1,10 @@
 """The declared request pipeline: every surface runs one list of named stages over a slate.
 
-A surface (feed, similar, search, rerank, cart) first asks its model for candidates, already
-ranked (the blend or the two-stage pipeline, hybrid retrieval + the search ranker, the cart
-scorer), as a :class:`Slate`. Then the stages its ``[serve.stages]`` list names run in order:
+A request (feed, similar, search, rerank, cart) becomes a :class:`Slate` that the stages its
+``[serve.stages]`` list names fill and reshape, in this order:
 
+- ``candidates``: the surface's model, ranked (the blend or the two-stage pipeline, similar
+  items, hybrid retrieval + the search ranker, the cart scorer); always first;
 - ``rules``: business rules — unavailable items, items the request excludes (already bought or
   seen, the cart, the item itself), duplicates;
 - ``rerank``: the re-ranking slot (diversity goes here), which also cuts the list to size;
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shelfwise.retrieval.blend import normalise_rows
 from shelfwise.services.recommender import Recommendation, RecommendationList
+from shelfwise.services.search import SearchResult
 
 if TYPE_CHECKING:
     from shelfwise.services.engine import Engine
@@ -65,6 +67,14 @@ class Slate:
     cold_start: bool = False
     log: dict[str, Any] = field(default_factory=dict)
     """Extra context stored with the impressions (the query, the cart, the item)."""
+    query: str | None = None
+    filters: Any = None
+    given: list[str] = field(default_factory=list)
+    """The request's own items: the cart (in add order) or the list to re-rank."""
+    item_id: str | None = None
+    """The item whose similar items are asked for."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """What the candidate stage reports beside the list (ranker, sources, personalized...)."""
 
 
 def from_recommendations(result: RecommendationList) -> list[Candidate]:
@@ -77,6 +87,67 @@ class Stage(Protocol):
     name: ClassVar[str]
 
     def __call__(self, slate: Slate) -> None: ...
+
+
+class Candidates:
+    """The surface's model: ranked candidates from the feed's blend or two-stage pipeline,
+    similar items, hybrid retrieval with the search ranker, or the cart scorer."""
+
+    name: ClassVar[str] = "candidates"
+
+    def __init__(self, engine: Engine) -> None:
+        self.rec = engine.recommender
+        self.search = engine.search_service
+        self.cart = engine.cart_service
+
+    def __call__(self, slate: Slate) -> None:
+        getattr(self, f"_{slate.surface}")(slate)
+
+    def _feed(self, slate: Slate) -> None:
+        assert slate.user_id is not None
+        size = slate.n - slate.explore_slots
+        result = self.rec.feed(slate.user_id, size, exclude_seen=slate.exclude_seen) \
+            if size > 0 else RecommendationList([])
+        slate.history = self.rec.history(slate.user_id)
+        if slate.exclude_seen:
+            slate.exclude |= set(self.rec.items.externals(np.unique(slate.history)))
+        slate.items, slate.cold_start = from_recommendations(result), result.cold_start
+
+    def _similar(self, slate: Slate) -> None:
+        assert slate.item_id is not None
+        result = self.rec.similar(slate.item_id, slate.n)
+        idx = self.rec.items.get(slate.item_id)
+        if idx is not None and idx < self.rec.n_model_items:
+            slate.history = np.asarray([idx], np.int64)
+        slate.items, slate.cold_start = from_recommendations(result), result.cold_start
+        for c in slate.items:
+            c.related_item = slate.item_id
+        slate.exclude.add(slate.item_id)
+
+    def _search(self, slate: Slate) -> None:
+        assert slate.query is not None
+        self._hits(slate, self.search.search(slate.query, slate.user_id, slate.n,
+                                             slate.filters))
+
+    def _rerank(self, slate: Slate) -> None:
+        assert slate.query is not None
+        self._hits(slate, self.search.rerank(slate.query, slate.given, slate.user_id))
+
+    def _hits(self, slate: Slate, result: SearchResult) -> None:
+        source = f"search:{result.ranker}"
+        slate.items = [Candidate(h.item_id, h.score, "query_match", source, dict(h.scores))
+                       for h in result.hits]
+        slate.meta.update(personalized=result.personalized, ranker=result.ranker)
+
+    def _cart(self, slate: Slate) -> None:
+        result = self.cart.recommend(slate.given, slate.user_id, slate.n)
+        slate.items = [Candidate(r.item_id, r.score, r.source, "cart", {r.source: r.score},
+                                 related_item=r.because_of, text=r.reason)
+                       for r in result.items]
+        slate.exclude |= set(slate.given)
+        slate.cold_start = result.cold_start
+        slate.meta.update(personalized=result.personalized, sources=result.sources,
+                          cart=result.cart, unscored=result.unscored)
 
 
 class Rules:
@@ -182,8 +253,9 @@ class LogImpressions:
 
 
 STAGES: dict[str, Callable[[Engine], Stage]] = {
-    cls.name: cls for cls in (Rules, Rerank, Explore, Explain, LogImpressions)}
-ORDER = ["rules", "rerank", "explore", "explain", "impressions"]
+    cls.name: cls for cls in (Candidates, Rules, Rerank, Explore, Explain, LogImpressions)}
+ORDER = ["candidates", "rules", "rerank", "explore", "explain", "impressions"]
+_LIST = ["candidates", "rules", "rerank", "explain", "impressions"]
 
 
 def _check_list(names: list[str], surface: str) -> list[str]:
@@ -192,6 +264,8 @@ def _check_list(names: list[str], surface: str) -> list[str]:
         raise ValueError(f"unknown stage {unknown[0]!r}; known: {', '.join(ORDER)}")
     if len(set(names)) != len(names):
         raise ValueError("a stage is listed twice")
+    if not names or names[0] != "candidates":
+        raise ValueError("the first stage is 'candidates' (the surface's model)")
     if "explain" not in names:
         raise ValueError("'explain' is required: every returned item carries an explanation")
     if "explore" in names and surface != "feed":
@@ -202,20 +276,17 @@ def _check_list(names: list[str], surface: str) -> list[str]:
 
 
 class StagesConfig(BaseModel):
-    """Which stages follow each surface's candidates (``[serve.stages]``)."""
+    """The stages each surface runs, in order (``[serve.stages]``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     feed: list[str] = Field(default_factory=lambda: list(ORDER))
-    similar: list[str] = Field(default_factory=lambda: ["rules", "rerank", "explain",
-                                                        "impressions"])
-    search: list[str] = Field(default_factory=lambda: ["rules", "rerank", "explain",
-                                                       "impressions"])
+    similar: list[str] = Field(default_factory=lambda: [*_LIST])
+    search: list[str] = Field(default_factory=lambda: [*_LIST])
     rerank_list: list[str] = Field(
-        default_factory=lambda: ["explain", "impressions"],
+        default_factory=lambda: ["candidates", "explain", "impressions"],
         description="POST /v1/rerank: the shop's own list, so no rules drop items by default")
-    cart: list[str] = Field(default_factory=lambda: ["rules", "rerank", "explain",
-                                                     "impressions"])
+    cart: list[str] = Field(default_factory=lambda: [*_LIST])
     rerank: Literal["none"] = Field(default="none", description="the re-ranking method")
 
     @field_validator("feed", "similar", "search", "rerank_list", "cart")

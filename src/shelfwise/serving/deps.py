@@ -26,3 +26,6 @@ N = Annotated[int, Query(ge=1, le=500, description="how many items")]
 SessionQuery = Annotated[str | None, Query(
     min_length=1, max_length=256, description="an anonymous visitor's session id: the "
     "impressions of this list are logged under it")]
+UserQuery = Annotated[str | None, Query(
+    min_length=1, max_length=256, description="the shopper, when known: the impressions of "
+    "this list are logged under their id")]
