@@ -39,7 +39,10 @@ def build_bundle(data: Interactions, config: TrainConfig | None = None, *,
         raise ConfigError(f"the cold-start generator {config.cold_start!r} could not be fitted")
     fit_seconds = dict(blend.fit_seconds_)
     pipeline = None
-    if config.serves_pipeline:
+    skipped = dict(blend.skipped_)
+    if config.serves_pipeline and len(data) == 0:
+        skipped["pipeline"] = "no interactions yet: the feed is the blend until events arrive"
+    elif config.serves_pipeline:
         assert config.pipeline is not None
         start = time.perf_counter()
         specs = {s.key: s for s in config.generators}
@@ -58,7 +61,7 @@ def build_bundle(data: Interactions, config: TrainConfig | None = None, *,
         n_interactions=len(data),
         has_time=data.has_time,
         fit_seconds=fit_seconds,
-        skipped=blend.skipped_,
+        skipped=skipped,
         blend_weights=blend.weights_,
         tuning=blend.tuning_,
         pipeline=None if pipeline is None else {"mode": pipeline.mode_,

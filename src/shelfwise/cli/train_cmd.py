@@ -33,10 +33,11 @@ def register(app: typer.Typer) -> None:
             settings = cfg.config
             opened = open_store(settings.storage.url)
             data = interactions_from_store(opened)
-            if len(data) == 0:
+            if data.n_items == 0:
                 raise ShelfwiseError(
-                    f"the store {settings.storage.url} holds no view/click/cart/purchase "
-                    "events: run `shelfwise import` first")
+                    f"the store {settings.storage.url} holds no items: run `shelfwise import` "
+                    "(the catalog alone is enough to start: search, similar items from text "
+                    "and new arrivals; events make it personal)")
             categories = (item_category_codes(opened, data.items)
                           if settings.train.serves_pipeline else None)
             bundle = train_bundle(data, settings.storage.bundles, settings.train,

@@ -44,6 +44,9 @@ class RecommendationList:
     sources: list[str] = field(default_factory=list)
 
 
+NEW_ARRIVALS = "new_arrival"
+"""The cold-start source when no events exist yet."""
+
 SCORE_MEMO = 32
 """Generator score rows the recommender keeps (one row per generator and history)."""
 
@@ -72,7 +75,8 @@ class Recommender:
         self._scored: OrderedDict[tuple[str, int, bytes], NDArray[np.float32]] = OrderedDict()
         self.items: IdMap = bundle.items
         self.blend = feed_blend(bundle)
-        self._blocked = np.zeros(self.blend.n_items_, dtype=bool)
+        self._blocked = np.zeros(len(bundle.items), dtype=bool)
+        self._arrivals: tuple[int, NDArray[np.float32]] | None = None
         self._category: dict[str, tuple[str, ...]] = {}
         self._load_catalog()
 
@@ -103,15 +107,17 @@ class Recommender:
             self._index_new(unseen)
 
     def _index_new(self, items: Sequence[Item]) -> None:
-        """Give items the bundle has never seen an index, and a vector when there is a
-        semantic model, so they are recommendable at once."""
+        """Give items the bundle has never seen an index (search, filters and category lists
+        see them at once) and a vector when there is a semantic model (then the feed and
+        similar items score them too)."""
         new = [it for it in items if it.id not in self.items]
-        if not new or self.semantic is None:
+        if not new:
             return
-        texts = [item_text(it.title, it.category, it.brand, it.description) for it in new]
-        self.semantic.add_items(texts)
-        self.items.add([it.id for it in new])
-        grown = self.n_model_items - self._blocked.shape[0]
+        if self.semantic is not None:
+            self.semantic.add_items([item_text(it.title, it.category, it.brand, it.description)
+                                     for it in new])
+        self.items.add([it.id for it in new])  # searchable (and in category lists) either way
+        grown = len(self.items) - self._blocked.shape[0]
         if grown > 0:
             self._blocked = np.concatenate([self._blocked, np.zeros(grown, dtype=bool)])
         for it in new:
@@ -120,7 +126,7 @@ class Recommender:
     def _note_item(self, item_id: str, available: bool, category: tuple[str, ...]) -> None:
         self._category[item_id] = category
         idx = self.items.get(item_id)
-        if idx is not None and idx < self.n_model_items:
+        if idx is not None and idx < self._blocked.shape[0]:
             self._blocked[idx] = not available
 
     def catalog_updated(self, items: Sequence[Item]) -> None:
@@ -207,7 +213,7 @@ class Recommender:
         names: list[str],
     ) -> list[Recommendation]:
         scores = scores.copy()
-        scores[self._blocked] = -np.inf
+        scores[self._blocked[: scores.shape[0]]] = -np.inf
         idx, val = top_k(scores[None, :], n, exclude=[exclude])
         out = []
         for i, v in zip(idx[0], val[0], strict=True):
@@ -225,6 +231,8 @@ class Recommender:
             cold = self.bundle.manifest.config.cold_start
             scores = self.bundle.generators[cold].score([history])[0]
             scores = np.pad(scores, (0, self.n_model_items - scores.shape[0]))
+            if _spread(scores) == 0:  # no events yet: nothing is more popular
+                scores, cold = self.arrivals(), NEW_ARRIVALS
             items = _staged(self._finish(scores, n, exclude, None, [cold]), "cold_start")
             return RecommendationList(items, cold_start=True, history_length=0, sources=[cold])
         pipe = self.bundle.pipeline
@@ -248,15 +256,35 @@ class Recommender:
         return RecommendationList(items, history_length=len(history),
                                   sources=[s.key for s in pipe.config.generators])
 
+    def arrivals(self) -> NDArray[np.float32]:
+        """A score per model item that ranks the newest first: ``created_at`` where the
+        catalog has it, then catalog order (later added = newer). The cold-start list of a
+        shop with no events yet."""
+        n = self.n_model_items
+        if self._arrivals is not None and self._arrivals[0] == self.catalog.version \
+                and self._arrivals[1].shape[0] == n:
+            return self._arrivals[1]
+        created = np.full(n, -np.inf)
+        for k, item_id in enumerate(self.items.ids[:n]):
+            it = self.catalog.get(item_id)
+            if it is not None and it.created_at is not None:
+                created[k] = it.created_at.timestamp()
+        order = np.lexsort((np.arange(n), created))  # oldest first
+        scores = np.empty(n, np.float32)
+        scores[order] = np.arange(n, dtype=np.float32) + 1.0
+        self._arrivals = (self.catalog.version, scores)
+        return scores
+
     def similar(self, item_id: str, n: int = 10) -> RecommendationList:
-        """Items like ``item_id``: its co-occurrence neighbours, or (for items the model has not
-        seen yet) popular items of the same category."""
+        """Items like ``item_id``: its co-occurrence and semantic neighbours, or (for items
+        no model can place yet) popular items of the same category (``cold_start``)."""
         idx = self.items.get(item_id)
         if idx is not None and idx < self.n_model_items:
             history = np.asarray([idx], dtype=np.int64)
             scores, names, label = self._blend(history)
-            items = self._finish(scores, n, history, label, names)
-            return RecommendationList(items, history_length=1, sources=names)
+            if _spread(scores) > 0:  # else no model has anything to say about it yet
+                items = self._finish(scores, n, history, label, names)
+                return RecommendationList(items, history_length=1, sources=names)
         if item_id not in self._category:
             raise NotFoundError(f"unknown item {item_id!r}: post it to /v1/items first")
         return self._same_category(item_id, n)
@@ -281,3 +309,8 @@ class Recommender:
 
 def _staged(items: list[Recommendation], stage: str) -> list[Recommendation]:
     return [dataclasses.replace(r, stage=stage) for r in items]
+
+
+def _spread(scores: NDArray[np.float32]) -> float:
+    finite = scores[np.isfinite(scores)]
+    return float(finite.max() - finite.min()) if finite.size else 0.0

@@ -120,6 +120,13 @@ class Candidates:
         if idx is not None and idx < self.rec.n_model_items:
             slate.history = np.asarray([idx], np.int64)
         slate.items, slate.cold_start = from_recommendations(result), result.cold_start
+        item = self.rec.catalog.get(slate.item_id)
+        if result.cold_start and item is not None and item.title:
+            # no model places it yet (new item, or a shop without events): its text does
+            hits = self.search.search(item.title, None, slate.n + 1).hits
+            slate.items = [Candidate(h.item_id, h.score, "similar_text", "search",
+                                     dict(h.scores)) for h in hits
+                           if h.item_id != slate.item_id] or slate.items
         for c in slate.items:
             c.related_item = slate.item_id
         slate.exclude.add(slate.item_id)
