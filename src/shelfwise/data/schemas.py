@@ -35,11 +35,25 @@ DEFAULT_TYPE_WEIGHTS: dict[str, float] = {
     EventType.PURCHASE: 3.0,
 }
 
-_ID_FIELD = Field(min_length=1, max_length=256)
+#: Ids are 1-256 characters without control characters (NUL, tab, newline...).
+ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+_ID_FIELD = Field(min_length=1, max_length=256, pattern=ID_PATTERN)
+
+#: Times the store can hold and give back (as UTC).
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    """``value`` in UTC (naive times are taken as UTC), or a ValueError naming the range."""
+    try:
+        out = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        out = None
+    if out is None or not EARLIEST <= out <= LATEST:
+        raise ValueError(f"{value.isoformat()} is outside the supported range "
+                         f"{EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} (UTC)")
+    return out
 
 
 class _Model(BaseModel):
@@ -54,7 +68,7 @@ class Item(_Model):
     description: str = ""
     category: list[str] = Field(default_factory=list, description="category path, root first")
     brand: str | None = None
-    price: float | None = Field(default=None, ge=0)
+    price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     tags: list[str] = Field(default_factory=list)
     language: str | None = None
     created_at: datetime | None = None
@@ -89,6 +103,11 @@ class User(_Model):
     attributes: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime | None = None
 
+    @field_validator("created_at")
+    @classmethod
+    def _tz(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _utc(value)
+
 
 class Event(_Model):
     """Something a user did, at a time. ``id`` makes delivery idempotent."""
@@ -96,12 +115,13 @@ class Event(_Model):
     id: str = _ID_FIELD
     type: EventType
     user_id: str = _ID_FIELD
-    item_id: str | None = Field(default=None, min_length=1, max_length=256)
+    item_id: str | None = Field(default=None, min_length=1, max_length=256, pattern=ID_PATTERN)
     query: str | None = None
     request_id: str | None = None
     position: int | None = Field(default=None, ge=0)
     propensity: float | None = Field(default=None, gt=0, le=1)
-    value: float | None = None
+    value: float | None = Field(default=None, allow_inf_nan=False,
+                                description="a finite number (order value, rating...)")
     timestamp: datetime
     context: dict[str, Any] = Field(default_factory=dict)
 
@@ -128,8 +148,13 @@ class Promotion(_Model):
     start: datetime | None = None
     end: datetime | None = None
 
+    @field_validator("start", "end")
+    @classmethod
+    def _tz(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _utc(value)
+
     @model_validator(mode="after")
     def _window(self) -> Promotion:
-        if self.start and self.end and _utc(self.end) <= _utc(self.start):
+        if self.start and self.end and self.end <= self.start:
             raise ValueError("end must be after start")
         return self

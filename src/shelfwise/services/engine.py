@@ -199,10 +199,16 @@ class Engine:
         """Store a batch of events durably (all or nothing), then tell the subscribers."""
         now = datetime.now(UTC)
         batch: list[Event] = []
+        first: dict[str, int] = {}
         for row, e in enumerate(events):
             data = (e.model_dump() if isinstance(e, EventIn | Event) else dict(e))
             data["id"] = data.get("id") or uuid.uuid4().hex
             data["timestamp"] = data.get("timestamp") or now
+            if data["id"] in first:
+                raise InvalidRequestError(
+                    f"events[{row}].id: {data['id']!r} repeats events[{first[data['id']]}] in "
+                    "this batch; give each event its own id (a retry of a whole batch is fine)")
+            first[data["id"]] = row
             try:
                 batch.append(Event(**data))
             except ValueError as exc:

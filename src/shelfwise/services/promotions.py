@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -22,6 +23,8 @@ from shelfwise.services.context import CONTEXT_DIMS, UserContext
 from shelfwise.services.decisions import DecisionLog
 from shelfwise.services.exploration import check_policy
 from shelfwise.services.recommender import Recommender
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class PromotionService:
         self.max_arms = self.config.max_arms
         self.refit_seconds = self.config.refit_seconds
         self.arms = IdMap()
+        self._over: set[str] = set()
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(self.config.seed)
         self._context = UserContext(recommender)
@@ -126,11 +130,10 @@ class PromotionService:
         for e in events:
             pid = e.context.get("promotion_id")
             if e.type == EventType.PROMOTION_SHOWN and e.request_id and pid is not None:
-                x = e.context.get("x")
-                if x is None or len(x) != CONTEXT_DIMS:
+                x, arm = e.context.get("x"), self._arm(str(pid))
+                if x is None or len(x) != CONTEXT_DIMS or arm is None:
                     continue
-                self.log.append([float(v) for v in x], self._arm(str(pid)), e.request_id,
-                                str(pid))
+                self.log.append([float(v) for v in x], arm, e.request_id, str(pid))
                 changed = True
             elif e.type == EventType.PROMOTION_REDEEMED and e.request_id:
                 changed |= self.log.credit(e.request_id, None if pid is None else str(pid))
@@ -167,11 +170,19 @@ class PromotionService:
             self._dirty = False
             self._last_fit = time.monotonic()
 
-    def _arm(self, promotion_id: str) -> int:
+    def _arm(self, promotion_id: str) -> int | None:
+        """The promotion's arm; None once ``max_arms`` promotions have one (it is then never
+        chosen, and a warning names it once, so one promotion too many never breaks the
+        answer for everybody)."""
         idx = self.arms.get(promotion_id)
         if idx is None:
             if len(self.arms) >= self.max_arms:
-                raise ConfigError(f"more than {self.max_arms} promotions: raise max_arms")
+                if promotion_id not in self._over:
+                    self._over.add(promotion_id)
+                    logger.warning("promotion %r ignored: the bandit already tells %d promotions "
+                                "apart; raise serve.promotions.max_arms", promotion_id,
+                                self.max_arms)
+                return None
             idx = int(self.arms.add([promotion_id])[0])
         return idx
 
@@ -192,7 +203,8 @@ class PromotionService:
         request_id = uuid.uuid4().hex
         chosen: list[PromotionChoice] = []
         with self._lock:
-            by_arm = {self._arm(p.id): p for p in candidates}
+            arms = [(self._arm(p.id), p) for p in candidates]
+            by_arm = {a: p for a, p in arms if a is not None}
             policy = self.policy
         for position in range(min(n, len(by_arm))):
             decision = policy.choose(x, sorted(by_arm), rng=self._rng)

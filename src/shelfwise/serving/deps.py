@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 
 from shelfwise.config import ServeConfig
+from shelfwise.data.schemas import ID_PATTERN
 from shelfwise.services.engine import Engine
 
 
@@ -24,8 +25,13 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 SettingsDep = Annotated[ServeConfig, Depends(get_settings)]
 N = Annotated[int, Query(ge=1, le=500, description="how many items")]
 SessionQuery = Annotated[str | None, Query(
-    min_length=1, max_length=256, description="an anonymous visitor's session id: the "
-    "impressions of this list are logged under it")]
+    min_length=1, max_length=256, pattern=ID_PATTERN, description="an anonymous visitor's "
+    "session id: the impressions of this list are logged under it")]
+UserPath = Annotated[str, Path(min_length=1, max_length=256, pattern=ID_PATTERN,
+                               description="your user id (1-256 characters, no control "
+                               "characters); one never seen is a new visitor")]
+ItemPath = Annotated[str, Path(min_length=1, max_length=256, pattern=ID_PATTERN,
+                               description="your item id")]
 UserQuery = Annotated[str | None, Query(
-    min_length=1, max_length=256, description="the shopper, when known: the impressions of "
-    "this list are logged under their id")]
+    min_length=1, max_length=256, pattern=ID_PATTERN, description="the shopper, when known: "
+    "the impressions of this list are logged under their id")]

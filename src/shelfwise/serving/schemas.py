@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shelfwise.data.schemas import EventType, Item, Promotion, User
+from shelfwise.data.schemas import ID_PATTERN, EventType, Item, Promotion, User
 
 
 class _Body(BaseModel):
@@ -141,14 +141,14 @@ class SearchFiltersIn(_Body):
     max_price: float | None = Field(default=None, ge=0)
 
 
-SessionId = Field(default=None, min_length=1, max_length=256,
+SessionId = Field(default=None, min_length=1, max_length=256, pattern=ID_PATTERN,
                   description="an anonymous visitor's session: its impressions are logged "
                   "under it (as user 'anon:<session_id>')")
 
 
 class SearchRequest(_Body):
     query: str = Field(min_length=1, max_length=1000)
-    user_id: str | None = Field(default=None, min_length=1, max_length=256,
+    user_id: str | None = Field(default=None, min_length=1, max_length=256, pattern=ID_PATTERN,
                                 description="personalize for this user; anonymous when absent")
     session_id: str | None = SessionId
     n: int = Field(default=10, ge=1, le=500)
@@ -157,7 +157,7 @@ class SearchRequest(_Body):
 
 class RerankRequest(_Body):
     query: str = Field(min_length=1, max_length=1000)
-    user_id: str | None = Field(default=None, min_length=1, max_length=256)
+    user_id: str | None = Field(default=None, min_length=1, max_length=256, pattern=ID_PATTERN)
     session_id: str | None = SessionId
     items: list[str] = Field(min_length=1, max_length=1000,
                              description="the shop's own result list, item ids")
@@ -197,7 +197,7 @@ class CartRequest(_Body):
         max_length=500,
         description="item ids in the cart, in the order they were added (oldest first); an "
         "empty cart gets popular items")
-    user_id: str | None = Field(default=None, min_length=1, max_length=256,
+    user_id: str | None = Field(default=None, min_length=1, max_length=256, pattern=ID_PATTERN,
                                 description="the shopper, for their history as an extra "
                                 "signal; anonymous when absent")
     session_id: str | None = SessionId

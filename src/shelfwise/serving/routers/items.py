@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from shelfwise.serving.deps import EngineDep, N, SessionQuery, UserQuery
+from shelfwise.serving.deps import EngineDep, ItemPath, N, SessionQuery, UserQuery
 from shelfwise.serving.schemas import ItemBatch, SimilarResponse, Written
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
@@ -12,7 +12,7 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 
 @router.get("/items/{item_id}/similar", response_model=SimilarResponse,
             responses={404: {"description": "unknown item"}}, tags=["recommendations"])
-def similar(item_id: str, engine: EngineDep, n: N = 10, user_id: UserQuery = None,
+def similar(item_id: ItemPath, engine: EngineDep, n: N = 10, user_id: UserQuery = None,
             session_id: SessionQuery = None) -> SimilarResponse:
     """Items like this one (new items: popular items of its category); logged as
     impressions for ``user_id`` or the anonymous ``session_id``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from shelfwise.services.profiles import build_profile
-from shelfwise.serving.deps import EngineDep, N
+from shelfwise.serving.deps import EngineDep, N, UserPath
 from shelfwise.serving.schemas import (
     FeedResponse,
     InterestOut,
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1", tags=["recommendations"])
 
 @router.get("/users/{user_id}/feed", response_model=FeedResponse)
 def feed(
-    user_id: str,
+    user_id: UserPath,
     engine: EngineDep,
     n: N = 10,
     exclude_seen: bool = Query(True, description="leave out items the user interacted with"),
@@ -34,7 +34,7 @@ def feed(
 
 @router.get("/users/{user_id}/profile", response_model=ProfileResponse)
 def profile(
-    user_id: str,
+    user_id: UserPath,
     engine: EngineDep,
     vector: bool = Query(False, description="include the profile vector"),
 ) -> ProfileResponse:
@@ -50,7 +50,7 @@ def profile(
 
 @router.post("/users/{user_id}/promotions", response_model=PromotionsResponse,
              tags=["promotions"])
-def choose_promotions(user_id: str, body: PromotionRequest,
+def choose_promotions(user_id: UserPath, body: PromotionRequest,
                       engine: EngineDep) -> PromotionsResponse:
     """The bandit's choice among the user's eligible promotions, logged with its
     propensity as a promotion_shown event before this answer is sent."""
