@@ -102,3 +102,36 @@ def test_get_encoder_wraps_in_cache_under_cache_dir(tmp_path: Path) -> None:
     enc.encode_items(TITLES)
     assert (tmp_path / "embeddings.sqlite").exists()
     assert EmbeddingCache(tmp_path / "embeddings.sqlite").count(enc.id) == len(TITLES)
+
+
+def test_a_lazy_encoder_behind_the_cache_loads_only_on_a_miss(tmp_path: Path) -> None:
+    from shelfwise.exceptions import ConfigError
+    from shelfwise.text.factory import LazyEncoder, warm_encoder
+
+    loads: list[int] = []
+
+    class Fixed:
+        id, dim = "fixed/v1", 3
+
+        def encode_items(self, texts: Sequence[str]) -> Embeddings:
+            return np.tile(np.array([1.0, 0.0, 0.0], np.float32), (len(texts), 1))
+
+        encode_queries = encode_items
+
+    def make() -> Any:
+        loads.append(1)
+        return Fixed()
+
+    store = EmbeddingCache(tmp_path / "emb.sqlite")
+    first = CachedEncoder(LazyEncoder(make, "fixed/v1", 3), store)
+    assert first.id == "fixed/v1" and first.dim == 3 and loads == [], "no load for metadata"
+    first.encode_items(["a", "b"])
+    assert loads == [1]
+    again = CachedEncoder(LazyEncoder(make, "fixed/v1", 3), store)
+    np.testing.assert_array_equal(again.encode_items(["b", "a"])[0], [1.0, 0.0, 0.0])
+    assert loads == [1], "every text was cached: the model was never loaded"
+    warm_encoder(again)
+    assert loads == [1, 1] and again.encoder.loaded  # type: ignore[attr-defined]
+    wrong = LazyEncoder(make, "fixed/v2", 3)
+    with pytest.raises(ConfigError, match="expected fixed/v2"):
+        wrong.encode_items(["x"])

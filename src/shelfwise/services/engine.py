@@ -8,6 +8,8 @@ server answer through one path. Stored events go to the subscribers registered h
 
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -18,6 +20,7 @@ from shelfwise.bundle.bundle import Bundle, load_bundle
 from shelfwise.config import ShelfwiseConfig
 from shelfwise.data.schemas import Event, Item, Promotion, User
 from shelfwise.exceptions import InvalidRequestError
+from shelfwise.retrieval.semantic import Semantic
 from shelfwise.services.cart import CartService
 from shelfwise.services.exploration import FeedExplorer
 from shelfwise.services.impressions import ImpressionLog
@@ -45,8 +48,10 @@ from shelfwise.serving.schemas import (
 )
 from shelfwise.storage import open_store
 from shelfwise.storage.base import Store, WriteResult
+from shelfwise.text.factory import warm_encoder
 
 EventSubscriber = Callable[[Sequence[Event]], None]
+logger = logging.getLogger(__name__)
 
 
 class Engine:
@@ -71,6 +76,10 @@ class Engine:
         self.stage_names = {s: self.settings.stages.for_surface(s)
                             for s in ("feed", "similar", "search", "rerank", "cart")}
         self.stages = StageRunner(self, self.settings.stages)
+        sem = self.recommender.semantic
+        if sem is not None:  # load the query encoder now, off the request path
+            threading.Thread(target=_warm, args=(sem,), name="shelfwise-warm-encoder",
+                             daemon=True).start()
         self._subscribers: list[EventSubscriber] = []
         for sub in (self.recommender.observe, self.promotion_service.notify,
                     self.explorer.notify):
@@ -241,3 +250,10 @@ class Engine:
 def _explanation(c: Candidate) -> Explanation:
     return Explanation(reason=c.reason, source=c.source, parts=c.parts,
                        related_item=c.related_item, text=c.text)
+
+
+def _warm(semantic: Semantic) -> None:
+    try:
+        warm_encoder(semantic.encoder)
+    except Exception:  # the first search then says what is wrong
+        logger.exception("loading the semantic encoder failed")

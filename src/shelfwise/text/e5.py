@@ -16,6 +16,13 @@ from shelfwise.text.transformer import TransformerEncoder, Windows, load_hf
 
 QUERY_PREFIX = "query: "
 PASSAGE_PREFIX = "passage: "
+E5_DIM = 384
+"""Width of multilingual-e5-small's vectors."""
+
+
+def e5_id(quantize: bool = True, encoder_id: str | None = None) -> str:
+    """The id an :class:`E5Encoder` reports, known without loading it."""
+    return f"{encoder_id or base_id()}/{'int8' if quantize else 'fp32'}"
 
 
 class E5Encoder(TransformerEncoder):
@@ -38,11 +45,10 @@ class E5Encoder(TransformerEncoder):
     ) -> None:
         path = model_dir or ensure_converted(cache_dir)
         model, tokenizer = load_hf(path)
-        variant = "int8" if quantize else "fp32"
         super().__init__(
             model,
             tokenizer,
-            encoder_id=f"{encoder_id or base_id()}/{variant}",
+            encoder_id=e5_id(quantize, encoder_id),
             quantize=quantize,
             num_threads=num_threads,
             batch_size=batch_size,

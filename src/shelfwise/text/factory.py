@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.exceptions import ConfigError
-from shelfwise.text.base import TextEncoder
+from shelfwise.text.base import Embeddings, TextEncoder
 from shelfwise.text.cache import CachedEncoder, EmbeddingCache
 
 EncoderName = Literal["e5", "e5-fp32", "use", "minilm"]
@@ -42,14 +44,16 @@ def load_encoder(config: EncoderConfig, *, cache_dir: Path | None = None) -> Tex
     """
     encoder: TextEncoder
     if config.name in ("e5", "e5-fp32"):
-        from shelfwise.text.e5 import E5Encoder
+        from shelfwise.text.e5 import E5_DIM, E5Encoder, e5_id
 
-        encoder = E5Encoder(
-            quantize=config.name == "e5",
-            num_threads=config.num_threads,
-            batch_size=config.batch_size,
-            cache_dir=cache_dir,
-        )
+        quantize = config.name == "e5"
+
+        def make() -> TextEncoder:
+            return E5Encoder(quantize=quantize, num_threads=config.num_threads,
+                             batch_size=config.batch_size, cache_dir=cache_dir)
+
+        # behind the cache the model loads only when a text is not cached yet
+        encoder = LazyEncoder(make, e5_id(quantize), E5_DIM) if config.cache else make()
     elif config.name == "use":
         from shelfwise.text.use import USEEncoder
 
@@ -62,6 +66,60 @@ def load_encoder(config: EncoderConfig, *, cache_dir: Path | None = None) -> Tex
         return encoder
     store = EmbeddingCache(cache_dir / "embeddings.sqlite" if cache_dir else None)
     return CachedEncoder(encoder, store, cache_queries=config.cache_queries)
+
+
+class LazyEncoder:
+    """An encoder whose model loads on its first encode: ``id`` and ``dim`` are known without
+    it, so reading a fully cached catalog never pays the seconds a transformer takes to load.
+    :meth:`warm` loads it ahead (a server does so in the background at start)."""
+
+    def __init__(self, make: Callable[[], TextEncoder], encoder_id: str, dim: int) -> None:
+        self._make = make
+        self._id = encoder_id
+        self._dim = dim
+        self._encoder: TextEncoder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def loaded(self) -> bool:
+        return self._encoder is not None
+
+    def warm(self) -> TextEncoder:
+        """The loaded encoder (loading it now if needed)."""
+        with self._lock:
+            if self._encoder is None:
+                encoder = self._make()
+                if (encoder.id, encoder.dim) != (self._id, self._dim):
+                    raise ConfigError(f"encoder loaded as {encoder.id} ({encoder.dim} dims), "
+                                      f"expected {self._id} ({self._dim} dims)")
+                self._encoder = encoder
+            return self._encoder
+
+    def encode_queries(self, texts: Sequence[str]) -> Embeddings:
+        return self.warm().encode_queries(texts)
+
+    def encode_items(self, texts: Sequence[str]) -> Embeddings:
+        return self.warm().encode_items(texts)
+
+    def __getattr__(self, name: str) -> Any:  # anything else the concrete encoder offers
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.warm(), name)
+
+
+def warm_encoder(encoder: TextEncoder) -> None:
+    """Load a lazily loaded encoder (behind the embedding cache, if any) now."""
+    inner = getattr(encoder, "encoder", encoder)
+    if isinstance(inner, LazyEncoder):
+        inner.warm()
 
 
 def get_encoder(name: str = "e5", **options: Any) -> TextEncoder:
