@@ -11,6 +11,7 @@ import pytest
 
 from shelfwise.data.interactions import Interactions
 from shelfwise.storage import SqlStore, open_store
+from tests.pg import pg_cluster, pg_url  # noqa: F401  (fixtures: a private PostgreSQL)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SHELFWISE_SHARED_DATA", REPO.parent / "shared" / "data"))

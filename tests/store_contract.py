@@ -13,8 +13,10 @@ converts differently fails here and not in a recommender test far away.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -22,6 +24,7 @@ import pandas as pd
 import pytest
 
 from shelfwise.data.schemas import Event, EventType, Item, Promotion, User
+from shelfwise.exceptions import StoreError
 from shelfwise.storage import Store, WriteResult, open_store
 
 StoreFactory = Callable[[], Store]
@@ -153,6 +156,23 @@ class StoreContract:
         assert got is not None and got.title == "second"
         assert store.counts()["items"] == 1
 
+    def test_items_frame_keeps_first_insertion_order(
+        self, store: Store, reopened: list[Store]
+    ) -> None:
+        # Training numbers items in this order, so an update must not move an item (PostgreSQL
+        # writes an updated row elsewhere in the table; a scan without ORDER BY shows that).
+        store.upsert_items([Item(id="b"), Item(id="c"), Item(id="a")])
+        store.upsert_items([Item(id="c", title="updated"), Item(id="0")])
+        store.upsert_items([Item(id="z"), Item(id="a", price=1.0), Item(id="z", title="last")])
+        order = ["b", "c", "a", "0", "z"]
+        assert store.items_frame()["id"].tolist() == order
+        # Many pages of rows, half of them rewritten in reverse: still first-insertion order.
+        many = [f"m{k:03d}" for k in range(300)]
+        store.upsert_items([Item(id=i, description="x" * 500) for i in many])
+        store.upsert_items([Item(id=i, description="y" * 600) for i in reversed(many[::2])])
+        assert store.items_frame()["id"].tolist() == order + many
+        assert self.reopen(store, reopened).items_frame()["id"].tolist() == order + many
+
     def test_get_items_skips_missing_and_reads_past_900(self, store: Store) -> None:
         store.upsert_items([Item(id=f"i{k:04d}", title=f"t{k}") for k in range(1000)])
         wanted = [f"i{k:04d}" for k in range(1000)] + ["nope", "i0005", "gone"]
@@ -193,6 +213,11 @@ class StoreContract:
         assert store.upsert_promotions([p1b]) == WriteResult(1, 0)
         assert sorted(store.list_promotions(), key=lambda p: p.id) == [p1b, p2]
         assert store.counts()["promotions"] == 2
+
+    def test_list_promotions_keeps_first_insertion_order(self, store: Store) -> None:
+        store.upsert_promotions([Promotion(id=p, text=p) for p in ("p2", "p9", "p1")])
+        store.upsert_promotions([Promotion(id="p9", text="new"), Promotion(id="p0", text="t")])
+        assert [p.id for p in store.list_promotions()] == ["p2", "p9", "p1", "p0"]
 
     def test_naive_datetimes_are_utc_whatever_the_local_zone(
         self, store: Store, local_zone_ahead_of_utc: None
@@ -238,6 +263,24 @@ class StoreContract:
         res = store.add_events([ev("e1", item="a"), ev("e1", item="b"), ev("e2", item="c")])
         assert res == WriteResult(2, 1)
         assert [(e.id, e.item_id) for e in store.user_events("u1")] == [("e1", "a"), ("e2", "c")]
+
+    def test_concurrent_redelivery_from_several_handles_stores_each_event_once(
+        self, store: Store, reopened: list[Store]
+    ) -> None:
+        # A client retries while its first delivery is still being written (other connections).
+        handles = [store, *(self.reopen(store, reopened) for _ in range(3))]
+        batch = [ev(f"e{k:03d}", t=k) for k in range(200)]
+        start = threading.Barrier(len(handles))
+
+        def deliver(handle: Store) -> WriteResult:
+            start.wait(timeout=30)
+            return handle.add_events(batch)
+
+        with ThreadPoolExecutor(len(handles)) as pool:
+            results = list(pool.map(deliver, handles))
+        assert sum(r.written for r in results) == 200
+        assert all(r.written + r.skipped == 200 for r in results)
+        assert ids([e for b in store.iter_events() for e in b]) == ids(batch)
 
     def test_existing_event_ids_past_900(self, store: Store) -> None:
         store.add_events([ev(f"e{k:04d}", t=k) for k in range(1000)])
@@ -370,6 +413,53 @@ class StoreContract:
         assert store.get_meta("time_kind") == "real"
         assert store.get_meta("模型") == "e5 — 小"
         assert store.get_meta("TIME_KIND") is None
+
+    # ---- what SQL backends differ in ---------------------------------------------------
+    def test_ids_keys_and_requests_are_case_sensitive(self, store: Store) -> None:
+        store.upsert_items([Item(id="A", title="upper"), Item(id="a", title="lower")])
+        store.add_events([ev("E1", user="U", request_id="R"), ev("e1", user="u")])
+        assert store.counts()["items"] == 2 and store.counts()["events"] == 2
+        assert {k: v.title for k, v in store.get_items(["a", "A"]).items()} == {
+            "a": "lower", "A": "upper"}
+        assert ids(store.user_events("U")) == ["E1"] and ids(store.user_events("u")) == ["e1"]
+        assert store.existing_event_ids(["E1", "e2", "E2"]) == {"E1"}
+        assert store.events_for_requests(["r"]) == []
+
+    def test_free_text_has_no_length_limit_and_ids_take_256(self, store: Store) -> None:
+        # Ids are capped at 256 characters by the schemas; no other text is capped anywhere.
+        long_id, text = "长" * 256, "文" * 20_000
+        item = Item(id=long_id, title=text, brand=text, language="x-" + "a" * 60)
+        store.upsert_items([item])
+        event = ev(long_id, user=long_id, item=long_id, request_id="r" * 1000, query=text)
+        assert store.add_events([event]) == WriteResult(1, 0)
+        store.set_meta("k" * 500, text)
+        assert store.get_item(long_id) == item
+        assert store.user_events(long_id) == [event]
+        assert ids(store.events_for_requests(["r" * 1000])) == [long_id]
+        assert store.get_meta("k" * 500) == text
+
+    def test_nul_characters_in_text_are_refused_whole(self, store: Store) -> None:
+        # PostgreSQL text cannot hold U+0000, so no backend stores it (inside JSON it is an
+        # escape, and round-trips).
+        with pytest.raises(StoreError, match=r"i1.*title.*NUL"):
+            store.upsert_items([Item(id="ok"), Item(id="i1", title="a\x00b")])
+        with pytest.raises(StoreError, match=r"e2.*query.*NUL"):
+            store.add_events([ev("e1"), ev("e2", query="\x00")])
+        with pytest.raises(StoreError, match="NUL"):
+            store.set_meta("k", "\x00")
+        assert store.counts() == {"items": 0, "users": 0, "events": 0, "promotions": 0}
+        item = Item(id="j", attributes={"k": "a\x00b"})
+        store.upsert_items([item])
+        assert store.get_item("j") == item
+
+    def test_nan_and_infinity_in_json_are_refused_whole(self, store: Store) -> None:
+        # JSON has no NaN or Infinity (PostgreSQL refuses them; the schemas already refuse
+        # them in number fields): refused, naming the row.
+        with pytest.raises(StoreError, match=r"i1.*NaN"):
+            store.upsert_items([Item(id="i1", attributes={"w": [1.0, float("nan")]})])
+        with pytest.raises(StoreError, match=r"e1.*NaN"):
+            store.add_events([ev("e1", context={"x": float("inf")})])
+        assert store.counts() == {"items": 0, "users": 0, "events": 0, "promotions": 0}
 
     # ---- transactions ------------------------------------------------------------------
     def test_transaction_commits_all_writes_together(

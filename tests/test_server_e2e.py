@@ -1,4 +1,5 @@
-"""End to end: the real `shelfwise serve` process on loopback, events in, feed out."""
+"""End to end: the real `shelfwise serve` process on loopback, events in, feed out, over each
+store backend (SQLite file; PostgreSQL on the session's private server, ``tests/pg.py``)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,31 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from shelfwise.bundle import train_bundle
+from shelfwise.data.loading import interactions_from_store
 from tests.conftest import two_group_frame
-from tests.helpers import build, free_port, wait_for_health
+from tests.helpers import free_port, store_from_frame, wait_for_health
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty store of each backend (PostgreSQL: a fresh database)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shop.db'}"
+    return str(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    url, bundles = build(two_group_frame(), tmp_path)
+def server(store_url: str, tmp_path: Path) -> Iterator[str]:
+    store = store_from_frame(two_group_frame(), store_url)
+    train_bundle(interactions_from_store(store), tmp_path / "bundles")
+    store.close()
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shelfwise", "serve", "--store", url, "--bundles", str(bundles),
-         "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "shelfwise", "serve", "--store", store_url,
+         "--bundles", str(tmp_path / "bundles"), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ},
     )
     base = f"http://127.0.0.1:{port}"
@@ -34,7 +48,7 @@ def server(tmp_path: Path) -> Iterator[str]:
         proc.wait(timeout=20)
 
 
-def test_events_then_feed_over_http(server: str, tmp_path: Path) -> None:
+def test_events_then_feed_over_http(server: str, store_url: str) -> None:
     with httpx.Client(base_url=server, timeout=10) as http:
         cold = http.get("/v1/users/visitor/feed", params={"n": 3}).json()
         assert cold["cold_start"] and len(cold["items"]) == 3
@@ -49,10 +63,12 @@ def test_events_then_feed_over_http(server: str, tmp_path: Path) -> None:
         assert not feed["cold_start"]
         assert feed["items"][0]["item_id"] == "a3"
         assert feed["request_id"] != cold["request_id"]
-    # accepted means durable: a fresh connection to the file sees the events
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'shop.db'}")
-    with engine.connect() as conn:
-        n = conn.execute(sa.text("select count(*) from events where user_id='visitor'")).scalar()
+    # accepted means durable: a fresh connection to the store sees the events
+    engine = sa.create_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            n = conn.execute(
+                sa.text("select count(*) from events where user_id='visitor'")).scalar()
+    finally:
+        engine.dispose()
     assert n == 2

@@ -1,7 +1,5 @@
-"""The store contract over SQLite (file-based), plus what only SQLite and ``open_store`` promise.
-
-A PostgreSQL backend joins by subclassing :class:`StoreContract` with a factory that creates
-a fresh database per call.
+"""The store contract over SQLite (file-based) and PostgreSQL (a fresh database per store on the
+session's private server, ``tests/pg.py``), plus what only SQLite and ``open_store`` promise.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ import sqlalchemy as sa
 from shelfwise.data.schemas import Item
 from shelfwise.exceptions import ConfigError
 from shelfwise.storage import SqlStore, Store, open_store
+from tests.pg import PgCluster
 from tests.store_contract import StoreContract, StoreFactory
 
 
@@ -45,12 +44,49 @@ class TestSqliteStore(StoreContract):
         store.close()
         assert not db.with_name("shop.db-wal").exists()
 
-    def test_items_frame_keeps_first_insertion_order(self, store: Store) -> None:
-        # Current SQLite behaviour (no ORDER BY: rowid order). Training builds its item index
-        # from this order; a backend without it (PostgreSQL moves updated rows) needs one.
-        store.upsert_items([Item(id="b"), Item(id="c"), Item(id="a")])
-        store.upsert_items([Item(id="c", title="updated"), Item(id="0")])
+
+#: The catalog tables as versions before the ``seq`` (insertion order) column created them.
+LEGACY_TABLES = [
+    "CREATE TABLE items (id VARCHAR(256) NOT NULL, title TEXT NOT NULL, description TEXT NOT "
+    "NULL, category JSON NOT NULL, brand TEXT, price FLOAT, tags JSON NOT NULL, language "
+    "VARCHAR(16), created_at FLOAT, available BOOLEAN NOT NULL, attributes JSON NOT NULL, "
+    "PRIMARY KEY (id))",
+    'CREATE TABLE promotions (id VARCHAR(256) NOT NULL, text TEXT NOT NULL, rules JSON NOT '
+    'NULL, start FLOAT, "end" FLOAT, PRIMARY KEY (id))',
+]
+
+
+def test_sqlite_file_from_before_the_order_column_keeps_its_order(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        for ddl in LEGACY_TABLES:
+            conn.execute(sa.text(ddl))
+        for item in ("b", "c", "a"):
+            conn.execute(sa.text("INSERT INTO items VALUES (:id, '', '', '[]', NULL, NULL, "
+                                 "'[]', NULL, NULL, 1, '{}')"), {"id": item})
+        conn.execute(sa.text("UPDATE items SET title = 'updated' WHERE id = 'c'"))
+        for promo in ("p2", "p1"):
+            conn.execute(sa.text("INSERT INTO promotions VALUES (:id, 't', '{}', NULL, NULL)"),
+                         {"id": promo})
+    engine.dispose()
+    store = open_store(f"sqlite:///{db}")
+    try:
+        assert store.items_frame()["id"].tolist() == ["b", "c", "a"]
+        store.upsert_items([Item(id="0"), Item(id="b", title="again")])
         assert store.items_frame()["id"].tolist() == ["b", "c", "a", "0"]
+        assert [p.id for p in store.list_promotions()] == ["p2", "p1"]
+        assert store.get_item("c") == Item(id="c", title="updated")
+    finally:
+        store.close()
+    again = open_store(f"sqlite:///{db}")  # upgraded once; reopening changes nothing
+    try:
+        assert again.items_frame()["id"].tolist() == ["b", "c", "a", "0"]
+        assert isinstance(again, SqlStore)
+        indexes = {ix["name"] for ix in sa.inspect(again.engine).get_indexes("items")}
+        assert "ix_items_seq" in indexes
+    finally:
+        again.close()
 
 
 def test_open_store_expands_home_and_creates_folders(
@@ -71,3 +107,20 @@ def test_open_store_expands_home_and_creates_folders(
 def test_open_store_rejects_unknown_schemes() -> None:
     with pytest.raises(ConfigError, match="unsupported store URL 'mysql://x/db'"):
         open_store("mysql://x/db")
+
+
+class TestPostgresStore(StoreContract):
+    """The same contract over PostgreSQL (``postgresql+psycopg://``, unix socket)."""
+
+    @pytest.fixture
+    def make_store(self, pg_cluster: PgCluster) -> Iterator[StoreFactory]:
+        made: list[Store] = []
+
+        def make() -> Store:
+            store = open_store(pg_cluster.new_database())
+            made.append(store)
+            return store
+
+        yield make
+        for store in made:
+            store.close()

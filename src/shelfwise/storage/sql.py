@@ -1,15 +1,36 @@
-"""SQLAlchemy-Core store: SQLite (embedded default) and PostgreSQL through one code path."""
+"""SQLAlchemy-Core store: SQLite (embedded default) and PostgreSQL through one code path.
+
+Where the two databases differ, the store picks one rule for both (``tests/store_contract.py``
+runs the same known answers on each):
+
+- **Catalog order.** ``items_frame`` and ``list_promotions`` return rows in first-insertion
+  order (training numbers items in that order), kept in a ``seq`` column that the store assigns
+  (max + 1, in the writing transaction) and an update leaves alone. SQLite used to give rowid
+  order without being asked; PostgreSQL moves updated rows. Two writers adding new items at the
+  same instant may share a ``seq``; the id breaks the tie. Files from before the column get it
+  on open, filled from their rowids, so their order does not change.
+- **Text.** Only ids are capped (256 characters, as in the schemas); other text columns are
+  unbounded (PostgreSQL enforces ``VARCHAR(n)``, SQLite does not). U+0000 is refused in text
+  columns (PostgreSQL cannot store it); inside JSON it is an escape and round-trips.
+- **JSON.** NaN and Infinity are refused in JSON fields (not JSON: PostgreSQL rejects them).
+- **Concurrent delivery.** ``add_events`` inserts with ``ON CONFLICT DO NOTHING`` and counts
+  the rows that came back, so a retry racing its first delivery on another connection is
+  skipped instead of failing on the unique id.
+"""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from shelfwise.data.schemas import Event, EventType, Item, Promotion, User
@@ -28,10 +49,12 @@ items_t = sa.Table(
     sa.Column("brand", sa.Text),
     sa.Column("price", sa.Float),
     sa.Column("tags", sa.JSON, nullable=False),
-    sa.Column("language", sa.String(16)),
+    sa.Column("language", sa.Text),
     sa.Column("created_at", sa.Float),
     sa.Column("available", sa.Boolean, nullable=False, default=True),
     sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("seq", sa.BigInteger),  # first-insertion order, assigned by the store
+    sa.Index("ix_items_seq", "seq"),
 )
 
 users_t = sa.Table(
@@ -52,7 +75,7 @@ events_t = sa.Table(
     sa.Column("user_id", sa.String(256), nullable=False),
     sa.Column("item_id", sa.String(256)),
     sa.Column("query", sa.Text),
-    sa.Column("request_id", sa.String(256)),
+    sa.Column("request_id", sa.Text),
     sa.Column("position", sa.Integer),
     sa.Column("propensity", sa.Float),
     sa.Column("value", sa.Float),
@@ -70,14 +93,27 @@ promotions_t = sa.Table(
     sa.Column("rules", sa.JSON, nullable=False),
     sa.Column("start", sa.Float),
     sa.Column("end", sa.Float),
+    sa.Column("seq", sa.BigInteger),  # first-insertion order, assigned by the store
+    sa.Index("ix_promotions_seq", "seq"),
 )
 
 meta_t = sa.Table(
     "meta",
     metadata,
-    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+
+#: Tables whose rows keep their first-insertion order in ``seq``.
+ORDERED = (items_t, promotions_t)
+ITEM_COLUMNS = [c for c in items_t.columns if c.name != "seq"]
+PROMOTION_COLUMNS = [c for c in promotions_t.columns if c.name != "seq"]
+_TEXT_COLUMNS = {t.name: [c.name for c in t.columns if isinstance(c.type, sa.String)]
+                 for t in metadata.tables.values()}
+_JSON_COLUMNS = {t.name: [c.name for c in t.columns if isinstance(c.type, sa.JSON)]
+                 for t in metadata.tables.values()}
+_json_dumps = partial(json.dumps, allow_nan=False)
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -100,7 +136,7 @@ class SqlStore:
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"json_serializer": _json_dumps}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.engine: Engine = sa.create_engine(url, **kwargs)
@@ -109,6 +145,32 @@ class SqlStore:
         self._local = threading.local()
         if create:
             metadata.create_all(self.engine)
+        self._add_order_columns()
+
+    def _add_order_columns(self) -> None:
+        """Give tables written before insertion order was stored their ``seq`` column: SQLite
+        fills it from the rowids (the order those files always returned), PostgreSQL by id."""
+        inspector = sa.inspect(self.engine)
+        for table in ORDERED:
+            if not inspector.has_table(table.name) or "seq" in _column_names(
+                    inspector, table.name):
+                continue
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN seq BIGINT"))
+                    if self.engine.dialect.name == "sqlite":
+                        conn.execute(table.update().values(seq=sa.literal_column("rowid")))
+                    else:
+                        n = sa.select(table.c.id, sa.func.row_number().over(
+                            order_by=table.c.id).label("n")).subquery()
+                        conn.execute(table.update().values(seq=n.c.n)
+                                     .where(table.c.id == n.c.id))
+                    for index in table.indexes:
+                        index.create(conn, checkfirst=True)
+            except sa.exc.DBAPIError:
+                # Another process may have upgraded the table in between.
+                if "seq" not in _column_names(sa.inspect(self.engine), table.name):
+                    raise
 
     # ---- connections -------------------------------------------------------------------
     @contextmanager
@@ -133,33 +195,51 @@ class SqlStore:
             finally:
                 self._local.conn = None
 
+    def _insert(self, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
+        """The dialect's INSERT, which has ``ON CONFLICT``."""
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            return sqlite.insert(table)
+        if dialect == "postgresql":
+            return postgresql.insert(table)
+        raise StoreError(  # pragma: no cover - open_store refuses other URLs
+            f"unsupported database {dialect!r}; use sqlite or postgresql")
+
     def _upsert(self, table: sa.Table, rows: list[dict[str, Any]]) -> int:
+        """Insert or replace ``rows`` by primary key; returns ``len(rows)``. A key given twice is
+        stored once, with the last row's values at the first one's place in ``seq``."""
         if not rows:
             return 0
-        dialect = self.engine.dialect.name
         keys = [c.name for c in table.primary_key.columns]
-        cols = [c.name for c in table.columns if not c.primary_key]
-        stmt: sa.Executable
-        if dialect == "sqlite":
-            from sqlalchemy.dialects import sqlite
-
-            lite = sqlite.insert(table)
-            stmt = lite.on_conflict_do_update(
-                index_elements=keys, set_={c: lite.excluded[c] for c in cols}
-            )
-        elif dialect == "postgresql":
-            from sqlalchemy.dialects import postgresql
-
-            pg = postgresql.insert(table)
-            stmt = pg.on_conflict_do_update(
-                index_elements=keys, set_={c: pg.excluded[c] for c in cols}
-            )
-        else:  # pragma: no cover - other backends are not supported
-            raise StoreError(f"unsupported database {dialect!r}; use sqlite or postgresql")
-        with self._conn() as conn:
-            for start in range(0, len(rows), 5000):
-                conn.execute(stmt, rows[start : start + 5000])
+        batch = list({tuple(r[k] for k in keys): r for r in rows}.values())
+        _refuse_nul(table, batch)
+        ins = self._insert(table)
+        cols = [c.name for c in table.columns if not c.primary_key and c.name != "seq"]
+        stmt = ins.on_conflict_do_update(index_elements=keys,
+                                         set_={c: ins.excluded[c] for c in cols})
+        with self.transaction(), self._conn() as conn:
+            if "seq" in table.c:  # an update keeps the row's seq: it is not in ``set_``
+                top = conn.execute(sa.select(sa.func.max(table.c.seq))).scalar() or 0
+                batch = [{**r, "seq": top + k} for k, r in enumerate(batch, 1)]
+            self._write(conn, table, stmt, batch)
         return len(rows)
+
+    def _write(self, conn: Connection, table: sa.Table, stmt: sa.Executable,
+               rows: list[dict[str, Any]]) -> list[Any]:
+        """Execute ``stmt`` over ``rows`` in chunks; the first column of any rows it returns.
+        A JSON field with NaN or Infinity becomes a :class:`StoreError` naming the row."""
+        out: list[Any] = []
+        try:
+            for start in range(0, len(rows), 5000):
+                result = conn.execute(stmt, rows[start : start + 5000])
+                if result.returns_rows:
+                    out += result.scalars().all()
+        except (ValueError, sa.exc.StatementError) as exc:
+            problem = _non_json(table, rows)
+            if problem is None:
+                raise
+            raise StoreError(problem) from exc
+        return out
 
     # ---- writes -----------------------------------------------------------------------
     def upsert_items(self, items: Sequence[Item]) -> WriteResult:
@@ -200,28 +280,32 @@ class SqlStore:
         unique: dict[str, Event] = {}
         for ev in events:
             unique.setdefault(ev.id, ev)
+        rows = [
+            {
+                "id": ev.id,
+                "type": ev.type.value,
+                "user_id": ev.user_id,
+                "item_id": ev.item_id,
+                "query": ev.query,
+                "request_id": ev.request_id,
+                "position": ev.position,
+                "propensity": ev.propensity,
+                "value": ev.value,
+                "timestamp": ev.timestamp.timestamp(),
+                "context": ev.context,
+            }
+            for ev in unique.values()
+        ]
+        # Known ids are left out up front (cheap for a redelivered import); ones a concurrent
+        # delivery is writing are skipped by the database. The ids that come back were written.
+        stmt = (self._insert(events_t).on_conflict_do_nothing(index_elements=["id"])
+                .returning(events_t.c.id))
         with self.transaction(), self._conn() as conn:
             known = self._existing(conn, list(unique))
-            rows = [
-                {
-                    "id": ev.id,
-                    "type": ev.type.value,
-                    "user_id": ev.user_id,
-                    "item_id": ev.item_id,
-                    "query": ev.query,
-                    "request_id": ev.request_id,
-                    "position": ev.position,
-                    "propensity": ev.propensity,
-                    "value": ev.value,
-                    "timestamp": ev.timestamp.timestamp(),
-                    "context": ev.context,
-                }
-                for eid, ev in unique.items()
-                if eid not in known
-            ]
-            for start in range(0, len(rows), 5000):
-                conn.execute(events_t.insert(), rows[start : start + 5000])
-        return WriteResult(len(rows), len(events) - len(rows))
+            rows = [r for r in rows if r["id"] not in known]
+            _refuse_nul(events_t, rows)
+            written = len(self._write(conn, events_t, stmt, rows))
+        return WriteResult(written, len(events) - written)
 
     def set_meta(self, key: str, value: str) -> None:
         self._upsert(meta_t, [{"key": key, "value": value}])
@@ -256,7 +340,7 @@ class SqlStore:
         with self._conn() as conn:
             for start in range(0, len(ids), 900):
                 rows = conn.execute(
-                    sa.select(items_t).where(items_t.c.id.in_(ids[start : start + 900]))
+                    sa.select(*ITEM_COLUMNS).where(items_t.c.id.in_(ids[start : start + 900]))
                 ).mappings()
                 for r in rows:
                     out[r["id"]] = _item(dict(r))
@@ -337,14 +421,17 @@ class SqlStore:
         return pd.DataFrame(rows, columns=["user_id", "item_id", "type", "timestamp"])
 
     def items_frame(self) -> pd.DataFrame:
+        """The catalog in first-insertion order (training numbers items in this order)."""
+        q = sa.select(*ITEM_COLUMNS).order_by(items_t.c.seq, items_t.c.id)
         with self._conn() as conn:
-            rows = [dict(r) for r in conn.execute(sa.select(items_t)).mappings()]
-        cols = [c.name for c in items_t.columns]
-        return pd.DataFrame(rows, columns=cols)
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        return pd.DataFrame(rows, columns=[c.name for c in ITEM_COLUMNS])
 
     def list_promotions(self) -> list[Promotion]:
+        """Every promotion, in first-insertion order."""
+        q = sa.select(*PROMOTION_COLUMNS).order_by(promotions_t.c.seq, promotions_t.c.id)
         with self._conn() as conn:
-            rows = [dict(r) for r in conn.execute(sa.select(promotions_t)).mappings()]
+            rows = [dict(r) for r in conn.execute(q).mappings()]
         return [
             Promotion(id=r["id"], text=r["text"], rules=r["rules"], start=_dt(r["start"]),
                       end=_dt(r["end"]))
@@ -362,6 +449,37 @@ class SqlStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _column_names(inspector: sa.Inspector, table: str) -> set[str]:
+    return {c["name"] for c in inspector.get_columns(table)}
+
+
+def _row_name(table: sa.Table, row: dict[str, Any]) -> str:
+    return f"{table.name} {row.get('id', row.get('key'))!r}"
+
+
+def _refuse_nul(table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL text cannot hold U+0000, so no backend takes it (nothing is written)."""
+    cols = _TEXT_COLUMNS[table.name]
+    for row in rows:
+        for col in cols:
+            value = row.get(col)
+            if isinstance(value, str) and "\x00" in value:
+                raise StoreError(f"{_row_name(table, row)}: {col} contains a NUL character "
+                                 "(U+0000), which the store does not keep in text")
+
+
+def _non_json(table: sa.Table, rows: list[dict[str, Any]]) -> str | None:
+    """Which row and field hold a number JSON cannot write (after a failed write)."""
+    for row in rows:
+        for col in _JSON_COLUMNS[table.name]:
+            try:
+                _json_dumps(row.get(col))
+            except ValueError:
+                return (f"{_row_name(table, row)}: {col} holds NaN or Infinity, "
+                        "which JSON cannot store")
+    return None
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
