@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from shelfwise.bundle import TrainConfig
 from shelfwise.cli.common import ConfigOpt, SetOpt, StoreOpt, resolve_config
@@ -89,7 +90,7 @@ def register(app: typer.Typer) -> None:
         path: Annotated[Path | None, typer.Option(help="the preset's file or folder")] = None,
         models: Annotated[str | None, typer.Option(
             help="comma-separated generators (evaluate.models); 'feed' = the served blend, "
-            "'pipeline' = [train.pipeline]")] = None,
+            "'pipeline' = train.pipeline")] = None,
         split: Annotated[str | None, typer.Option(
             help="leave-last-out | temporal:<quantile> (evaluate.split)")] = None,
         validation: Annotated[bool | None, typer.Option(
@@ -131,7 +132,7 @@ def register(app: typer.Typer) -> None:
             records = evaluate(built, data, splitter, mets, dataset=dataset or name,
                                exclude_seen=ev.exclude_seen)
         except (ShelfwiseError, ValueError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from exc
         typer.echo(format_table(records))
         if out is not None:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import random
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from shelfwise.cli.common import StoreOpt, store_url
 from shelfwise.exceptions import ConfigError, ShelfwiseError
-from shelfwise.text.finetune import FinetuneConfig, finetune
 from shelfwise.text.pairs import (
     Evaluator,
     JudgedNDCGEvaluator,
@@ -30,6 +30,9 @@ from shelfwise.text.pairs import (
     read_pairs,
     split_by_anchor,
 )
+
+if TYPE_CHECKING:  # torch loads with it: only the finetune command imports it
+    from shelfwise.text.finetune import FinetuneConfig
 
 
 def read_judgements(path: Path) -> pd.DataFrame:
@@ -83,6 +86,8 @@ def gather(
 
 def build_config(path: Path | None, overrides: dict[str, Any]) -> FinetuneConfig:
     """``[finetune]`` of a TOML file (or the whole file), then the options given."""
+    from shelfwise.text.finetune import FinetuneConfig
+
     raw: dict[str, Any] = {}
     if path is not None:
         with path.open("rb") as fh:
@@ -149,11 +154,13 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"only {len(train)} training pair(s) from {source}")
             console.print(f"{len(train):,} pairs from {source}; {cfg.method}, "
                           f"{min(len(train), cfg.max_pairs or len(train)):,} used")
+            from shelfwise.text.finetune import finetune
+
             result = finetune(train, out, cfg, evaluator=evaluator, resume=resume,
                               max_seconds=max_minutes * 60 if max_minutes else None,
                               progress=True)
         except (ShelfwiseError, ValueError, OSError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from exc
         rate = f"{result.seconds:.0f} s, {result.pairs_per_second:.1f} pairs/s"
         if not result.finished:

@@ -11,6 +11,7 @@ import pandas as pd
 import typer
 from numpy.typing import NDArray
 from rich.console import Console
+from rich.markup import escape
 
 from shelfwise.exceptions import ConfigError, ShelfwiseError
 from shelfwise.policies import (
@@ -191,7 +192,7 @@ def register(app: typer.Typer) -> None:
                                     n_bootstrap=n_bootstrap, alpha=alpha, seed=seed,
                                     bootstrap="refit" if bootstrap == "refit" else "rows")
         except (ShelfwiseError, ValueError, OSError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from exc
         level = f"{100 * (1 - alpha):g}%"
         slots = f", {log.n_positions} slots" if pos is not None else ""

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
             "(serve.exploration.policy)")] = None,
     ) -> None:
         """Serve feeds, search, similar items, carts, promotions and event ingestion over HTTP
-        (docs at /docs), configured by the [storage] and [serve] sections."""
+        (docs at /docs), configured by the storage and serve sections of the config."""
         import uvicorn
 
         from shelfwise.serving.app import create_app

@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from shelfwise.cli.common import BundlesOpt, ConfigOpt, SetOpt, StoreOpt, resolve_config
 from shelfwise.exceptions import ShelfwiseError
@@ -19,9 +20,10 @@ def register(app: typer.Typer) -> None:
         store: StoreOpt = None,
         bundles: BundlesOpt = None,
     ) -> None:
-        """Fit the [train] section on every stored event and publish a new versioned bundle:
-        generators and tuned blend weights, the two-stage feed when configured, and, with
-        enough logged searches that led to clicks or purchases, the search ranker."""
+        """Fit the train section of the config on every stored event and publish a new
+        versioned bundle: generators and tuned blend weights, the two-stage feed when
+        configured, and, with enough logged searches that led to clicks or purchases, the
+        search ranker."""
         from shelfwise.bundle import train_bundle
         from shelfwise.data.loading import interactions_from_store, item_category_codes
         from shelfwise.storage import open_store
@@ -43,7 +45,7 @@ def register(app: typer.Typer) -> None:
             bundle = train_bundle(data, settings.storage.bundles, settings.train,
                                   item_categories=categories, store=opened)
         except ShelfwiseError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from exc
         m = bundle.manifest
         fits = ", ".join(f"{k} {v:.2f}s" for k, v in m.fit_seconds.items())
