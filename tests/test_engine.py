@@ -260,3 +260,19 @@ def test_the_rules_stage_drops_items_made_unavailable_after_scoring(tmp_path: Pa
                       exclude={"a1"})
         Rules(engine)(slate)
         assert [c.item_id for c in slate.items] == ["b1", "a2"]
+
+
+def test_the_search_index_is_built_at_start_and_health_says_when(tmp_path: Path) -> None:
+    import time
+
+    url, bundles = build(two_group_frame(), tmp_path)
+    client = TestClient(create_app(url, bundles))
+    deadline = time.monotonic() + 60
+    while not client.get("/health").json()["ready"].get("search_index"):
+        assert time.monotonic() < deadline, "the index was not built in the background"
+        time.sleep(0.05)
+    service = client.app.state.search  # type: ignore[attr-defined]
+    index = service._index
+    body = client.post("/v1/search", json={"query": "knife", "n": 1}).json()
+    assert body["items"][0]["item_id"] == "b1"
+    assert service._index is index, "the first search used the index built at start"

@@ -20,7 +20,6 @@ from shelfwise.bundle.bundle import Bundle, load_bundle
 from shelfwise.config import ShelfwiseConfig
 from shelfwise.data.schemas import Event, Item, Promotion, User
 from shelfwise.exceptions import InvalidRequestError
-from shelfwise.retrieval.semantic import Semantic
 from shelfwise.services.cart import CartService
 from shelfwise.services.exploration import FeedExplorer
 from shelfwise.services.impressions import ImpressionLog
@@ -76,14 +75,26 @@ class Engine:
         self.stage_names = {s: self.settings.stages.for_surface(s)
                             for s in ("feed", "similar", "search", "rerank", "cart")}
         self.stages = StageRunner(self, self.settings.stages)
-        sem = self.recommender.semantic
-        if sem is not None:  # load the query encoder now, off the request path
-            threading.Thread(target=_warm, args=(sem,), name="shelfwise-warm-encoder",
-                             daemon=True).start()
         self._subscribers: list[EventSubscriber] = []
         for sub in (self.recommender.observe, self.promotion_service.notify,
                     self.explorer.notify):
             self.subscribe(sub)
+        # build the search index and load the query encoder now, off the request path
+        threading.Thread(target=self._warm, name="shelfwise-warm", daemon=True).start()
+
+    def _warm(self) -> None:
+        try:
+            sem = self.recommender.semantic
+            if sem is not None:
+                warm_encoder(sem.encoder)
+            self.search_service.warm()
+        except Exception:  # the first search then says what is wrong
+            logger.exception("warming the search index failed")
+
+    @property
+    def ready(self) -> dict[str, bool]:
+        """What is loaded: the search index (and with it the query encoder, if any)."""
+        return {"search_index": self.search_service.ready}
 
     # ---- plumbing ------------------------------------------------------------------------
     @property
@@ -250,10 +261,3 @@ class Engine:
 def _explanation(c: Candidate) -> Explanation:
     return Explanation(reason=c.reason, source=c.source, parts=c.parts,
                        related_item=c.related_item, text=c.text)
-
-
-def _warm(semantic: Semantic) -> None:
-    try:
-        warm_encoder(semantic.encoder)
-    except Exception:  # the first search then says what is wrong
-        logger.exception("loading the semantic encoder failed")

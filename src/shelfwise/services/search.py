@@ -70,6 +70,16 @@ class SearchService:
         self._filter = CatalogFilter()
 
     # ---- index ---------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """True once the index covers the catalog (no search will have to build it)."""
+        return self._features is not None and self._built_for == len(self.rec.items)
+
+    def warm(self) -> None:
+        """Build (or grow) the index now, e.g. at server start, off the request path."""
+        with self._lock:
+            self._ensure_index()
+
     def _ensure_index(self) -> tuple[SearchIndex, FeatureBuilder]:
         """The index over every item the recommender knows: built on first use, grown in
         place for items posted since (no rebuild), rebuilt only when an item already indexed

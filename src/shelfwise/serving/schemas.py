@@ -182,10 +182,13 @@ class SearchResponse(_Body):
 
 
 class Health(_Body):
-    status: str
+    status: str = Field(description="ok when the server answers; see ready for warm-up")
     model_version: str
     store: str
     counts: dict[str, int]
+    ready: dict[str, bool] = Field(
+        default_factory=dict, description="parts warmed at start: search_index is true once "
+        "searches no longer pay for building the index")
 
 
 class ErrorBody(_Body):

@@ -13,4 +13,5 @@ router = APIRouter(tags=["system"])
 @router.get("/health", response_model=Health)
 def health(engine: EngineDep) -> Health:
     return Health(status="ok", model_version=engine.version,
-                  store=engine.store.url.split("://")[0], counts=engine.store.counts())
+                  store=engine.store.url.split("://")[0], counts=engine.store.counts(),
+                  ready=engine.ready)
