@@ -26,7 +26,6 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shelfwise.retrieval.blend import normalise_rows
 from shelfwise.services.recommender import Recommendation, RecommendationList
 from shelfwise.services.search import SearchResult
 
@@ -231,16 +230,24 @@ class Explain:
                            if c.reason == "explore" else {c.reason: c.score})
 
     def _blend_parts(self, items: Sequence[Candidate], history: NDArray[np.int64]) -> None:
+        """Each part as the blend's ``normalise_rows`` scales it (non-finite and
+        padded entries count as 0), from the row's range alone: no full-row copy."""
         rec = self.rec
+        n = rec.blend.n_items_
         idx = rec.items.indices([c.item_id for c in items])
         for name, _gen, weight in rec.blend.parts:
-            row = rec.generator_scores(name, history)
-            full = np.zeros(rec.blend.n_items_, np.float32)
-            full[: row.shape[0]] = row[: rec.blend.n_items_]
-            norm = normalise_rows(full[None, :])[0]
+            row = rec.generator_scores(name, history)[:n]
+            finite = np.isfinite(row)
+            lo = float(row.min(where=finite, initial=np.inf))
+            hi = float(row.max(where=finite, initial=-np.inf))
+            if row.shape[0] < n or not finite.all():  # those entries are 0 in the blend
+                lo, hi = min(lo, 0.0), max(hi, 0.0)
+            span = hi - lo
             for c, k in zip(items, idx, strict=True):
-                if 0 <= k < norm.shape[0]:
-                    c.parts[name] = round(float(weight * norm[k]), 6)
+                if 0 <= k < n:
+                    value = float(row[k]) if k < row.shape[0] and finite[k] else 0.0
+                    part = (value - lo) / span if span > 0 else 0.0
+                    c.parts[name] = round(float(weight * np.float32(part)), 6)
 
 
 class LogImpressions:
