@@ -72,8 +72,6 @@ class Engine:
                                                   self.settings.promotions)
         self.explorer = FeedExplorer(self.store, self.recommender, self.settings.exploration)
         self.impressions = ImpressionLog(self.store, self.settings.impressions)
-        self.stage_names = {s: self.settings.stages.for_surface(s)
-                            for s in ("feed", "similar", "search", "rerank", "cart")}
         self.stages = StageRunner(self, self.settings.stages)
         self._subscribers: list[EventSubscriber] = []
         for sub in (self.recommender.observe, self.promotion_service.notify,
@@ -131,7 +129,7 @@ class Engine:
     def feed(self, user_id: str, n: int = 10, *, exclude_seen: bool = True,
              explore: int | None = None) -> FeedResponse:
         """The user's feed (a user id never seen is a cold start: popular items)."""
-        k = self.explorer.slots_for(n, explore) if "explore" in self.stage_names["feed"] else 0
+        k = self.explorer.slots_for(n, explore) if "explore" in self.settings.stages.feed else 0
         slate = self._run(Slate("feed", uuid.uuid4().hex, n, [], user_id=user_id,
                                 explore_slots=k, exclude_seen=exclude_seen))
         return FeedResponse(request_id=slate.request_id, model_version=self.version,

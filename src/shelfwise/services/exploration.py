@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -194,19 +193,6 @@ class FeedExplorer:
         if not self.sources:
             return 0
         return max(0, min(n, self.config.slots if slots is None else slots))
-
-    def feed(self, user_id: str, n: int = 10, *, slots: int | None = None,
-             exclude_seen: bool = True) -> tuple[str, RecommendationList]:
-        """The user's feed with ``slots`` (default: the configured number) exploration items,
-        each decision logged before the list is returned; also the ``request_id`` to cite."""
-        request_id = uuid.uuid4().hex
-        k = self.slots_for(n, slots)
-        if k <= 0:
-            return request_id, self.rec.feed(user_id, n, exclude_seen=exclude_seen)
-        base = self.rec.feed(user_id, n - k, exclude_seen=exclude_seen) if n > k else \
-            RecommendationList([], history_length=len(self.rec.history(user_id)))
-        return request_id, self.explore(request_id, user_id, base, k,
-                                        exclude_seen=exclude_seen)
 
     def explore(self, request_id: str, user_id: str, base: RecommendationList, k: int, *,
                 exclude_seen: bool = True) -> RecommendationList:
