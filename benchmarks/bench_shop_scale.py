@@ -97,8 +97,12 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, An
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     load0, t = load1(), time.perf_counter()
     with log.open("w") as fh:
-        rc = subprocess.run(full, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                            check=False).returncode
+        proc = subprocess.Popen(full, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        tree_peak = 0.0
+        while proc.poll() is None:  # the sum over the process tree (embedding workers too)
+            tree_peak = max(tree_peak, tree_rss_mb(proc.pid))
+            time.sleep(0.2)
+        rc = proc.returncode
     seconds = time.perf_counter() - t
     if rc:
         raise SystemExit(f"{' '.join(cmd)} exited with {rc}; last lines of {log}:\n{tail(log)}")
@@ -108,7 +112,25 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, An
         after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         kb = float(after) if after > before else None
     return {"seconds": round(seconds, 2), "peak_rss_mb": None if kb is None else
-            round(kb / 1024, 1), "load": [load0, load1()]}
+            round(kb / 1024, 1), "peak_tree_rss_mb": round(tree_peak, 1),
+            "load": [load0, load1()]}
+
+
+def tree_rss_mb(pid: int) -> float:
+    """VmRSS summed over ``pid`` and all its descendants (0 for processes already gone)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+        todo += [int(k) for k in kids]
+    return total / 1024
 
 
 class Server:
@@ -139,12 +161,14 @@ class Server:
         raise SystemExit(f"server did not answer /health within {timeout:.0f} s; see {self.log}")
 
     def memory_mb(self) -> dict[str, float]:
-        """VmRSS (now) and VmHWM (peak) of the server process."""
+        """VmRSS (now) and VmHWM (peak) of the server process, and ``tree``: VmRSS summed
+        over it and its workers (what several uvicorn workers hold together)."""
         out = {}
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             key, _, value = line.partition(":")
             if key in ("VmRSS", "VmHWM"):
                 out[key] = round(int(value.split()[0]) / 1024, 1)
+        out["tree"] = round(tree_rss_mb(self.proc.pid), 1)
         return out
 
     def stop(self) -> None:
@@ -369,6 +393,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--load-seconds", type=float, default=60.0)
     ap.add_argument("--phase-seconds", type=float, default=120.0, help="cap per 1-client kind")
     ap.add_argument("--event-batches", type=int, default=None, help="of 100 events (100)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="uvicorn workers of the measured server (default: cores); the feed "
+                    "load is also measured with 1 worker when this is more")
     ap.add_argument("--serve-baseline", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -453,11 +480,13 @@ def main() -> None:
             "fit_seconds": fits, "bundle_skipped": manifest.get("skipped", {}),
             "blend_weights": manifest.get("blend_weights", {})}
     rec["load"]["train"] = train["load"]
-    threads = int(env.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    threads = int(env.get("SHELFWISE_EMBED_WORKERS") or os.cpu_count() or 1)
+    rec["train_peak_tree_rss_mb"] = train["peak_tree_rss_mb"]
     if fits.get("semantic"):
         rec["embed_titles_per_s_per_core"] = round(args.items / fits["semantic"] / threads, 1)
-        notes.append(f"embed rate = items / fit_seconds['semantic'] / {threads} threads (torch "
-                     "default); includes loading the encoder and centring; "
+        notes.append(f"embed rate = items / fit_seconds['semantic'] / {threads} embedding "
+                     "processes (one single-threaded process per core); includes starting "
+                     "them, loading the encoder and centring; "
                      + ("shared (warm) embedding cache" if args.warm_cache else
                         "cold embedding cache"))
     else:
@@ -471,20 +500,22 @@ def main() -> None:
     server_env = {**env, **SERVER_ENV}
     latency: dict[str, Any] = {}
     port = free_port()
-    server = Server([sw, "serve", "--store", url, "--bundles", str(work / "bundles"),
-                     "--host", "127.0.0.1", "--port", str(port), *cfg_args],
+    serve_cmd = [sw, "serve", "--store", url, "--bundles", str(work / "bundles"),
+                 "--host", "127.0.0.1", *cfg_args]
+    rec["workers"] = args.workers
+    server = Server([*serve_cmd, "--port", str(port), "--workers", str(args.workers)],
                     server_env, work / "serve.log", port)
     try:
         start_s, health = server.wait_health(300)
         rec["server_start_s"] = round(start_s, 2)
-        rec["server_rss_at_health_mb"] = server.memory_mb()["VmRSS"]
+        rec["server_rss_at_health_mb"] = server.memory_mb()["tree"]
         rec["load"]["server_start"] = load1()
         t = time.perf_counter()
         r = httpx.post(f"{server.base}/v1/search", json={"query": queries[0], "n": FEED_N},
                        timeout=120)
         rec["first_search_ms"] = round(1000 * (time.perf_counter() - t), 1)
         rec["first_search_status"] = r.status_code
-        rec["server_rss_before_load_mb"] = server.memory_mb()["VmRSS"]
+        rec["server_rss_before_load_mb"] = server.memory_mb()["tree"]
         print(f"serve: /health after {start_s:.1f} s, first search {rec['first_search_ms']} ms",
               flush=True)
         for kind, lst in reqs.items():
@@ -500,7 +531,7 @@ def main() -> None:
         print(f"  POST /v1/events: {ev_stats['events_per_s']} events/s, {fmt(ev_stats)}",
               flush=True)
         mem = server.memory_mb()
-        rec["server_rss_mb"], rec["server_peak_rss_mb"] = mem["VmRSS"], mem["VmHWM"]
+        rec["server_rss_mb"], rec["server_peak_rss_mb"] = mem["tree"], mem["VmHWM"]
         rec["health_counts_end"] = httpx.get(f"{server.base}/health", timeout=30).json()[
             "counts"]
         rec["model_version"] = health.get("model_version")
@@ -508,6 +539,22 @@ def main() -> None:
         server.stop()
     rec["events_posted"] = len(sent)
     rec["events_missing"] = verify_events(url, sent)
+    if args.workers > 1:  # the serving model, chosen by measurement: 1 worker, same load
+        port1 = free_port()
+        single = Server([*serve_cmd, "--port", str(port1), "--workers", "1"], server_env,
+                        work / "serve_1worker.log", port1)
+        try:
+            single.wait_health(300)
+            for c in (1, 32):
+                latency[f"feed_known_{c}_1worker"] = drive(
+                    single.base, reqs["feed_known"], c,
+                    args.requests if c == 1 else args.load_requests,
+                    args.phase_seconds if c == 1 else args.load_seconds)
+                print(f"  1 worker, feed at {c} clients: "
+                      f"{fmt(latency[f'feed_known_{c}_1worker'])}", flush=True)
+            rec["server_rss_1worker_mb"] = single.memory_mb()["tree"]
+        finally:
+            single.stop()
 
     bl_port = free_port()
     baseline = Server([sys.executable, "-m", "benchmarks.bench_shop_scale", "--serve-baseline",
@@ -540,6 +587,9 @@ def main() -> None:
         "ratio_feed_p99_1": ratio(one["p99_ms"], bl1["p99_ms"]),
         "ratio_feed_rps_32": ratio(c32["rps"], bl32["rps"]),
         "ratio_feed_p99_32": ratio(c32["p99_ms"], bl32["p99_ms"]),
+        "feed_rps_32_1worker": latency.get("feed_known_32_1worker", {}).get("rps"),
+        "feed_p99_ms_32_1worker": latency.get("feed_known_32_1worker", {}).get("p99_ms"),
+        "feed_p99_ms_1_1worker": latency.get("feed_known_1_1worker", {}).get("p99_ms"),
         "latency": latency, "notes": notes, "machine": machine_info(),
         "config": config.read_text() if config else "built-in defaults",
         "protocol": PROTOCOL,
@@ -554,8 +604,10 @@ def main() -> None:
 
 PROTOCOL = (
     "shop from shop_scale_data (seeded); CLI import/train as subprocesses (wall time incl. "
-    "interpreter start, peak RSS from /usr/bin/time); `shelfwise serve` and the baseline on "
-    "127.0.0.1, one uvicorn worker each, OMP/OPENBLAS/MKL_NUM_THREADS=1; one asyncio+httpx "
+    "interpreter start, peak RSS from /usr/bin/time, peak_tree_rss the sum over the process "
+    "tree sampled every 0.2 s); `shelfwise serve` with --workers uvicorn workers (server RSS "
+    "summed over them) and the baseline (one worker) on "
+    "127.0.0.1, OMP/OPENBLAS/MKL_NUM_THREADS=1; one asyncio+httpx "
     "client process on the same machine; 10 warm-up requests per phase; n=10; feed users "
     "drawn uniformly from users with events, similar/events items drawn by event frequency; "
     "baseline = implicit ALS (64 factors, 15 iterations, type weights 1/1/2/3) behind a bare "
@@ -568,12 +620,13 @@ def fmt(s: dict[str, Any]) -> str:
 
 
 def save(rec: dict[str, Any], *, smoke: bool) -> Path:
-    """Replace the record of the same ``items`` scale in the results file, keep the others."""
+    """Replace the record of the same scale, store and semantic setting; keep the others."""
     path = RESULTS / ("shop_scale_smoke.json" if smoke else "shop_scale.json")
     RESULTS.mkdir(parents=True, exist_ok=True)
     runs = json.loads(path.read_text()).get("runs", []) if path.exists() else []
-    runs = sorted([r for r in runs if r.get("items") != rec["items"]] + [rec],
-                  key=lambda r: int(r["items"]))
+    key = ("items", "store", "semantic")  # a run replaces only its own kind of record
+    runs = sorted([r for r in runs if any(r.get(k) != rec[k] for k in key)] + [rec],
+                  key=lambda r: (int(r["items"]), str(r["store"])))
     path.write_text(json.dumps({"machine": machine_info(), "runs": runs}, indent=2,
                                default=str))
     return path

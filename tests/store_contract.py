@@ -17,15 +17,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
-from shelfwise.data.schemas import Event, EventType, Item, Promotion, User
+from shelfwise.data.schemas import INTERACTION_TYPES, Event, EventType, Item, Promotion, User
 from shelfwise.exceptions import StoreError
-from shelfwise.storage import Store, WriteResult, open_store
+from shelfwise.storage import ApiKey, SqlStore, Store, WriteResult, open_store
+from shelfwise.storage import sql as sql_store
+from shelfwise.storage.base import user_hash
 
 StoreFactory = Callable[[], Store]
 
@@ -59,6 +63,22 @@ def full_item(item_id: str = "i1") -> Item:
 
 def ids(events: list[Event]) -> list[str]:
     return [e.id for e in events]
+
+
+def rows_naming(store: Store, text: str) -> dict[str, int]:
+    """Rows of EVERY table in the database (reflected, so a table added later counts too) with
+    ``text`` in any column, per table."""
+    assert isinstance(store, SqlStore)
+    found = sa.MetaData()
+    found.reflect(store.engine)
+    assert set(sql_store.metadata.tables) <= set(found.tables)
+    out = {}
+    with store.engine.connect() as conn:
+        for table in found.sorted_tables:
+            n = sum(any(text in str(v) for v in row) for row in conn.execute(sa.select(table)))
+            if n:
+                out[table.name] = n
+    return out
 
 
 class StoreContract:
@@ -305,6 +325,22 @@ class StoreContract:
         assert ids(store.user_events("u2")) == ["other"]
         assert store.user_events("nobody") == []
 
+    def test_interaction_items_match_user_events(self, store: Store) -> None:
+        """The feed's history read: interactions only (not impressions or searches), oldest
+        first, ties in arrival order, the last ``limit``."""
+        store.add_events([
+            ev("a", t=5, item="i1"), ev("imp", t=6, item="i9", type=EventType.IMPRESSION),
+            ev("b", t=5, item="i2", type=PURCHASE), ev("c", t=1, item="i3", type=VIEW),
+            ev("s", t=7, item=None, type=EventType.SEARCH, query="tea"),
+            ev("d", t=9, item="i4", type=EventType.CART), ev("x", user="u2", t=3, item="i5"),
+        ])
+        inter = sorted(INTERACTION_TYPES)
+        want = [e.item_id for e in store.user_events("u1", types=inter)]
+        assert want == ["i3", "i1", "i2", "i4"]
+        assert store.interaction_items("u1") == want
+        assert store.interaction_items("u1", limit=2) == ["i2", "i4"]
+        assert store.interaction_items("nobody") == []
+
     def test_user_events_equal_timestamps_keep_arrival_order(self, store: Store) -> None:
         store.add_events([ev("c", t=5), ev("a", t=5), ev("b", t=5), ev("z", t=1)])
         store.add_events([ev("y", t=5)])
@@ -527,6 +563,141 @@ class StoreContract:
                 store.add_events([ev("e1")])
                 raise Boom
         assert store.counts()["items"] == 0 and store.counts()["events"] == 0
+
+    # ---- API keys ----------------------------------------------------------------------
+    KEY_A = ApiKey(id="k1", name="店铺 storefront", scope="read", key_hash="a" * 64, hint="Ab_9",
+                   created_at=T0)
+    KEY_B = ApiKey(id="k2", name="", scope="admin", key_hash="b" * 64, hint="z-zz",
+                   created_at=T0 + timedelta(seconds=1))
+
+    def test_api_keys_found_by_hash_listed_in_creation_order_and_revoked(
+        self, store: Store
+    ) -> None:
+        a, b = self.KEY_A, self.KEY_B
+        assert store.list_api_keys() == [] and store.api_key(a.key_hash) is None
+        store.add_api_key(b)
+        store.add_api_key(a)
+        assert store.api_key(a.key_hash) == a and store.api_key("A" * 64) is None
+        assert store.list_api_keys() == [a, b]
+        before = datetime.now(UTC) - timedelta(milliseconds=1)
+        revoked = store.revoke_api_key("k1")
+        assert revoked is not None and revoked.revoked_at is not None
+        assert before <= revoked.revoked_at <= datetime.now(UTC) + timedelta(milliseconds=1)
+        assert revoked == replace(a, revoked_at=revoked.revoked_at)
+        assert store.revoke_api_key("k1") is None, "a revoked key stays revoked"
+        assert store.revoke_api_key("nope") is None
+        assert store.list_api_keys() == [b]
+        assert store.list_api_keys(revoked=True) == [revoked, b]
+        assert store.api_key(a.key_hash) == revoked, "found, and marked revoked"
+        assert store.counts() == {"items": 0, "users": 0, "events": 0, "promotions": 0}
+
+    def test_api_key_id_or_hash_stored_twice_is_refused(self, store: Store) -> None:
+        store.add_api_key(self.KEY_A)
+        with pytest.raises(StoreError, match="'k1'"):
+            store.add_api_key(replace(self.KEY_A, key_hash="c" * 64))
+        with pytest.raises(StoreError, match="'k9'"):
+            store.add_api_key(replace(self.KEY_A, id="k9"))
+        assert store.list_api_keys() == [self.KEY_A]
+
+    def test_api_keys_are_shared_by_handles_and_survive_reopen(
+        self, store: Store, reopened: list[Store]
+    ) -> None:
+        store.add_api_key(self.KEY_A)
+        other = self.reopen(store, reopened)  # another worker on the same database
+        assert other.api_key(self.KEY_A.key_hash) == self.KEY_A
+        assert other.revoke_api_key("k1") is not None
+        assert store.list_api_keys() == []
+        store.close()
+        assert self.reopen(store, reopened).list_api_keys(revoked=True)[0].revoked_at
+
+    # ---- forgetting a user, retention ----------------------------------------------------
+    def naming(self, store: Store, text: str) -> dict[str, int]:
+        """:func:`rows_naming`; override for a backend that is not SQL."""
+        return rows_naming(store, text)
+
+    def test_forget_user_deletes_every_row_naming_them(self, store: Store) -> None:
+        gone, kept = "forget-me-7", "keep-me-8"
+        store.upsert_users([User(id=gone, attributes={"城市": "北京"}), User(id=kept)])
+        store.add_events([
+            ev("g1", gone, t=1, type=VIEW), ev("g2", gone, t=2, request_id="r1"),
+            ev("g3", gone, t=3, type=PURCHASE),
+            ev("g4", gone, None, t=4, type=EventType.SEARCH, query="耳机", request_id="r1"),
+            ev("g5", gone, t=5, type=EventType.IMPRESSION, request_id="r1", position=0),
+            ev("g6", gone, None, t=6, type=EventType.PROMOTION_SHOWN, request_id="r2",
+               context={"promotion_id": "p1", "x": [1.0]}),
+            ev("k1", kept, t=1), ev("k2", kept, t=7, type=EventType.IMPRESSION)])
+        assert self.naming(store, gone) == {"events": 6, "users": 1}
+        before = datetime.now(UTC)
+        done = store.forget_user(gone)
+        assert done.rows == {"events": 6, "users": 1}
+        assert done.events == {"click": 1, "impression": 1, "promotion_shown": 1,
+                               "purchase": 1, "search": 1, "view": 1}
+        assert self.naming(store, gone) == {}
+        assert store.get_user(gone) is None and store.user_events(gone) == []
+        assert store.counts() == {"items": 0, "users": 1, "events": 2, "promotions": 0}
+        assert ids(store.user_events(kept)) == ["k1", "k2"] and store.get_user(kept)
+        [tomb] = store.tombstones()
+        assert tomb.user_hash == user_hash(gone) and tomb.seq >= 1
+        assert before <= tomb.forgotten_at <= datetime.now(UTC)
+        assert store.forget_user("never-seen").rows == {"events": 0, "users": 0}
+        assert [t.user_hash for t in store.tombstones(tomb.seq)] == [user_hash("never-seen")]
+
+    def test_forgotten_users_events_from_before_are_refused_later_ones_kept(
+        self, store: Store, reopened: list[Store]
+    ) -> None:
+        store.add_events([ev("g1", "gone")])
+        store.forget_user("gone")
+        other = self.reopen(store, reopened)  # another worker's queue, a late redelivery
+        later = Event(id="g3", type=CLICK, user_id="gone", item_id="i1",
+                      timestamp=datetime.now(UTC) + timedelta(minutes=1))
+        assert other.add_events([ev("g1", "gone"), ev("g2", "gone", t=5), later,
+                                 ev("k1", "kept")]) == WriteResult(2, 2)
+        assert ids(store.user_events("gone")) == ["g3"] and ids(store.user_events("kept"))
+        first = store.tombstones()[0].seq
+        store.forget_user("gone")  # again: a newer tombstone replaces the first
+        assert [t.seq > first for t in store.tombstones()] == [True]
+        assert store.user_events("gone") == []
+
+    def test_forget_user_rolls_back_with_its_transaction(self, store: Store) -> None:
+        store.upsert_users([User(id="gone")])
+        store.add_events([ev("g1", "gone")])
+        with pytest.raises(Boom), store.transaction():
+            store.forget_user("gone")
+            raise Boom
+        assert ids(store.user_events("gone")) == ["g1"] and store.get_user("gone")
+        assert store.tombstones() == []
+
+    def test_forget_racing_writers_leaves_nothing_stamped_before_it(
+        self, store: Store, reopened: list[Store]
+    ) -> None:
+        handles = [self.reopen(store, reopened) for _ in range(3)]
+        stop = threading.Event()
+
+        def write(k: int, handle: Store) -> int:
+            n = 0
+            while not stop.is_set() or n < 5:
+                handle.add_events([ev(f"w{k}-{n}", "gone", t=n)])  # all before the erasure
+                n += 1
+            return n
+
+        with ThreadPoolExecutor(len(handles)) as pool:
+            futures = [pool.submit(write, k, h) for k, h in enumerate(handles)]
+            time.sleep(0.2)
+            store.forget_user("gone")
+            time.sleep(0.2)
+            stop.set()
+            assert all(f.result() >= 5 for f in futures)
+        assert store.user_events("gone") == []
+
+    def test_drop_events_before_deletes_old_events_and_tombstones(self, store: Store) -> None:
+        store.add_events([ev("old", t=0), ev("edge", t=10), ev("new", "u2", t=20)])
+        store.forget_user("u9")
+        assert store.drop_events_before(T0 + timedelta(seconds=10)) == 1
+        assert [e.id for b in store.iter_events() for e in b] == ["edge", "new"]
+        assert len(store.tombstones()) == 1, "a tombstone newer than the cutoff stays"
+        assert store.drop_events_before(datetime.now(UTC) + timedelta(seconds=1)) == 2
+        assert store.counts()["events"] == 0 and store.tombstones() == []
+        assert store.drop_events_before(T0) == 0
 
     # ---- durability --------------------------------------------------------------------
     def test_data_survives_close_and_reopen(self, store: Store, reopened: list[Store]) -> None:

@@ -79,3 +79,20 @@ def test_more_promotions_than_the_bandit_tells_apart_still_answer(tmp_path: Path
         body = client.post(f"/v1/users/{user}/promotions", json={"n": 5})
         assert body.status_code == 200, body.text
         assert len(body.json()["promotions"]) == 3
+
+
+def test_a_session_id_too_long_for_its_impression_user_id_is_refused(client: TestClient
+                                                                      ) -> None:
+    """Found by schemathesis: a 256-character session id passed validation, then its
+    impressions (user 'anon:<session_id>', 261 characters) failed to build: a 500."""
+    longest, too_long = "s" * 251, "s" * 252
+    for session, status in ((longest, 200), (too_long, 422)):
+        r = client.get("/v1/items/a1/similar", params={"session_id": session})
+        assert r.status_code == status and (status == 200 or "session_id" in r.text), r.text
+        r = client.post("/v1/search", json={"query": "knife", "session_id": session})
+        assert r.status_code == status and (status == 200 or "session_id" in r.text), r.text
+        r = client.post("/v1/rerank", json={"query": "knife", "items": ["b1"],
+                                            "session_id": session})
+        assert r.status_code == status, r.text
+        r = client.post("/v1/cart/recommend", json={"items": ["b1"], "session_id": session})
+        assert r.status_code == status, r.text

@@ -72,3 +72,65 @@ def test_events_then_feed_over_http(server: str, store_url: str) -> None:
     finally:
         engine.dispose()
     assert n == 2
+
+
+def _serve(store_url: str, bundles: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shelfwise", "serve", "--store", store_url, "--bundles",
+         str(bundles), "--host", "127.0.0.1", "--port", str(port), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
+    base = f"http://127.0.0.1:{port}"
+    wait_for_health(base, proc, 90, lambda: proc.stdout.read().decode() if proc.stdout else "")
+    return proc, base
+
+
+def test_an_event_posted_to_one_worker_changes_the_feed_on_every_other(
+        pg_url: str, tmp_path: Path) -> None:
+    """Several server processes share one PostgreSQL store: once one of them acknowledged a
+    user's events, the next feed of that user from any process reflects them. Two separate
+    servers (each request goes to a known one), then one server with two uvicorn workers
+    (each request to whichever worker the kernel picks: every answer must be fresh)."""
+    store = store_from_frame(two_group_frame(), pg_url)
+    train_bundle(interactions_from_store(store), tmp_path / "bundles")
+    store.close()
+    procs = []
+    try:
+        a, base_a = _serve(pg_url, tmp_path / "bundles")
+        procs.append(a)
+        b, base_b = _serve(pg_url, tmp_path / "bundles")
+        procs.append(b)
+        with httpx.Client(timeout=10) as http:
+            for url in (base_a, base_b):  # both serve (and would cache) the cold list first
+                assert http.get(f"{url}/v1/users/shopper/feed").json()["cold_start"]
+            events = [{"id": "s1", "type": "view", "user_id": "shopper", "item_id": "a1"},
+                      {"id": "s2", "type": "click", "user_id": "shopper", "item_id": "a2"}]
+            assert http.post(f"{base_a}/v1/events", json={"events": events}).json()[
+                "accepted"] == 2
+            feed = http.get(f"{base_b}/v1/users/shopper/feed", params={"n": 2}).json()
+            assert not feed["cold_start"] and feed["items"][0]["item_id"] == "a3"
+            profile = http.get(f"{base_b}/v1/users/shopper/profile").json()
+            assert profile["history_length"] == 2
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=20)
+        procs.clear()
+        w, base_w = _serve(pg_url, tmp_path / "bundles", "--workers", "2")
+        procs.append(w)
+        with httpx.Client(timeout=10) as http:
+            for k in range(3):
+                user = f"multi{k}"
+                assert http.get(f"{base_w}/v1/users/{user}/feed").json()["cold_start"]
+                ev = [{"id": f"m{k}", "type": "view", "user_id": user, "item_id": "a1"}]
+                assert http.post(f"{base_w}/v1/events", json={"events": ev}).json()[
+                    "accepted"] == 1
+                for _ in range(6):  # new connections: both workers answer some of them
+                    with httpx.Client(timeout=10) as fresh:
+                        feed = fresh.get(f"{base_w}/v1/users/{user}/feed").json()
+                        seen = fresh.get(f"{base_w}/v1/users/{user}/profile").json()
+                    assert not feed["cold_start"] and seen["history_length"] == 1
+                    assert "a1" not in [i["item_id"] for i in feed["items"]]
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=20)

@@ -135,3 +135,26 @@ def test_a_lazy_encoder_behind_the_cache_loads_only_on_a_miss(tmp_path: Path) ->
     wrong = LazyEncoder(make, "fixed/v2", 3)
     with pytest.raises(ConfigError, match="expected fixed/v2"):
         wrong.encode_items(["x"])
+
+
+def test_worker_processes_fill_the_cache_with_the_same_vectors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large uncached catalog is embedded by spawned worker processes into the shared cache;
+    the generator then reads every vector from it (no model load in the parent), and the
+    vectors equal an in-process encode (int8 per-token quantisation: batch-mates change only
+    rounding)."""
+    from shelfwise.retrieval import text_items
+    from shelfwise.retrieval.semantic import Semantic
+
+    monkeypatch.setenv("SHELFWISE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SHELFWISE_EMBED_WORKERS", "2")
+    monkeypatch.setattr(text_items, "PARALLEL_MIN_TEXTS", 10)
+    monkeypatch.setattr(text_items, "_ENCODERS", {})
+    texts = [f"{w} 第{k}号 item {k}" for k, w in enumerate(["tea", "茶叶", "socks", "袜子"] * 6)]
+    gen = Semantic()
+    assert text_items.prefill_cache(gen.encoder, "e5", texts) == len(texts)
+    assert not gen.encoder.encoder.loaded  # type: ignore[attr-defined]
+    vectors = gen.embed(texts)
+    assert gen.encoder.misses == 0  # type: ignore[attr-defined]
+    direct = get_encoder("e5", cache=False).encode_items(texts)
+    assert float((vectors * direct).sum(1).min()) > 0.999

@@ -18,7 +18,9 @@ def open(store: str | None = None, bundle: Path | str | None = None, *,
          config: ShelfwiseConfig | Path | str | None = None) -> Engine:
     """The engine over ``store`` (a URL) and ``bundle`` (a bundle or bundles directory), as
     the server runs it: ``engine.feed(user)``, ``engine.search(query, user_id=...)``,
-    ``engine.similar(item)``, ``engine.cart(items)``, ``engine.track(events)``. ``config`` is a
+    ``engine.similar(item)``, ``engine.cart(items)``, ``engine.track(events)``,
+    ``engine.forget_user(user)``; user ids are your own (pseudonymized inside when
+    ``[privacy] pseudonymize`` is on). ``config`` is a
     :class:`~shelfwise.config.ShelfwiseConfig` or the path of its TOML; close the engine (or
     use it in a ``with`` block) to store its queued impressions."""
     from shelfwise.config import ShelfwiseConfig, load_config

@@ -17,12 +17,22 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from shelfwise.apikeys import AuthConfig
 from shelfwise.bundle.config import TrainConfig
 from shelfwise.exceptions import ConfigError
+from shelfwise.privacy.pseudonym import MIN_SECRET, Pseudonymizer
 from shelfwise.search.index import SearchConfig
 from shelfwise.services.cart import CartConfig
 from shelfwise.services.exploration import ExplorationConfig
@@ -49,6 +59,47 @@ class StorageConfig(_Section):
     bundles: Path = Field(default=Path("var/bundles"),
                           description="bundles directory: train writes a version, serve "
                           "loads LATEST")
+    retention_days: float | None = Field(
+        default=None, gt=0, description="drop events older than this many days (at server "
+        "start, then every retention_every_minutes, and by `shelfwise retention apply`); "
+        "None keeps them")
+    retention_every_minutes: float = Field(default=60.0, gt=0,
+                                           description="how often a server applies retention")
+
+
+class PrivacyConfig(_Section):
+    """Pseudonymized user ids, how fast every server learns of a forgotten user, and PII
+    scrubbing of stored free text."""
+
+    pseudonymize: bool = Field(default=False, description="store a keyed hash (HMAC-SHA256) of "
+                               "every user id instead of the id")
+    secret: SecretStr | None = Field(default=None, description="the HMAC key (16+ characters); "
+                                     "better from SHELFWISE_PRIVACY__SECRET than the file")
+    sync_seconds: float = Field(default=1.0, ge=0, description="a server checks the store for "
+                                "users forgotten elsewhere (another worker, the CLI) at most "
+                                "this often; 0 = on every request")
+    scrub_pii: bool = Field(default=True, description="mask phone numbers, e-mails, card and "
+                            "ID-card numbers in search queries, event context and user "
+                            "attributes before they are stored (shelfwise.privacy.scrub)")
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) else value  # env "1234..." parses
+
+    @model_validator(mode="after")
+    def _needs_secret(self) -> Self:
+        if self.pseudonymize and (self.secret is None or len(self.secret.get_secret_value())
+                                  < MIN_SECRET):
+            raise ValueError(f"pseudonymize = true needs a secret of at least {MIN_SECRET} "
+                             "characters: set privacy.secret or SHELFWISE_PRIVACY__SECRET")
+        return self
+
+    def pseudonymizer(self) -> Pseudonymizer | None:
+        """The id mapping when pseudonymization is on, else None."""
+        if not self.pseudonymize or self.secret is None:
+            return None
+        return Pseudonymizer(self.secret.get_secret_value())
 
 
 class LimitsConfig(_Section):
@@ -57,7 +108,22 @@ class LimitsConfig(_Section):
     max_results: int = Field(default=500, ge=1, le=10_000, description="largest n per list")
     history_length: int = Field(default=200, ge=1,
                                 description="most recent interactions read per user")
-    user_cache: int = Field(default=100_000, ge=0, description="users whose history is cached")
+    user_cache: int = Field(default=0, ge=0, description="users whose history is cached in "
+                            "memory; only for a single server process that receives all events "
+                            "(another server's events would not be seen): 0 reads each history "
+                            "from the store (one indexed query)")
+
+
+class MonitoringConfig(_Section):
+    """``GET /metrics`` (Prometheus) and the JSON request log (``shelfwise.serving.metrics``)."""
+
+    metrics: bool = Field(default=True, description="serve /metrics (admin scope) and count "
+                          "every request")
+    request_log: bool = Field(default=True, description="one JSON line per request on stderr "
+                              "(time, method, route, status, duration_ms, request_id)")
+    sync_seconds: float = Field(default=5.0, gt=0, le=300, description="how often a serving "
+                                "process copies its gauges (queue depth, bundle age, caches) "
+                                "into the metrics between scrapes")
 
 
 class ServeConfig(_Section):
@@ -65,6 +131,8 @@ class ServeConfig(_Section):
 
     host: str = Field(default="127.0.0.1", description="bind address (loopback by default)")
     port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64, description="server processes on the port, "
+                         "each with the bundle loaded, sharing the store (one per core)")
     exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
     promotions: PromotionsConfig = Field(default_factory=PromotionsConfig)
     cart: CartConfig = Field(default_factory=CartConfig)
@@ -72,6 +140,8 @@ class ServeConfig(_Section):
     impressions: ImpressionsConfig = Field(default_factory=ImpressionsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
 
 class EvaluateConfig(_Section):
@@ -96,6 +166,7 @@ class ShelfwiseConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     def bundle_hash(self) -> str:
         """The hash of everything that changes a trained bundle (the ``[train]`` section)."""

@@ -14,11 +14,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shelfwise.bundle.config import TrainConfig
 from shelfwise.data.ids import IdMap
-from shelfwise.exceptions import ConfigError, NotFoundError
+from shelfwise.exceptions import ConfigError, NotFoundError, ShelfwiseError
 from shelfwise.pipeline import Pipeline
 from shelfwise.ranking.ranker import LambdaMART
 from shelfwise.retrieval.base import BaseGenerator
@@ -116,31 +116,51 @@ def resolve_bundle_path(path: Path) -> Path:
         return path
     latest = path / LATEST
     if latest.is_file():
-        return path / latest.read_text().strip()
+        named = path / latest.read_text().strip()
+        if not (named / "manifest.json").is_file():
+            raise NotFoundError(
+                f"{latest} names the bundle {named.name!r}, which is missing or incomplete: "
+                f"run `shelfwise train --bundles {path}` or write an existing version into it")
+        return named
     raise NotFoundError(
-        f"no model bundle at {path}: run `shelfwise train --out {path}` first"
+        f"no model bundle at {path}: run `shelfwise train --bundles {path}` first"
     )
 
 
 def load_bundle(path: Path) -> Bundle:
+    """The bundle at ``path`` (a bundle directory, or a bundles root: its ``LATEST``). Any part
+    that cannot be read (missing, truncated, not what its reader expects) is a ConfigError
+    naming the part and the fix, so ``serve`` says one line instead of a library traceback."""
     path = resolve_bundle_path(Path(path))
-    manifest = Manifest.model_validate_json((path / "manifest.json").read_text())
-    items = IdMap.load(path / "items.json")
-    gens = {
-        spec.key: load_generator(path / "generators" / spec.key)
-        for spec in manifest.config.generators
-        if spec.key not in manifest.skipped
-    }
+    part = "manifest.json"
+    try:
+        manifest = Manifest.model_validate_json((path / part).read_text())
+        part = "items.json"
+        items = IdMap.load(path / part)
+        gens: dict[str, BaseGenerator] = {}
+        for spec in manifest.config.generators:
+            if spec.key not in manifest.skipped:
+                part = f"generators/{spec.key}"
+                gens[spec.key] = load_generator(path / part)
+        part = PIPELINE_DIR
+        pipeline = (Pipeline.load(path / part, shared=gens)
+                    if manifest.pipeline is not None else None)
+        part = SEARCH_RANKER_DIR
+        ranker = LambdaMART.load(path / part) if (path / part).is_dir() else None
+    except ShelfwiseError:
+        raise
+    except Exception as exc:  # whatever numpy, json, faiss, lightgbm or torch raise on bad bytes
+        reason = "; ".join(e["msg"] for e in exc.errors()) if isinstance(
+            exc, ValidationError) else " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ConfigError(
+            f"bundle {path} is damaged: {part} cannot be read ({reason}); run `shelfwise train` "
+            f"to write a new one, or point LATEST in {path.parent} at an earlier version"
+        ) from exc
     for name, gen in gens.items():
         if gen.n_items_ != len(items):
             raise ConfigError(f"bundle {path}: generator {name!r} has {gen.n_items_} items, "
                               f"the item index {len(items)}; the bundle is corrupt")
-    pipeline = None
-    if manifest.pipeline is not None:
-        pipeline = Pipeline.load(path / PIPELINE_DIR, shared=gens)
-        if pipeline.n_items_ != len(items):
-            raise ConfigError(f"bundle {path}: the pipeline has {pipeline.n_items_} items, the "
-                              f"item index {len(items)}; the bundle is corrupt")
-    ranker_dir = path / SEARCH_RANKER_DIR
-    ranker = LambdaMART.load(ranker_dir) if ranker_dir.is_dir() else None
+    if pipeline is not None and pipeline.n_items_ != len(items):
+        raise ConfigError(f"bundle {path}: the pipeline has {pipeline.n_items_} items, the "
+                          f"item index {len(items)}; the bundle is corrupt")
     return Bundle(path, manifest, items, gens, pipeline, ranker)

@@ -54,10 +54,10 @@ def register(app: typer.Typer) -> None:
             "storage.bundles": ("--workdir", str(workdir / "bundles")),
             "serve.host": ("--host", host), "serve.port": ("--port", port)})
         cfg = loaded.config
-        store = open_store(cfg.storage.url)
+        store = open_store(cfg.storage.url, scrub_pii=cfg.privacy.scrub_pii)
         typer.echo(f"config: {loaded.path} (bundle hash {cfg.bundle_hash()})")
         typer.echo("== 1/4 import: bundled demo shop (Amazon Video Games slice)")
-        typer.echo(import_preset(store, "demo").summary())
+        typer.echo(import_preset(store, "demo", user_key=cfg.privacy.pseudonymizer()).summary())
         typer.echo("== 2/4 train")
         data = interactions_from_store(store)
         bundle = train_bundle(data, cfg.storage.bundles, cfg.train, store=store)

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Annotated, cast
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
-from shelfwise.cli.common import StoreOpt, store_url
+from shelfwise.cli.common import ConfigOpt, StoreOpt, resolve_config
 from shelfwise.data.importers import KINDS, Kind, TimeKind, import_file
 from shelfwise.data.presets import PRESETS, import_preset
 from shelfwise.exceptions import ShelfwiseError
-from shelfwise.storage import open_store
+from shelfwise.storage import open_store, store_failure
 
 __all__ = ["import_command", "parse_mapping", "register"]
 
@@ -69,8 +70,10 @@ def import_command(
     time_kind: Annotated[str | None, typer.Option(
         metavar="real|ordinal", help=_HELP["time_kind"], show_default=False)] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars on a terminal")] = True,
+    config: ConfigOpt = None,
 ) -> None:
-    """Import a dataset preset, or one file of items, users, events or promotions."""
+    """Import a dataset preset, or one file of items, users, events or promotions. With
+    privacy.pseudonymize, user ids are stored as their keyed pseudonyms."""
     if preset is not None and (file is not None or kind is not None or mapping):
         raise typer.BadParameter("use either --preset [--path] or --kind FILE [--map ...]",
                                  param_hint="--preset")
@@ -88,19 +91,26 @@ def import_command(
         raise typer.BadParameter("use real or ordinal", param_hint="--time-kind")
     columns = parse_mapping(mapping)
     try:
-        db = open_store(store_url(store))
+        cfg = resolve_config(config, None, {"storage.url": ("--store", store)}).config
+        user_key = cfg.privacy.pseudonymizer()
+        db = open_store(cfg.storage.url, scrub_pii=cfg.privacy.scrub_pii)
         try:
             if preset is not None:
-                summary = import_preset(db, preset, path, progress=progress).summary()
+                summary = import_preset(db, preset, path, progress=progress,
+                                        user_key=user_key).summary()
             else:
                 assert file is not None and kind is not None
                 summary = import_file(
                     db, cast(Kind, kind), file, mapping=columns, default_type=default_type,
                     time_kind=cast(TimeKind | None, time_kind), progress=progress,
+                    user_key=user_key,
                 ).summary()
         finally:
             db.close()
     except ShelfwiseError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except SQLAlchemyError as exc:  # opened, but unreadable (a damaged file)
+        typer.echo(f"error: {store_failure(cfg.storage.url, exc)}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"{summary} -> {store}")

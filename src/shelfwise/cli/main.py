@@ -9,9 +9,12 @@ from shelfwise.cli import (
     config_cmd,
     demo_cmd,
     evaluate_cmd,
+    export_cmd,
     finetune_cmd,
     import_cmd,
+    keys_cmd,
     policy_cmd,
+    privacy_cmd,
     serve_cmd,
     train_cmd,
 )
@@ -32,7 +35,7 @@ def version() -> None:
 
 
 for _module in (import_cmd, train_cmd, evaluate_cmd, finetune_cmd, policy_cmd, serve_cmd, demo_cmd,
-                config_cmd):
+                config_cmd, keys_cmd, privacy_cmd, export_cmd):
     _module.register(app)
 
 

@@ -7,9 +7,11 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy.exc import SQLAlchemyError
 
 from shelfwise.cli.common import BundlesOpt, ConfigOpt, SetOpt, StoreOpt, resolve_config
 from shelfwise.exceptions import ShelfwiseError
+from shelfwise.storage import store_failure
 
 
 def register(app: typer.Typer) -> None:
@@ -45,7 +47,11 @@ def register(app: typer.Typer) -> None:
             bundle = train_bundle(data, settings.storage.bundles, settings.train,
                                   item_categories=categories, store=opened)
         except ShelfwiseError as exc:
-            console.print(f"[red]error:[/red] {escape(str(exc))}")
+            console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(2) from exc
+        except SQLAlchemyError as exc:  # opened, but unreadable (a damaged file)
+            console.print(f"[red]error:[/red] {escape(store_failure(settings.storage.url, exc))}",
+                          soft_wrap=True)
             raise typer.Exit(2) from exc
         m = bundle.manifest
         fits = ", ".join(f"{k} {v:.2f}s" for k, v in m.fit_seconds.items())

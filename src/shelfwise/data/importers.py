@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -27,9 +28,20 @@ from rich.console import Console
 from rich.progress import Progress
 
 from shelfwise.columns import Columns
-from shelfwise.data.readers import MAX_SHOWN, read_table
-from shelfwise.data.schemas import INTERACTION_TYPES, Event, EventType, Item, Promotion, User
+from shelfwise.data.readers import MAX_SHOWN, iter_table, read_table
+from shelfwise.data.schemas import (
+    EARLIEST,
+    INTERACTION_TYPES,
+    LATEST,
+    Event,
+    EventType,
+    Item,
+    Promotion,
+    User,
+)
+from shelfwise.data.schemas import _utc as check_time
 from shelfwise.exceptions import ConfigError, DataValidationError, FieldProblem
+from shelfwise.privacy.pseudonym import valid_id
 from shelfwise.storage.base import Store, WriteResult
 
 __all__ = [
@@ -43,6 +55,7 @@ TimeKind = Literal["real", "ordinal"]
 Record = Item | User | Event | Promotion
 KINDS: tuple[Kind, ...] = ("items", "users", "events", "promotions")
 CHUNK = 20_000  # rows per validation / write step (one progress tick)
+EVENT_CHUNK = 100_000  # rows per streamed chunk of an events file
 PROGRESS_MIN_ROWS = 20_000
 
 _MODELS: dict[str, type[BaseModel]] = {
@@ -55,6 +68,7 @@ _ID_COLUMN = {"items": Columns.ITEM, "users": Columns.USER, "events": Columns.EV
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 _MS_EPOCH = 1e11  # epoch values above this are milliseconds, not seconds
+_JSON = partial(json.dumps, allow_nan=False)
 
 
 @dataclass(frozen=True)
@@ -256,11 +270,21 @@ def _convert_time(s: pd.Series, blank: np.ndarray[Any, Any], col: str,
     if text.any():
         parsed = pd.Series(pd.to_datetime(s[text].astype(str).str.strip(), utc=True,
                                           format="ISO8601", errors="coerce"))
+        parsed = parsed.where(parsed.notna() & (parsed >= EARLIEST) & (parsed <= LATEST))
         _put(out, text, parsed)
+        outside = np.zeros(len(s), dtype=bool)
         for pos in np.flatnonzero(text)[parsed.isna().to_numpy(dtype=bool)]:
-            with suppress(ValueError):  # beyond pandas' years 1677-2262, e.g. 9999-12-31
-                out[pos] = _utc(datetime.fromisoformat(str(raw[pos]).strip()))
-        bad = text & np.array([v is None for v in out], dtype=bool)
+            try:  # beyond pandas' years, e.g. 9999-12-31, or outside the store's range
+                when = datetime.fromisoformat(str(raw[pos]).strip())
+            except ValueError:
+                continue
+            try:
+                out[pos] = check_time(when)
+            except ValueError:
+                outside[pos] = True
+        probs.add(outside, col, f"is outside the supported range {EARLIEST:%Y-%m-%d} to "
+                  f"{LATEST:%Y-%m-%d} (UTC)", raw)
+        bad = text & ~outside & np.array([v is None for v in out], dtype=bool)
         probs.add(bad, col, "expected an ISO 8601 time (2024-05-31T12:00:00Z) or epoch "
                   "seconds", raw)
     return out
@@ -326,16 +350,24 @@ def _resolve(kind: str, frame: pd.DataFrame, mapping: Mapping[str, str], source:
 def validate_frame(kind: Kind, frame: pd.DataFrame, *, source: str = "<frame>",
                    mapping: Mapping[str, str] | None = None,
                    default_type: EventType | str | None = None,
-                   progress: bool = True) -> list[Record]:
+                   progress: bool = True,
+                   user_key: Callable[[str], str] | None = None) -> list[Record]:
     """Validate every row of ``frame`` into model objects, or raise :class:`DataValidationError`
-    listing the problems. The frame's index gives the row numbers shown in errors."""
-    records, _ = _validate(kind, frame, source, mapping or {}, default_type, progress)
+    listing the problems. The frame's index gives the row numbers shown in errors.
+    ``user_key`` maps each valid user id to the id to store (a keyed pseudonym)."""
+    records, _ = _validate(kind, frame, source, mapping or {}, default_type, progress,
+                           user_key=user_key)
     return records
 
 
 def _validate(kind: str, frame: pd.DataFrame, source: str, mapping: Mapping[str, str],
-              default_type: EventType | str | None, progress: bool,
-              ) -> tuple[list[Record], tuple[str, ...]]:
+              default_type: EventType | str | None, progress: bool, *,
+              as_rows: bool = False, seen: dict[str, int] | None = None,
+              user_key: Callable[[str], str] | None = None,
+              ) -> tuple[list[Any], tuple[str, ...]]:
+    """Records of ``frame`` (model objects), or with ``as_rows`` (events only) the store's
+    event tuples built by :func:`_event_rows`; ``seen`` carries derived-id occurrences
+    across the chunks of one file."""
     kind = _check_kind(kind)
     if default_type is not None:
         try:
@@ -357,11 +389,17 @@ def _validate(kind: str, frame: pd.DataFrame, source: str, mapping: Mapping[str,
         if f.required or (ours == Columns.TYPE and default_type is None):
             probs.add(blank, theirs, "is required but empty")
         values[ours] = _convert(f, s, blank, theirs, probs)
+    if user_key is not None and Columns.USER in values:  # before event ids are derived from it
+        values[Columns.USER] = [user_key(u) if isinstance(u, str) and valid_id(u) else u
+                                for u in values[Columns.USER]]  # bad ids stay, to be reported
     if kind in ("items", "users", "promotions"):
         _check_duplicates(values[_ID_COLUMN[kind]], rows, used[_ID_COLUMN[kind]], probs)
     if kind == "events":
-        _prepare_events(values, used, default_type, probs, n)
-    records = _build(kind, fields, values, used, rows, probs, progress)
+        _prepare_events(values, used, default_type, probs, n, seen)
+    if as_rows:
+        records: list[Any] = _event_rows(values, used, probs, n)
+    else:
+        records = _build(kind, fields, values, used, rows, probs, progress)
     probs.raise_if_any(source)
     return records, ignored
 
@@ -388,7 +426,8 @@ def _check_duplicates(ids: list[Any], rows: np.ndarray[Any, Any], col: str,
 
 
 def _prepare_events(values: dict[str, list[Any]], used: Mapping[str, str],
-                    default_type: EventType | None, probs: _Problems, n: int) -> None:
+                    default_type: EventType | None, probs: _Problems, n: int,
+                    seen: dict[str, int] | None = None) -> None:
     """Fill default types, check per-type targets and derive missing event ids."""
     types_ = values.get(Columns.TYPE, [None] * n)
     if default_type is not None:
@@ -411,25 +450,103 @@ def _prepare_events(values: dict[str, list[Any]], used: Mapping[str, str],
     if ids is None or any(i is None for i in ids):
         derived = derive_event_ids(values.get(Columns.USER, [None] * n),
                                    values.get(Columns.ITEM, [None] * n), types_,
-                                   values.get(Columns.TIME, [None] * n), query)
+                                   values.get(Columns.TIME, [None] * n), query, seen)
         values[Columns.EVENT] = derived if ids is None else [
             d if i is None else i for i, d in zip(ids, derived, strict=True)
         ]
 
 
 def derive_event_ids(users: Sequence[Any], items: Sequence[Any], types_: Sequence[Any],
-                     times: Sequence[Any], queries: Sequence[Any]) -> list[str]:
+                     times: Sequence[Any], queries: Sequence[Any],
+                     seen: dict[str, int] | None = None) -> list[str]:
     """Deterministic event ids: sha1 of user|item|type|epoch-µs|query|occurrence, where
-    occurrence counts earlier identical rows, so a re-imported file maps onto the same ids."""
-    micros = [None if t is None else round(t.timestamp() * 1_000_000) for t in times]
-    key = pd.DataFrame({"u": users, "i": items, "t": types_, "s": micros, "q": queries},
-                       dtype=object).fillna("")
-    occ = key.groupby(["u", "i", "t", "s", "q"], sort=False, dropna=False).cumcount()
-    return [
-        hashlib.sha1(f"{u}|{i}|{t}|{s}|{q}|{o}".encode()).hexdigest()
-        for u, i, t, s, q, o in zip(key["u"], key["i"], key["t"], key["s"], key["q"], occ,
-                                    strict=True)
-    ]
+    occurrence counts earlier identical rows (also in earlier chunks, through ``seen``), so a
+    re-imported file maps onto the same ids."""
+    seen = {} if seen is None else seen
+    out = []
+    for u, i, t, tm, q in zip(users, items, types_, times, queries, strict=True):
+        s = "" if tm is None else round(tm.timestamp() * 1_000_000)
+        key = f"{_or_blank(u)}|{_or_blank(i)}|{_or_blank(t)}|{s}|{_or_blank(q)}"
+        occ = seen.get(key, 0)
+        seen[key] = occ + 1
+        out.append(hashlib.sha1(f"{key}|{occ}".encode()).hexdigest())
+    return out
+
+
+def _or_blank(v: Any) -> Any:
+    return "" if v is None else v
+
+
+#: What :func:`_event_rows` checks besides the column conversions: the constraints of
+#: :class:`Event`'s fields (a test compares both on generated rows).
+_ID_FIELDS = (Columns.EVENT, Columns.USER, Columns.ITEM)
+_CONTROL = r"[\x00-\x1f\x7f]"
+
+
+def _event_rows(values: dict[str, list[Any]], used: Mapping[str, str], probs: _Problems,
+                n: int) -> list[tuple[Any, ...]]:
+    """Store tuples (``EVENT_ROW_COLUMNS`` order) for validated event columns, with the checks
+    :class:`Event` would make done per column: the import fast path (no model per row)."""
+    for col in _ID_FIELDS:
+        vals = values.get(col)
+        if vals is None:
+            continue
+        s = pd.Series(vals, dtype=object)
+        present = s.notna().to_numpy(dtype=bool)
+        text = s[present].astype(str)
+        name = used.get(col, col)
+        bad_len = np.zeros(n, dtype=bool)
+        bad_len[present] = (text.str.len() > 256).to_numpy(dtype=bool)
+        probs.add(bad_len, name, "is longer than 256 characters", vals)
+        bad_chr = np.zeros(n, dtype=bool)
+        bad_chr[present] = text.str.contains(_CONTROL, regex=True).to_numpy(dtype=bool)
+        probs.add(bad_chr & ~bad_len, name, "contains a control character (tab, newline, "
+                  "NUL…); ids are 1-256 printable characters", vals)
+        empty = np.zeros(n, dtype=bool)
+        empty[present] = (text.str.len() == 0).to_numpy(dtype=bool)
+        probs.add(empty, name, "is empty", vals)
+    _range(values, used, probs, Columns.POSITION, lambda x: x >= 0, "must be 0 or more")
+    _range(values, used, probs, Columns.PROPENSITY, lambda x: (x > 0) & (x <= 1),
+           "must be more than 0 and at most 1")
+    times = values[Columns.TIME]
+    stamps = np.array([np.nan if t is None else t.timestamp() for t in times], np.float64)
+    lo, hi = EARLIEST.timestamp(), LATEST.timestamp()
+    probs.add(np.isfinite(stamps) & ((stamps < lo) | (stamps > hi)),
+              used.get(Columns.TIME, Columns.TIME),
+              f"is outside the supported range {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} (UTC)",
+              times)
+    contexts = values.get(Columns.CONTEXT)
+    if contexts is None:
+        ctx_text = ["{}"] * n
+    else:
+        ctx_text = []
+        bad_ctx = np.zeros(n, dtype=bool)
+        for k, c in enumerate(contexts):
+            try:
+                ctx_text.append(_JSON(c if c is not None else {}))
+            except ValueError:
+                bad_ctx[k] = True
+                ctx_text.append("{}")
+        probs.add(bad_ctx, used.get(Columns.CONTEXT, Columns.CONTEXT),
+                  "holds NaN or Infinity, which JSON cannot store")
+    if probs.total:
+        return []
+    none = [None] * n
+    return list(zip(values[Columns.EVENT], values[Columns.TYPE], values[Columns.USER],
+                    values.get(Columns.ITEM, none), values.get(Columns.QUERY, none),
+                    values.get(Columns.REQUEST, none), values.get(Columns.POSITION, none),
+                    values.get(Columns.PROPENSITY, none), values.get(Columns.VALUE, none),
+                    stamps.tolist(), ctx_text, strict=True))
+
+
+def _range(values: dict[str, list[Any]], used: Mapping[str, str], probs: _Problems, col: str,
+           ok: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]], message: str) -> None:
+    vals = values.get(col)
+    if vals is None:
+        return
+    x = np.array([np.nan if v is None else v for v in vals], np.float64)
+    with np.errstate(invalid="ignore"):
+        probs.add(np.isfinite(x) & ~ok(x), used.get(col, col), message, vals)
 
 
 def _build(kind: str, fields: Mapping[str, _Field], values: dict[str, list[Any]],
@@ -512,13 +629,15 @@ def record_time_kind(store: Store, time_kind: TimeKind | None) -> None:
 def import_frame(store: Store, kind: Kind, frame: pd.DataFrame, *, source: str = "<frame>",
                  mapping: Mapping[str, str] | None = None,
                  default_type: EventType | str | None = None,
-                 time_kind: TimeKind | None = None, progress: bool = True) -> ImportResult:
+                 time_kind: TimeKind | None = None, progress: bool = True,
+                 user_key: Callable[[str], str] | None = None) -> ImportResult:
     """Validate all of ``frame`` then write it in one transaction (nothing on any error).
 
     Importing events records ``time_kind`` in the store meta (``"real"`` when not given and
     none is recorded yet)."""
     t0 = time.perf_counter()
-    records, ignored = _validate(kind, frame, source, mapping or {}, default_type, progress)
+    records, ignored = _validate(kind, frame, source, mapping or {}, default_type, progress,
+                                 user_key=user_key)
     with store.transaction():
         res = write_records(store, kind, records, progress=progress)
         if kind == "events":
@@ -530,13 +649,59 @@ def import_frame(store: Store, kind: Kind, frame: pd.DataFrame, *, source: str =
 def import_file(store: Store, kind: Kind, path: str | Path, *,
                 mapping: Mapping[str, str] | None = None,
                 default_type: EventType | str | None = None,
-                time_kind: TimeKind | None = None, progress: bool = True) -> ImportResult:
+                time_kind: TimeKind | None = None, progress: bool = True,
+                user_key: Callable[[str], str] | None = None) -> ImportResult:
     """Import one CSV/TSV, Parquet or JSONL file of ``kind``; ``mapping`` is
-    ``{our_field: their_column}``. See :func:`import_frame`."""
+    ``{our_field: their_column}``. See :func:`import_frame`; events stream through
+    :func:`import_events_file`."""
+    if kind == "events":
+        return import_events_file(store, path, mapping=mapping, default_type=default_type,
+                                  time_kind=time_kind, progress=progress, user_key=user_key)
     t0 = time.perf_counter()
     frame = read_table(path)
     res = import_frame(store, kind, frame, source=str(path), mapping=mapping,
-                       default_type=default_type, time_kind=time_kind, progress=progress)
+                       default_type=default_type, time_kind=time_kind, progress=progress,
+                       user_key=user_key)
     return ImportResult(res.kind, res.source, res.rows_read, res.written, res.skipped,
                         time.perf_counter() - t0, res.ignored_columns)
 
+
+def import_events_file(store: Store, path: str | Path, *,
+                       mapping: Mapping[str, str] | None = None,
+                       default_type: EventType | str | None = None,
+                       time_kind: TimeKind | None = None, progress: bool = True,
+                       chunk_rows: int = EVENT_CHUNK,
+                       user_key: Callable[[str], str] | None = None) -> ImportResult:
+    """Events in chunks of ``chunk_rows``, each checked per column and written as tuples,
+    all in one transaction: memory follows the chunk, not the file. A problem in any chunk
+    stops the writing, the rest is still checked, and the error lists every problem found;
+    nothing is stored. Ids are derived as by :func:`derive_event_ids` across the whole file."""
+    t0 = time.perf_counter()
+    source = str(path)
+    shown: list[FieldProblem] = []
+    total = read = written = skipped = 0
+    ignored: tuple[str, ...] = ()
+    seen: dict[str, int] = {}
+    with store.transaction(), progress_bar(progress) as bar:
+        task = bar.add_task("importing events", total=None)
+        for frame in iter_table(path, chunk_rows):
+            read += len(frame)
+            try:
+                rows, ignored = _validate("events", frame, source, mapping or {}, default_type,
+                                          False, as_rows=True, seen=seen, user_key=user_key)
+            except DataValidationError as exc:
+                if any(p.row is None for p in exc.problems):
+                    raise  # a file-level problem (a missing column): the same in every chunk
+                shown += exc.problems[: MAX_SHOWN - len(shown)]
+                total += exc.total
+                continue
+            if not total:
+                res = store.add_event_rows(rows)
+                written += res.written
+                skipped += res.skipped
+            bar.advance(task, len(frame))
+        if total:
+            raise DataValidationError(source, shown, total)
+        record_time_kind(store, time_kind)
+    return ImportResult("events", source, read, written, skipped, time.perf_counter() - t0,
+                        ignored)

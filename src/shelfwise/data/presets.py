@@ -13,7 +13,7 @@ import html
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -343,9 +343,11 @@ def load_preset(name: str, path: str | Path | None = None) -> PresetData:
 
 
 def import_preset(store: Store, name: str, path: str | Path | None = None, *,
-                  progress: bool = True) -> PresetImportResult:
+                  progress: bool = True,
+                  user_key: Callable[[str], str] | None = None) -> PresetImportResult:
     """Validate a preset's items, users and events, then write them all in one transaction and
-    record its ``time_kind`` (when it has events). Re-importing stores each event once."""
+    record its ``time_kind`` (when it has events). Re-importing stores each event once.
+    ``user_key`` maps user ids to the ids to store (keyed pseudonyms)."""
     t0 = time.perf_counter()
     data = load_preset(name, path)
     frames: list[tuple[Kind, pd.DataFrame]] = [("items", data.items)]
@@ -355,7 +357,7 @@ def import_preset(store: Store, name: str, path: str | Path | None = None, *,
     for kind, frame in frames:
         t = time.perf_counter()
         records = validate_frame(kind, frame, source=data.sources.get(kind, str(data.path)),
-                                 progress=progress)
+                                 progress=progress, user_key=user_key)
         validated.append((kind, frame, records, time.perf_counter() - t))
     parts: list[ImportResult] = []
     with store.transaction():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,36 @@ def read_table(path: str | Path) -> pd.DataFrame:
     frame.columns = [str(c).strip() for c in frame.columns]
     frame.index = pd.RangeIndex(1, len(frame) + 1)
     return frame
+
+
+def iter_table(path: str | Path, rows: int) -> Iterator[pd.DataFrame]:
+    """:func:`read_table` in frames of at most ``rows`` rows with the same row numbering; CSV
+    and TSV are streamed, so memory follows ``rows`` rather than the file."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv") or not path.is_file():
+        frame = read_table(path)
+        for start in range(0, len(frame), rows):
+            yield frame.iloc[start : start + rows]
+        return
+    sep = "\t" if suffix == ".tsv" else ","
+    start = 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            reader = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
+                                 index_col=False, encoding="utf-8-sig", chunksize=rows)
+            with reader:
+                for chunk in reader:
+                    frame = chunk.astype(object)
+                    frame.columns = [str(c).strip() for c in frame.columns]
+                    frame.index = pd.RangeIndex(start, start + len(frame))
+                    start += len(frame)
+                    yield frame
+    except (ValueError, UnicodeDecodeError, OSError, pd.errors.ParserWarning) as exc:
+        problems = _ragged_rows(path, sep)
+        raise DataValidationError(str(path), problems[:MAX_SHOWN] or [
+            FieldProblem(None, "(file)", _first_line(exc))], len(problems) or 1) from exc
 
 
 def _ragged_rows(path: Path, sep: str) -> list[FieldProblem]:

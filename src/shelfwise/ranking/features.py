@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from shelfwise.data.interactions import History, Interactions
 from shelfwise.exceptions import ConfigError
+from shelfwise.retrieval.base import sorted_unique
 
 MISSING_RANK = 1000.0
 """Rank feature of an item outside a generator's top-N (top-N positions are 1..N)."""
@@ -59,7 +60,7 @@ def _keys(tops: NDArray[np.int64], n_items: int) -> tuple[NDArray[np.int64], NDA
 def merge_candidates(tops: Sequence[NDArray[np.int64]], n_rows: int, n_items: int) -> Candidates:
     """Union of each row's top-N lists (``-1`` = padding), duplicates removed."""
     keys = [_keys(t, n_items)[0] for t in tops if t.size]
-    uniq = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+    uniq = sorted_unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
     rows = uniq // n_items
     offsets = np.searchsorted(rows, np.arange(n_rows + 1, dtype=np.int64)).astype(np.int64)
     return Candidates(uniq % n_items, offsets)

@@ -33,6 +33,10 @@ WEIGHT_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
 MIN_VALIDATION_USERS = 50
 
 
+TUNE_CHUNK_BYTES = 256 * 2**20
+"""Score memory per chunk of validation users while tuning blend weights."""
+
+
 def normalise_rows(scores: NDArray[np.floating]) -> NDArray[np.float32]:
     """Each row min-max scaled to [0, 1] (non-finite as 0; a constant row becomes 0)."""
     s = np.where(np.isfinite(scores), scores, 0.0).astype(np.float32)
@@ -94,17 +98,53 @@ def grid_weights(scores: Mapping[str, NDArray[np.float32]], histories: Sequence[
                  ) -> tuple[dict[str, float], float]:
     """Every weight combination from ``grid`` (largest weight 1: weights are relative), by
     NDCG@10 of the blend with seen items excluded; the first best combination wins."""
-    normed = {a: normalise_rows(s) for a, s in scores.items()}
     names = list(scores)
-    best: tuple[float, dict[str, float]] = (-1.0, {})
-    for combo in itertools.product(grid, repeat=len(names)):
-        if max(combo) < 1.0:
-            continue
-        trial = dict(zip(names, combo, strict=True))
-        value = _ndcg(normed, trial, histories, targets)
-        if value > best[0]:
-            best = (value, trial)
-    return best[1], best[0]
+    combos = _combos(len(names), grid)
+    totals = _grid_totals({a: normalise_rows(s) for a, s in scores.items()}, names, combos,
+                          histories, targets)
+    return _best(names, combos, totals, len(histories))
+
+
+def grid_weights_chunked(score: Callable[[Sequence[History]], dict[str, NDArray[np.float32]]],
+                         histories: Sequence[History], targets: Sequence[NDArray[np.int64]],
+                         rows_per_chunk: int, grid: Sequence[float] = WEIGHT_GRID
+                         ) -> tuple[dict[str, float], float]:
+    """:func:`grid_weights` over users in chunks of ``rows_per_chunk``, with ``score`` giving
+    each chunk's score matrices: memory follows the chunk, not users x items (at 100k items
+    3,000 users' scores are 1.2 GB per generator)."""
+    names: list[str] = []
+    combos: list[tuple[float, ...]] = []
+    totals = np.zeros(0)
+    for start in range(0, len(histories), rows_per_chunk):
+        part = histories[start : start + rows_per_chunk]
+        normed = {a: normalise_rows(s) for a, s in score(part).items()}
+        if not combos:
+            names = list(normed)
+            combos = _combos(len(names), grid)
+            totals = np.zeros(len(combos))
+        totals += _grid_totals(normed, names, combos, part,
+                               targets[start : start + rows_per_chunk])
+    return _best(names, combos, totals, len(histories))
+
+
+def _combos(n: int, grid: Sequence[float]) -> list[tuple[float, ...]]:
+    return [c for c in itertools.product(grid, repeat=n) if max(c) >= 1.0]
+
+
+def _grid_totals(normed: Mapping[str, NDArray[np.float32]], names: list[str],
+                 combos: list[tuple[float, ...]], histories: Sequence[History],
+                 targets: Sequence[NDArray[np.int64]]) -> NDArray[np.float64]:
+    """Per combination, the NDCG@10 summed over these users."""
+    return np.array([_ndcg(normed, dict(zip(names, c, strict=True)), histories, targets)
+                     * len(histories) for c in combos])
+
+
+def _best(names: list[str], combos: list[tuple[float, ...]], totals: NDArray[np.float64],
+          n: int) -> tuple[dict[str, float], float]:
+    if not combos:
+        return {}, -1.0
+    k = int(np.argmax(totals))  # the first best
+    return dict(zip(names, combos[k], strict=True)), float(totals[k] / max(n, 1))
 
 
 def coordinate_weights(scores: Mapping[str, NDArray[np.float32]],
@@ -277,11 +317,18 @@ class Blend:
         targets = [split.valid.targets[r] for r in rows]
         gens, _, _ = fit_specs(specs, split.train)
         n = max(g.n_items_ for g in gens.values())
-        scores = {}
-        for key, gen in gens.items():
-            s = gen.score(histories)
-            scores[key] = np.pad(s, ((0, 0), (0, n - s.shape[1]))) if s.shape[1] < n else s
-        weights, ndcg = grid_weights(scores, histories, targets)
+
+        def score(part: Sequence[History]) -> dict[str, NDArray[np.float32]]:
+            out = {}
+            for key, gen in gens.items():
+                s = gen.score(part)
+                out[key] = np.pad(s, ((0, 0), (0, n - s.shape[1]))) if s.shape[1] < n else s
+            return out
+
+        # raw + normalised per generator, plus the blend and a mask: ~256 MB per chunk
+        per_row = n * 4 * (2 * len(gens) + 2)
+        weights, ndcg = grid_weights_chunked(score, histories, targets,
+                                             max(50, TUNE_CHUNK_BYTES // per_row))
         return weights, ndcg, len(rows)
 
     def score_parts(self, histories: Sequence[History], score: PartScorer | None = None

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from shelfwise.data.interactions import History, Interactions
 from shelfwise.exceptions import ConfigError, ShelfwiseError
-from shelfwise.retrieval.base import BaseGenerator, GeneratorConfig, Scores
+from shelfwise.retrieval.base import BaseGenerator, GeneratorConfig, Scores, unique_first
 
 BYTES_PER_ITEM_PAIR = 12
 """Peak memory of the EASE fit per item pair: one float64 Gram/inverse plus the float32 B."""
@@ -42,7 +42,7 @@ def history_matrix(
         rev = h[::-1]
         rev_steps = np.arange(rev.shape[0])[(rev >= 0) & (rev < n_items)]
         rev = rev[(rev >= 0) & (rev < n_items)]
-        items, first = np.unique(rev, return_index=True)  # first in reversed = most recent
+        items, first = unique_first(rev)  # first in reversed = most recent
         cols.append(items)
         vals.append((decay ** rev_steps[first].astype(np.float64)).astype(np.float32))
         indptr[row + 1] = indptr[row] + items.shape[0]

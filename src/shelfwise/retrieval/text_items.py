@@ -78,5 +78,74 @@ class TextItems:
         return self._encoder
 
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """Item vectors for ``texts``; empty texts get a zero vector (no opinion)."""
+        """Item vectors for ``texts``; empty texts get a zero vector (no opinion). A large
+        uncached catalog is first embedded by one process per core into the embedding cache
+        (:func:`prefill_cache`), unless the encoder was set by hand."""
+        if self._encoder is None or self._encoder is _ENCODERS.get(self.config.encoder):
+            prefill_cache(self.encoder, self.config.encoder, texts)
         return embed_items(self.encoder, texts, label=self.config.encoder)
+
+
+PARALLEL_MIN_TEXTS = 2_000
+"""Fewer uncached texts than this are embedded in-process (a worker takes seconds to start)."""
+
+
+def embed_workers() -> int:
+    """Processes for :func:`prefill_cache`: ``SHELFWISE_EMBED_WORKERS``, else the usable
+    cores. One single-threaded process per core: two torch threads that wait on each other
+    were measured 10-100x slower on a shared machine."""
+    env = os.environ.get("SHELFWISE_EMBED_WORKERS")
+    if env:
+        return max(1, int(env))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
+def prefill_cache(encoder: TextEncoder, name: str, texts: Sequence[str]) -> int:
+    """Embed the texts missing from ``encoder``'s embedding cache in worker processes, each
+    loading encoder ``name`` and writing its chunks to the shared cache as it goes (so an
+    interrupted run resumes where it stopped); how many texts were embedded. Does nothing
+    without a cache, with one worker or below :data:`PARALLEL_MIN_TEXTS` misses."""
+    from shelfwise.text.cache import CachedEncoder, text_key
+
+    workers = embed_workers()
+    if not isinstance(encoder, CachedEncoder) or workers < 2:
+        return 0
+    distinct = list(dict.fromkeys(t for t in texts if t and t.strip()))
+    if len(distinct) < PARALLEL_MIN_TEXTS:
+        return 0
+    keys = [text_key(t) for t in distinct]
+    found = encoder.cache.get(encoder.id, "item", keys)
+    todo = [t for t, k in zip(distinct, keys, strict=True) if k not in found]
+    if len(todo) < PARALLEL_MIN_TEXTS:
+        return 0
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    if name in ("e5", "e5-fp32"):  # convert the model once here, not in every worker
+        from shelfwise.text.e5_convert import ensure_converted
+
+        ensure_converted()
+
+    chunk = 256
+    chunks = [todo[a : a + chunk] for a in range(0, len(todo), chunk)]
+    with (ProcessPoolExecutor(min(workers, len(chunks)), mp_context=mp.get_context("spawn"),
+                              initializer=_worker_init) as pool,
+          Progress(console=Console(stderr=True), transient=True) as bar):
+        task = bar.add_task(f"embedding item texts ({name}, {workers} processes)",
+                            total=len(todo))
+        for done in pool.map(_embed_chunk, [name] * len(chunks), chunks):
+            bar.advance(task, done)
+    return len(todo)
+
+
+def _worker_init() -> None:
+    os.environ["SHELFWISE_TORCH_THREADS"] = "1"
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+
+
+def _embed_chunk(name: str, texts: list[str]) -> int:
+    """In a worker: encode ``texts`` through the cached encoder ``name`` (fills the cache)."""
+    shared_encoder(name).encode_items(texts)
+    return len(texts)

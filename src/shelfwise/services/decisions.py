@@ -4,12 +4,14 @@ Each decision is a context vector, the arm chosen and a reward that starts at 0;
 event that cites the decision's ``request_id`` (and its key: the shown item, the promotion)
 sets the reward to 1. The log is rebuilt from the store on first use, then kept in step by
 the decisions the service makes and the events it is told about, so a refit never rescans the
-store. Only the newest ``max_log`` decisions are kept.
+store. Only the newest ``max_log`` decisions are kept. Each row remembers its user and time, so
+a forgotten user's decisions, or those past retention, can be dropped (:meth:`DecisionLog.drop`).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +26,8 @@ class DecisionLog:
     _x: list[list[float]] = field(default_factory=list)
     _arm: list[int] = field(default_factory=list)
     _reward: list[float] = field(default_factory=list)
+    _user: list[str] = field(default_factory=list)
+    _at: list[float] = field(default_factory=list)
     _key: dict[tuple[str, str], int] = field(default_factory=dict)
     _request: dict[str, list[int]] = field(default_factory=dict)
     _offset: int = 0  # rows dropped from the front
@@ -33,23 +37,47 @@ class DecisionLog:
         return len(self._arm)
 
     def append(self, x: list[float], arm: int, request_id: str, key: str,
-               reward: float = 0.0) -> None:
+               reward: float = 0.0, *, user: str = "", at: float = 0.0) -> None:
+        """One decision (``user`` and epoch time ``at`` only serve :meth:`drop`)."""
         with self._lock:
-            row = self._offset + len(self._arm)
-            self._key[(request_id, key)] = row
-            self._request.setdefault(request_id, []).append(row)
-            self._x.append(x)
-            self._arm.append(arm)
-            self._reward.append(reward)
-            excess = len(self._arm) - self.max_log
-            if excess > 0:
-                del self._x[:excess], self._arm[:excess], self._reward[:excess]
-                self._offset += excess
-            if len(self._key) > 2 * self.max_log:  # forget keys of dropped rows
-                self._key = {k: v for k, v in self._key.items() if v >= self._offset}
-                self._request = {r: [v for v in rows if v >= self._offset]
-                                 for r, rows in self._request.items()
-                                 if any(v >= self._offset for v in rows)}
+            self._append(x, arm, request_id, key, reward, user, at)
+
+    def _append(self, x: list[float], arm: int, request_id: str, key: str, reward: float,
+                user: str, at: float) -> None:
+        row = self._offset + len(self._arm)
+        self._key[(request_id, key)] = row
+        self._request.setdefault(request_id, []).append(row)
+        self._x.append(x)
+        self._arm.append(arm)
+        self._reward.append(reward)
+        self._user.append(user)
+        self._at.append(at)
+        excess = len(self._arm) - self.max_log
+        if excess > 0:
+            del self._x[:excess], self._arm[:excess], self._reward[:excess]
+            del self._user[:excess], self._at[:excess]
+            self._offset += excess
+        if len(self._key) > 2 * self.max_log:  # forget keys of dropped rows
+            self._key = {k: v for k, v in self._key.items() if v >= self._offset}
+            self._request = {r: [v for v in rows if v >= self._offset]
+                             for r, rows in self._request.items()
+                             if any(v >= self._offset for v in rows)}
+
+    def drop(self, doomed: Callable[[str, float], bool]) -> int:
+        """Remove the rows where ``doomed(user, at)`` (a forgotten user, past retention); how
+        many. The rest keep their order and rewards."""
+        with self._lock:
+            keys = {row: k for k, row in self._key.items() if row >= self._offset}
+            rows = [(self._x[i], self._arm[i], keys.get(self._offset + i, ("", "")),
+                     self._reward[i], self._user[i], self._at[i]) for i in range(len(self._arm))]
+            kept = [r for r in rows if not doomed(r[4], r[5])]
+            if len(kept) == len(rows):
+                return 0
+            self._x, self._arm, self._reward, self._user, self._at = [], [], [], [], []
+            self._key, self._request, self._offset = {}, {}, 0
+            for x, arm, (request_id, key), reward, user, at in kept:
+                self._append(x, arm, request_id, key, reward, user, at)
+            return len(rows) - len(kept)
 
     def credit(self, request_id: str, key: str | None = None) -> bool:
         """Reward 1 for the decision (``request_id``, ``key``), or for every decision of the

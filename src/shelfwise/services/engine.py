@@ -20,9 +20,11 @@ from shelfwise.bundle.bundle import Bundle, load_bundle
 from shelfwise.config import ShelfwiseConfig
 from shelfwise.data.schemas import Event, Item, Promotion, User
 from shelfwise.exceptions import InvalidRequestError
+from shelfwise.privacy.erasure import Erasures
 from shelfwise.services.cart import CartService
 from shelfwise.services.exploration import FeedExplorer
 from shelfwise.services.impressions import ImpressionLog
+from shelfwise.services.profiles import UserProfile, build_profile
 from shelfwise.services.promotions import PromotionService
 from shelfwise.services.recommender import Recommender
 from shelfwise.services.search import SearchFilters, SearchService
@@ -39,6 +41,7 @@ from shelfwise.serving.schemas import (
     EventsAccepted,
     Explanation,
     FeedResponse,
+    ForgetResponse,
     PromotionsResponse,
     RecommendedItem,
     SearchItem,
@@ -60,7 +63,8 @@ class Engine:
                  bundle_path: Path | str | None = None, bundle: Bundle | None = None) -> None:
         self.config = config or ShelfwiseConfig()
         self.settings = self.config.serve
-        self.store = store or open_store(self.config.storage.url)
+        self.store = store or open_store(self.config.storage.url,
+                                         scrub_pii=self.config.privacy.scrub_pii)
         if bundle is None:
             bundle = load_bundle(Path(bundle_path or self.config.storage.bundles))
         limits = self.settings.limits
@@ -73,6 +77,21 @@ class Engine:
         self.explorer = FeedExplorer(self.store, self.recommender, self.settings.exploration)
         self.impressions = ImpressionLog(self.store, self.settings.impressions)
         self.stages = StageRunner(self, self.settings.stages)
+        self.pseudonyms = self.config.privacy.pseudonymizer()
+        storage = self.config.storage
+        self.erasures = Erasures(
+            self.store, {"histories": self.recommender, "queued_impressions": self.impressions,
+                         "exploration_decisions": self.explorer,
+                         "promotion_decisions": self.promotion_service},
+            sync_seconds=self.config.privacy.sync_seconds,
+            retention_days=storage.retention_days,
+            retention_every_seconds=storage.retention_every_minutes * 60)
+        self.erasures.start()  # retention before the first request, then on schedule
+        late = self.erasures.forgotten_after(bundle.manifest.created_at)
+        if late:
+            logger.warning("%d users were forgotten after bundle %s was trained: none is "
+                           "served from it, but its aggregate statistics still count their "
+                           "events until the next `shelfwise train`", late, bundle.version)
         self._subscribers: list[EventSubscriber] = []
         for sub in (self.recommender.observe, self.promotion_service.notify,
                     self.explorer.notify):
@@ -105,6 +124,7 @@ class Engine:
 
     def close(self) -> None:
         """Store the queued impressions and close the store."""
+        self.erasures.close()
         self.impressions.close()
         self.store.close()
 
@@ -120,10 +140,47 @@ class Engine:
                 f"n = {n}: ask for 1 to {self.settings.limits.max_results} items "
                 "(serve.limits.max_results)")
 
+    # ---- privacy: ids at the boundary, forgetting, retention ------------------------------
+    def user_key(self, user_id: str) -> str:
+        """The id the store keeps for ``user_id``: its pseudonym when ``[privacy]
+        pseudonymize`` is on, else the id itself. Every method taking a user id maps it here,
+        so callers always use their own ids."""
+        return user_id if self.pseudonyms is None else self.pseudonyms(user_id)
+
+    def _user(self, user_id: str | None) -> str | None:
+        return None if user_id is None else self.user_key(user_id)
+
+    def _session(self, session_id: str | None) -> str | None:
+        if session_id is None or self.pseudonyms is None:
+            return session_id
+        return self.pseudonyms.session(session_id)
+
+    def forget_user(self, user_id: str) -> ForgetResponse:
+        """Delete everything stored and held about ``user_id`` (see
+        :class:`~shelfwise.privacy.erasure.Erasures`); the next feed is a cold start."""
+        done = self.erasures.forget(self.user_key(user_id))
+        return ForgetResponse(user_id=user_id, rows=done.rows, events=done.events,
+                              memory=done.memory)
+
+    def apply_retention(self) -> int:
+        """Delete events older than ``[storage] retention_days`` now; how many."""
+        return self.erasures.apply_retention()
+
+    def profile(self, user_id: str, *, include_vector: bool = False) -> UserProfile:
+        """What the recommender knows of ``user_id`` now (recent items, interests, tags)."""
+        self.erasures.sync()
+        profile = build_profile(self.recommender, self.user_key(user_id),
+                                include_vector=include_vector)
+        profile.user_id = user_id
+        return profile
+
     # ---- the surfaces: a slate through the declared stages ------------------------------
     def _run(self, slate: Slate) -> Slate:
         if slate.surface != "rerank":  # a shop's own list is as long as the shop sent
             self._check_n(slate.n)
+        self.erasures.sync()  # users forgotten by another worker leave this one's memory
+        slate.user_id, slate.session_id = self._user(slate.user_id), self._session(
+            slate.session_id)
         return self.stages.run(slate)
 
     def feed(self, user_id: str, n: int = 10, *, exclude_seen: bool = True,
@@ -160,16 +217,16 @@ class Engine:
             filters = SearchFilters(**filters)
         return self._search(Slate("search", uuid.uuid4().hex, n, [], user_id=user_id,
                                   session_id=session_id, query=query, filters=filters,
-                                  log={"query": query[:200]}))
+                                  log={"query": query[:200]}), user_id)
 
     def rerank(self, query: str, items: Sequence[str], user_id: str | None = None, *,
                session_id: str | None = None) -> SearchResponse:
         """Re-order the shop's own result list for this query (and user)."""
         return self._search(Slate("rerank", uuid.uuid4().hex, max(1, len(items)), [],
                                   user_id=user_id, session_id=session_id, query=query,
-                                  given=list(items), log={"query": query[:200]}))
+                                  given=list(items), log={"query": query[:200]}), user_id)
 
-    def _search(self, slate: Slate) -> SearchResponse:
+    def _search(self, slate: Slate, user_id: str | None) -> SearchResponse:
         slate = self._run(slate)
         assert slate.query is not None
         if slate.user_id:  # the search log the search ranker learns from
@@ -181,7 +238,7 @@ class Engine:
         catalog = self.recommender.catalog
         return SearchResponse(
             request_id=slate.request_id, model_version=self.version, query=slate.query,
-            user_id=slate.user_id, personalized=slate.meta["personalized"],
+            user_id=user_id, personalized=slate.meta["personalized"],
             ranker=slate.meta["ranker"],
             items=[SearchItem(item_id=c.item_id, score=c.score, title=catalog.title(c.item_id),
                               explanation=_explanation(c)) for c in slate.items])
@@ -205,7 +262,8 @@ class Engine:
     # ---- promotions ----------------------------------------------------------------------
     def promotions(self, user_id: str, n: int = 1) -> PromotionsResponse:
         """The bandit's choice among the user's eligible promotions (logged before return)."""
-        request_id, chosen = self.promotion_service.choose(user_id, n)
+        self.erasures.sync()
+        request_id, chosen = self.promotion_service.choose(self.user_key(user_id), n)
         return PromotionsResponse(
             request_id=request_id, user_id=user_id, policy=self.promotion_service.policy_name,
             promotions=[ChosenPromotion(promotion_id=c.promotion.id, text=c.promotion.text,
@@ -222,6 +280,11 @@ class Engine:
             data = (e.model_dump() if isinstance(e, EventIn | Event) else dict(e))
             data["id"] = data.get("id") or uuid.uuid4().hex
             data["timestamp"] = data.get("timestamp") or now
+            if self.pseudonyms is not None and isinstance(data.get("user_id"), str):
+                try:
+                    data["user_id"] = self.pseudonyms(data["user_id"])
+                except InvalidRequestError as exc:
+                    raise InvalidRequestError(f"events[{row}]: {exc}") from None
             if data["id"] in first:
                 raise InvalidRequestError(
                     f"events[{row}].id: {data['id']!r} repeats events[{first[data['id']]}] in "
@@ -247,6 +310,8 @@ class Engine:
         return result
 
     def add_users(self, users: Sequence[User]) -> WriteResult:
+        if self.pseudonyms is not None:
+            users = [u.model_copy(update={"id": self.user_key(u.id)}) for u in users]
         return self.store.upsert_users(users)
 
     def add_promotions(self, promotions: Sequence[Promotion]) -> WriteResult:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
 
@@ -137,7 +137,8 @@ class FeedExplorer:
         for e in decisions:
             assert e.request_id is not None and e.item_id is not None
             self.log.append([float(v) for v in e.context["x"]], arm_of[e.context["source"]],
-                            e.request_id, e.item_id)
+                            e.request_id, e.item_id, user=e.user_id,
+                            at=e.timestamp.timestamp())
         self._credit(self.store.events_for_requests(
             [e.request_id or "" for e in decisions], types=REWARD_TYPES))
         self._loaded = True
@@ -155,6 +156,21 @@ class FeedExplorer:
         with self._lock:
             if self._loaded and self._credit(events):
                 self._dirty = True
+
+    def forget_users(self, match: Callable[[str], bool]) -> int:
+        """Drop the decisions shown to users where ``match`` and refit without them."""
+        return self._drop(lambda user, _at: match(user))
+
+    def expire(self, before: datetime) -> int:
+        """Drop decisions older than ``before`` (retention) and refit without them."""
+        cutoff = before.timestamp()
+        return self._drop(lambda _user, at: at < cutoff)
+
+    def _drop(self, doomed: Callable[[str, float], bool]) -> int:
+        n = self.log.drop(doomed)
+        if n:
+            self.refit(force=True)
+        return n
 
     def refit(self, *, force: bool = False) -> None:
         """Refit the policy on every decision in memory (rate-limited unless ``force``)."""
@@ -239,7 +255,8 @@ class FeedExplorer:
             self.store.add_events(events)  # durable before the user can act on the list
             for e, (_rec, arm) in zip(events, picks, strict=True):
                 assert e.item_id is not None
-                self.log.append(xs, arm, request_id, e.item_id)
+                self.log.append(xs, arm, request_id, e.item_id, user=user_id,
+                                at=now.timestamp())
             self._dirty = True
         return RecommendationList(
             items, cold_start=base.cold_start, history_length=base.history_length,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,6 +95,21 @@ class ImpressionLog:
                 raise
             self.written_ += len(batch)
             return len(batch)
+
+    def forget_users(self, match: Callable[[str], bool]) -> int:
+        """Drop queued impressions of users where ``match``; how many. (A batch already being
+        written is stopped by the store's tombstone.)"""
+        return self._drop(lambda e: match(e.user_id))
+
+    def expire(self, before: datetime) -> int:
+        """Drop queued impressions older than ``before`` (retention)."""
+        return self._drop(lambda e: e.timestamp < before)
+
+    def _drop(self, doomed: Callable[[Event], bool]) -> int:
+        with self._lock:
+            kept = [e for e in self._queue if not doomed(e)]
+            n, self._queue = len(self._queue) - len(kept), kept
+        return n
 
     def pending(self) -> int:
         with self._lock:

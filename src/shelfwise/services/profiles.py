@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shelfwise.data.schemas import Item
+from shelfwise.retrieval.base import unique_first
 from shelfwise.services.recommender import Recommender
 
 _WORD = re.compile(r"[a-z][a-z0-9\-]{2,}")
@@ -85,7 +86,7 @@ def build_profile(rec: Recommender, user_id: str, *, n_recent: int = 10, max_int
     profile = UserProfile(user_id=user_id, history_length=len(history), recent_items=recent)
     if len(history) == 0:
         return profile
-    uniq, last_pos = np.unique(history[::-1], return_index=True)  # position from the end
+    uniq, last_pos = unique_first(history[::-1])  # position from the end
     weights = decay ** last_pos.astype(np.float64)
     catalog = rec.store.get_items(rec.items.externals(uniq))
     items = [catalog.get(e) or Item(id=e) for e in rec.items.externals(uniq)]

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -133,7 +133,8 @@ class PromotionService:
                 x, arm = e.context.get("x"), self._arm(str(pid))
                 if x is None or len(x) != CONTEXT_DIMS or arm is None:
                     continue
-                self.log.append([float(v) for v in x], arm, e.request_id, str(pid))
+                self.log.append([float(v) for v in x], arm, e.request_id, str(pid),
+                                user=e.user_id, at=e.timestamp.timestamp())
                 changed = True
             elif e.type == EventType.PROMOTION_REDEEMED and e.request_id:
                 changed |= self.log.credit(e.request_id, None if pid is None else str(pid))
@@ -154,6 +155,21 @@ class PromotionService:
         with self._lock:
             if self._loaded and self._observe(events):
                 self._dirty = True
+
+    def forget_users(self, match: Callable[[str], bool]) -> int:
+        """Drop the decisions shown to users where ``match`` and refit without them."""
+        return self._drop(lambda user, _at: match(user))
+
+    def expire(self, before: datetime) -> int:
+        """Drop decisions older than ``before`` (retention) and refit without them."""
+        cutoff = before.timestamp()
+        return self._drop(lambda _user, at: at < cutoff)
+
+    def _drop(self, doomed: Callable[[str, float], bool]) -> int:
+        n = self.log.drop(doomed)
+        if n:
+            self.refit(force=True)
+        return n
 
     def refit(self, *, force: bool = False) -> None:
         """Fit the policy on every logged decision with its reward."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -18,7 +18,7 @@ from shelfwise.data.loading import item_text
 from shelfwise.data.schemas import INTERACTION_TYPES, Event, Item
 from shelfwise.exceptions import NotFoundError
 from shelfwise.pipeline import Pipeline
-from shelfwise.retrieval.base import top_k
+from shelfwise.retrieval.base import sorted_unique, top_k
 from shelfwise.retrieval.semantic import Semantic
 from shelfwise.services.catalog import Catalog
 from shelfwise.storage.base import Store
@@ -51,6 +51,15 @@ SCORE_MEMO = 32
 """Generator score rows the recommender keeps (one row per generator and history)."""
 
 
+@dataclass
+class CacheStats:
+    """Lookups a cache answered (``hits``) and ones it had to compute (``misses``), for
+    ``/metrics``; counted under the cache's lock."""
+
+    hits: int = 0
+    misses: int = 0
+
+
 class Recommender:
     """Answers feed and similar-item requests from a bundle and each user's live history.
 
@@ -73,6 +82,8 @@ class Recommender:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, NDArray[np.int64]] = OrderedDict()
         self._scored: OrderedDict[tuple[str, int, bytes], NDArray[np.float32]] = OrderedDict()
+        self.history_stats, self.score_stats = CacheStats(), CacheStats()
+        self._generation = 0  # bumped when users are forgotten: a read begun before is not cached
         self.items: IdMap = bundle.items
         self.blend = feed_blend(bundle)
         self._blocked = np.zeros(len(bundle.items), dtype=bool)
@@ -145,15 +156,16 @@ class Recommender:
             cached = self._cache.get(user_id)
             if cached is not None:
                 self._cache.move_to_end(user_id)
+                self.history_stats.hits += 1
                 return cached
-        events = self.store.user_events(
-            user_id, types=sorted(INTERACTION_TYPES), limit=self.history_limit
-        )
-        hist = self._model_indices(events)
+            self.history_stats.misses += 1
+            generation = self._generation
+        hist = self._indices(self.store.interaction_items(user_id, limit=self.history_limit))
         with self._lock:
-            self._cache[user_id] = hist
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            if generation == self._generation:
+                self._cache[user_id] = hist
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
         return hist
 
     def observe(self, events: Sequence[Event]) -> None:
@@ -170,12 +182,26 @@ class Recommender:
         return self._model_indices(events[-self.history_limit:])
 
     def _model_indices(self, events: Sequence[Event]) -> NDArray[np.int64]:
-        idx = self.items.indices([e.item_id or "" for e in events])
+        return self._indices([e.item_id or "" for e in events])
+
+    def _indices(self, item_ids: Sequence[str]) -> NDArray[np.int64]:
+        idx = self.items.indices(item_ids)
         return idx[(idx >= 0) & (idx < self.n_model_items)].astype(np.int64, copy=False)
 
-    def forget_user(self, user_id: str) -> None:
+    def forget_users(self, match: Callable[[str], bool]) -> int:
+        """Drop the cached histories of users where ``match(user_id)``, and the memo of
+        scored histories; how many histories."""
         with self._lock:
-            self._cache.pop(user_id, None)
+            self._generation += 1
+            gone = [u for u in self._cache if match(u)]
+            for u in gone:
+                del self._cache[u]
+            self._scored.clear()
+            return len(gone)
+
+    def expire(self, before: datetime) -> int:
+        """Retention dropped events before ``before``: no cached history may still hold them."""
+        return self.forget_users(lambda _user: True)
 
     # ---- recommendations -----------------------------------------------------------------
     def generator_scores(self, name: str, history: NDArray[np.int64]) -> NDArray[np.float32]:
@@ -188,7 +214,9 @@ class Recommender:
             hit = self._scored.get(key)
             if hit is not None:
                 self._scored.move_to_end(key)
+                self.score_stats.hits += 1
                 return hit
+            self.score_stats.misses += 1
         scores = np.asarray(gen.score([history])[0], dtype=np.float32)
         scores.flags.writeable = False
         with self._lock:
@@ -226,7 +254,7 @@ class Recommender:
     def feed(self, user_id: str, n: int = 10, *, exclude_seen: bool = True) -> RecommendationList:
         """Personal feed; users without usable history get the cold-start generator's list."""
         history = self.history(user_id)
-        exclude = np.unique(history) if exclude_seen else np.empty(0, np.int64)
+        exclude = sorted_unique(history) if exclude_seen else np.empty(0, np.int64)
         if len(history) == 0:
             cold = self.bundle.manifest.config.cold_start
             scores = self.bundle.generators[cold].score([history])[0]

@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shelfwise.retrieval.base import sorted_unique
 from shelfwise.services.recommender import Recommendation, RecommendationList
 from shelfwise.services.search import SearchResult
 
@@ -109,7 +110,7 @@ class Candidates:
             if size > 0 else RecommendationList([])
         slate.history = self.rec.history(slate.user_id)
         if slate.exclude_seen:
-            slate.exclude |= set(self.rec.items.externals(np.unique(slate.history)))
+            slate.exclude |= set(self.rec.items.externals(sorted_unique(slate.history)))
         slate.items, slate.cold_start = from_recommendations(result), result.cold_start
 
     def _similar(self, slate: Slate) -> None:

@@ -14,6 +14,8 @@ from shelfwise.config import ShelfwiseConfig
 from shelfwise.exceptions import InvalidRequestError, NotFoundError, ShelfwiseError
 from shelfwise.services.engine import Engine
 from shelfwise.services.exploration import ExplorationConfig
+from shelfwise.serving.auth import Authenticator, check_routes
+from shelfwise.serving.metrics import install_monitoring
 from shelfwise.serving.routers import ROUTERS
 
 
@@ -36,8 +38,12 @@ def create_app(store_url: str | None = None, bundle_path: Path | str | None = No
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if app.state.metrics is not None:  # gauges refreshed in the background while serving
+            app.state.metrics.start()
         yield
         built.impressions.close()  # queued impressions are stored before the process exits
+        if app.state.metrics is not None:
+            app.state.metrics.stop()
 
     app = FastAPI(title="shelfwise", version=__version__, lifespan=lifespan,
                   description="Recommendations and personalized search for online shops.")
@@ -48,6 +54,7 @@ def create_app(store_url: str | None = None, bundle_path: Path | str | None = No
     app.state.promotions = engine.promotion_service
     app.state.explorer = engine.explorer
     app.state.search = engine.search_service
+    app.state.auth = Authenticator(engine.store, engine.settings.auth, engine.settings.host)
 
     @app.exception_handler(NotFoundError)
     async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
@@ -63,4 +70,6 @@ def create_app(store_url: str | None = None, bundle_path: Path | str | None = No
 
     for router in ROUTERS:
         app.include_router(router)
+    install_monitoring(app, engine, engine.settings.monitoring)  # /metrics, request log
+    check_routes(app)  # every route declares its scope (or that it is public)
     return app

@@ -9,6 +9,7 @@ from fastapi import Depends, Path, Query, Request
 from shelfwise.config import ServeConfig
 from shelfwise.data.schemas import ID_PATTERN
 from shelfwise.services.engine import Engine
+from shelfwise.serving.schemas import SESSION_ID_MAX
 
 
 def get_engine(request: Request) -> Engine:
@@ -25,8 +26,8 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 SettingsDep = Annotated[ServeConfig, Depends(get_settings)]
 N = Annotated[int, Query(ge=1, le=500, description="how many items")]
 SessionQuery = Annotated[str | None, Query(
-    min_length=1, max_length=256, pattern=ID_PATTERN, description="an anonymous visitor's "
-    "session id: the impressions of this list are logged under it")]
+    min_length=1, max_length=SESSION_ID_MAX, pattern=ID_PATTERN, description="an anonymous "
+    "visitor's session id: the impressions of this list are logged under it")]
 UserPath = Annotated[str, Path(min_length=1, max_length=256, pattern=ID_PATTERN,
                                description="your user id (1-256 characters, no control "
                                "characters); one never seen is a new visitor")]

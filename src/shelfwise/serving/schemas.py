@@ -18,10 +18,11 @@ class EventIn(_Body):
     """An event as a client sends it. Send your own ``id`` to make retries safe; without one
     the server assigns a fresh id (and a retry would be stored twice)."""
 
-    id: str | None = Field(default=None, min_length=1, max_length=256)
+    id: str | None = Field(default=None, min_length=1, max_length=256, pattern=ID_PATTERN)
     type: EventType
-    user_id: str = Field(min_length=1, max_length=256)
-    item_id: str | None = None
+    user_id: str = Field(min_length=1, max_length=256, pattern=ID_PATTERN)
+    item_id: str | None = Field(default=None, min_length=1, max_length=256, pattern=ID_PATTERN,
+                                description="required by view, click, cart and purchase")
     query: str | None = None
     request_id: str | None = None
     position: int | None = Field(default=None, ge=0)
@@ -141,7 +142,9 @@ class SearchFiltersIn(_Body):
     max_price: float | None = Field(default=None, ge=0)
 
 
-SessionId = Field(default=None, min_length=1, max_length=256, pattern=ID_PATTERN,
+SESSION_ID_MAX = 256 - len("anon:")
+"""A session's impressions are stored under the user id 'anon:<session_id>', itself ≤ 256."""
+SessionId = Field(default=None, min_length=1, max_length=SESSION_ID_MAX, pattern=ID_PATTERN,
                   description="an anonymous visitor's session: its impressions are logged "
                   "under it (as user 'anon:<session_id>')")
 
@@ -185,7 +188,8 @@ class Health(_Body):
     status: str = Field(description="ok when the server answers; see ready for warm-up")
     model_version: str
     store: str
-    counts: dict[str, int]
+    counts: dict[str, int] | None = Field(
+        default=None, description="rows per kind; shown to admin keys (and in local mode)")
     ready: dict[str, bool] = Field(
         default_factory=dict, description="parts warmed at start: search_index is true once "
         "searches no longer pay for building the index")
@@ -228,3 +232,14 @@ class CartResponse(_Body):
         description="cart items in the catalog but newer than the model bundle: they are "
         "excluded from the answer but give no signal until the next training")
     items: list[CartItem]
+
+
+class ForgetResponse(_Body):
+    user_id: str
+    rows: dict[str, int] = Field(description="store rows deleted per table (events, users, …), "
+                                 "in one transaction")
+    events: dict[str, int] = Field(description="the deleted events per type")
+    memory: dict[str, int] = Field(
+        description="entries this server dropped from memory (cached histories, queued "
+        "impressions, bandit decisions); other servers on the store drop theirs within "
+        "[privacy] sync_seconds")

@@ -16,6 +16,14 @@ runs the same known answers on each):
 - **Concurrent delivery.** ``add_events`` inserts with ``ON CONFLICT DO NOTHING`` and counts
   the rows that came back, so a retry racing its first delivery on another connection is
   skipped instead of failing on the unique id.
+- **PII.** With ``scrub_pii`` (on unless ``[privacy] scrub_pii = false``) every event write
+  (``add_events`` and the bulk ``add_event_rows``) masks phones, e-mails, card and ID-card
+  numbers in the query and context, and ``upsert_users`` in user attributes
+  (:mod:`shelfwise.privacy.scrub`): the one point the API, the impression log and imports share.
+- **Erasure.** ``forget_user`` deletes by every column marked ``info={"user_id": True}`` and
+  leaves a tombstone that event writes check after their insert; SQLite's write lock or a
+  PostgreSQL advisory lock orders the two (:mod:`shelfwise.storage.erasure`). SQLite runs with
+  ``secure_delete`` and checkpoints its WAL after an erasure, so deleted rows leave the file.
 """
 
 from __future__ import annotations
@@ -26,18 +34,30 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from shelfwise.data.schemas import Event, EventType, Item, Promotion, User
+from shelfwise.data.schemas import INTERACTION_TYPES, Event, EventType, Item, Promotion, User
 from shelfwise.exceptions import StoreError
-from shelfwise.storage.base import WriteResult
+from shelfwise.privacy.scrub import scrub_context_json, scrub_text, scrub_value
+from shelfwise.storage import erasure
+from shelfwise.storage.base import (
+    EVENT_ROW_COLUMNS,
+    ApiKey,
+    Erasure,
+    EventRow,
+    Tombstone,
+    WriteResult,
+)
 
 metadata = sa.MetaData()
+_INTERACTIONS_SQL = "type IN ('cart', 'click', 'purchase', 'view')"
+assert {f"'{t.value}'" for t in INTERACTION_TYPES} == set(
+    _INTERACTIONS_SQL.split("(")[1].rstrip(")").split(", "))
 
 items_t = sa.Table(
     "items",
@@ -60,7 +80,7 @@ items_t = sa.Table(
 users_t = sa.Table(
     "users",
     metadata,
-    sa.Column("id", sa.String(256), primary_key=True),
+    sa.Column("id", sa.String(256), primary_key=True, info={"user_id": True}),
     sa.Column("attributes", sa.JSON, nullable=False),
     sa.Column("created_at", sa.Float),
 )
@@ -72,7 +92,7 @@ events_t = sa.Table(
               autoincrement=True),
     sa.Column("id", sa.String(256), nullable=False, unique=True),
     sa.Column("type", sa.String(32), nullable=False),
-    sa.Column("user_id", sa.String(256), nullable=False),
+    sa.Column("user_id", sa.String(256), nullable=False, info={"user_id": True}),
     sa.Column("item_id", sa.String(256)),
     sa.Column("query", sa.Text),
     sa.Column("request_id", sa.Text),
@@ -83,6 +103,10 @@ events_t = sa.Table(
     sa.Column("context", sa.JSON, nullable=False),
     sa.Index("ix_events_user_time", "user_id", "timestamp", "seq"),
     sa.Index("ix_events_request", "request_id"),
+    # a user's interactions without scanning their impressions (which grow with every list
+    # served); the query must repeat this exact condition for the planner to use it
+    sa.Index("ix_events_user_interactions", "user_id", "timestamp", "seq",
+             sqlite_where=sa.text(_INTERACTIONS_SQL), postgresql_where=sa.text(_INTERACTIONS_SQL)),
 )
 
 promotions_t = sa.Table(
@@ -103,6 +127,20 @@ meta_t = sa.Table(
     sa.Column("key", sa.Text, primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+api_keys_t = sa.Table(  # the secret is never stored: only its sha256 and last characters
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("hint", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+)
+
+forgotten_t = erasure.forgotten_table(metadata)  # tombstones of forgotten users
 
 
 #: Tables whose rows keep their first-insertion order in ``seq``.
@@ -134,11 +172,14 @@ class SqlStore:
     SQLite runs in WAL mode with ``synchronous=FULL``: a write that returned survives a crash.
     """
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True, scrub_pii: bool = True) -> None:
         self.url = url
+        self.scrub_pii = scrub_pii
         kwargs: dict[str, Any] = {"json_serializer": _json_dumps}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        elif "connect_timeout" not in url:  # an unreachable host fails in 10 s, not minutes
+            kwargs["connect_args"] = {"connect_timeout": 10}
         self.engine: Engine = sa.create_engine(url, **kwargs)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -146,6 +187,9 @@ class SqlStore:
         if create:
             metadata.create_all(self.engine)
         self._add_order_columns()
+        if create:  # indexes added since a file was made (create_all skips existing tables)
+            for index in events_t.indexes:
+                index.create(self.engine, checkfirst=True)
 
     def _add_order_columns(self) -> None:
         """Give tables written before insertion order was stored their ``seq`` column: SQLite
@@ -263,7 +307,8 @@ class SqlStore:
 
     def upsert_users(self, users: Sequence[User]) -> WriteResult:
         rows = [
-            {"id": u.id, "attributes": u.attributes, "created_at": _ts(u.created_at)}
+            {"id": u.id, "created_at": _ts(u.created_at),
+             "attributes": scrub_value(u.attributes) if self.scrub_pii else u.attributes}
             for u in users
         ]
         return WriteResult(self._upsert(users_t, rows))
@@ -277,35 +322,37 @@ class SqlStore:
         return WriteResult(self._upsert(promotions_t, rows))
 
     def add_events(self, events: Sequence[Event]) -> WriteResult:
-        unique: dict[str, Event] = {}
-        for ev in events:
-            unique.setdefault(ev.id, ev)
         rows = [
-            {
-                "id": ev.id,
-                "type": ev.type.value,
-                "user_id": ev.user_id,
-                "item_id": ev.item_id,
-                "query": ev.query,
-                "request_id": ev.request_id,
-                "position": ev.position,
-                "propensity": ev.propensity,
-                "value": ev.value,
-                "timestamp": ev.timestamp.timestamp(),
-                "context": ev.context,
-            }
-            for ev in unique.values()
+            (ev.id, ev.type.value, ev.user_id, ev.item_id, ev.query, ev.request_id,
+             ev.position, ev.propensity, ev.value, ev.timestamp.timestamp(),
+             _event_context(ev.id, ev.context))
+            for ev in events
         ]
-        # Known ids are left out up front (cheap for a redelivered import); ones a concurrent
-        # delivery is writing are skipped by the database. The ids that come back were written.
-        stmt = (self._insert(events_t).on_conflict_do_nothing(index_elements=["id"])
-                .returning(events_t.c.id))
+        return self.add_event_rows(rows)
+
+    def add_event_rows(self, rows: Sequence[EventRow]) -> WriteResult:
+        """Insert validated event tuples (:data:`EVENT_ROW_COLUMNS` order, context as JSON
+        text) with one driver-level ``executemany``: the bulk path of imports and ingestion.
+
+        ``ON CONFLICT DO NOTHING`` skips ids already stored, repeats within ``rows`` and a
+        concurrent delivery of the same id; the driver's row count is what was written."""
+        if not rows:
+            return WriteResult(0, 0)
+        if self.scrub_pii:
+            rows = [_scrubbed(r) for r in rows]
+        _refuse_nul_rows(rows)
+        mark = "?" if self.engine.dialect.name == "sqlite" else "%s"
+        names = ", ".join(f'"{c}"' for c in EVENT_ROW_COLUMNS)
+        sql = (f"INSERT INTO events ({names}) VALUES "
+               f"({', '.join([mark] * len(EVENT_ROW_COLUMNS))}) ON CONFLICT (id) DO NOTHING")
+        written = 0
         with self.transaction(), self._conn() as conn:
-            known = self._existing(conn, list(unique))
-            rows = [r for r in rows if r["id"] not in known]
-            _refuse_nul(events_t, rows)
-            written = len(self._write(conn, events_t, stmt, rows))
-        return WriteResult(written, len(events) - written)
+            erasure.lock(conn, exclusive=False)
+            for start in range(0, len(rows), 50_000):
+                chunk = list(rows[start : start + 50_000])
+                written += max(conn.exec_driver_sql(sql, chunk).rowcount, 0)
+            written -= erasure.drop_forgotten(conn, metadata, [(r[0], r[2], r[9]) for r in rows])
+        return WriteResult(written, len(rows) - written)
 
     def set_meta(self, key: str, value: str) -> None:
         self._upsert(meta_t, [{"key": key, "value": value}])
@@ -369,6 +416,17 @@ class SqlStore:
         with self._conn() as conn:
             rows = [dict(r) for r in conn.execute(q).mappings()]
         return [_event(r) for r in reversed(rows)]
+
+    def interaction_items(self, user_id: str, *, limit: int | None = None) -> list[str]:
+        """Item ids of the user's view/click/cart/purchase events, oldest first; the last
+        ``limit``. The hot read of every feed: one indexed query, no model objects."""
+        sql = (f"SELECT item_id FROM events WHERE user_id = :u AND {_INTERACTIONS_SQL} "
+               "ORDER BY timestamp DESC, seq DESC" + (" LIMIT :n" if limit is not None else ""))
+        params: dict[str, Any] = {"u": user_id} | ({"n": limit} if limit is not None else {})
+        with self._conn() as conn:
+            ids = [r[0] for r in conn.execute(sa.text(sql), params).fetchall()]
+        ids.reverse()
+        return ids
 
     def iter_events(self, *, batch_size: int = 10_000) -> Iterator[list[Event]]:
         last = 0
@@ -447,6 +505,69 @@ class SqlStore:
                                 .scalar_one())
         return out
 
+    # ---- API keys ---------------------------------------------------------------------
+    def add_api_key(self, key: ApiKey) -> None:
+        row = {"id": key.id, "name": key.name, "scope": key.scope, "key_hash": key.key_hash,
+               "hint": key.hint, "created_at": _ts(key.created_at),
+               "revoked_at": _ts(key.revoked_at)}
+        _refuse_nul(api_keys_t, [row])
+        try:
+            with self._conn() as conn:
+                conn.execute(api_keys_t.insert(), row)
+        except sa.exc.IntegrityError as exc:
+            raise StoreError(f"api key {key.id!r}: its id or hash is already stored") from exc
+
+    def api_key(self, key_hash: str) -> ApiKey | None:
+        q = sa.select(api_keys_t).where(api_keys_t.c.key_hash == key_hash)
+        with self._conn() as conn:
+            r = conn.execute(q).mappings().first()
+        return None if r is None else _api_key(dict(r))
+
+    def list_api_keys(self, *, revoked: bool = False) -> list[ApiKey]:
+        q = sa.select(api_keys_t).order_by(api_keys_t.c.created_at, api_keys_t.c.id)
+        if not revoked:
+            q = q.where(api_keys_t.c.revoked_at.is_(None))
+        with self._conn() as conn:
+            return [_api_key(dict(r)) for r in conn.execute(q).mappings()]
+
+    def revoke_api_key(self, key_id: str) -> ApiKey | None:
+        c = api_keys_t.c
+        stmt = (api_keys_t.update().where(c.id == key_id, c.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC).timestamp()).returning(*api_keys_t.c))
+        with self._conn() as conn:
+            r = conn.execute(stmt).mappings().first()
+        return None if r is None else _api_key(dict(r))
+
+    # ---- forgetting users, retention (statements in storage/erasure.py) -----------------
+    def forget_user(self, user_id: str) -> Erasure:
+        with self.transaction(), self._conn() as conn:
+            out = erasure.forget(conn, metadata, user_id)
+        self._checkpoint()
+        return out
+
+    def tombstones(self, after: int = 0) -> list[Tombstone]:
+        with self._conn() as conn:
+            return erasure.tombstones(conn, metadata, after)
+
+    def drop_events_before(self, cutoff: datetime) -> int:
+        with self.transaction(), self._conn() as conn:
+            n = erasure.drop_before(conn, metadata, cutoff)
+        if n:
+            self._checkpoint()
+        return n
+
+    def _checkpoint(self) -> None:
+        """SQLite keeps old page images in the write-ahead log until a checkpoint: move them
+        into the file (where ``secure_delete`` has zeroed deleted rows) and empty the log.
+        Best effort, waiting at most 1 s: a reader inside an old snapshot keeps its frames."""
+        if self.engine.dialect.name == "sqlite" and getattr(self._local, "conn", None) is None:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA busy_timeout = 1000")
+                try:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    conn.exec_driver_sql("PRAGMA busy_timeout = 30000")  # connect_args timeout
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -470,6 +591,42 @@ def _refuse_nul(table: sa.Table, rows: list[dict[str, Any]]) -> None:
                                  "(U+0000), which the store does not keep in text")
 
 
+def _refuse_nul_rows(rows: Sequence[EventRow]) -> None:
+    """:func:`_refuse_nul` for event tuples: one C-level scan per column, rows named only
+    when a NUL is there."""
+    for k, col in enumerate(EVENT_ROW_COLUMNS):
+        if col in _TEXT_COLUMNS["events"]:
+            values = [v for r in rows if isinstance(v := r[k], str)]
+            if "\x00" in "".join(values):
+                row = next(r for r in rows if isinstance(v := r[k], str) and "\x00" in v)
+                raise StoreError(f"events {row[0]!r}: {col} contains a NUL character "
+                                 "(U+0000), which the store does not keep in text")
+
+
+_QUERY, _CONTEXT = EVENT_ROW_COLUMNS.index("query"), EVENT_ROW_COLUMNS.index("context")
+
+
+def _scrubbed(row: EventRow) -> EventRow:
+    """``row`` with PII masked in its query and context (the same tuple when there is none)."""
+    query, context = row[_QUERY], row[_CONTEXT]
+    clean_q = scrub_text(query) if isinstance(query, str) else query
+    clean_c = scrub_context_json(context) if isinstance(context, str) else context
+    if clean_q == query and clean_c == context:
+        return row
+    out = list(row)
+    out[_QUERY], out[_CONTEXT] = clean_q, clean_c
+    return cast(EventRow, tuple(out))
+
+
+def _event_context(event_id: str, context: dict[str, Any]) -> str:
+    """An event's context as JSON text; NaN or Infinity is a :class:`StoreError`."""
+    try:
+        return _json_dumps(context)
+    except ValueError:
+        raise StoreError(f"events {event_id!r}: context holds NaN or Infinity, which JSON "
+                         "cannot store") from None
+
+
 def _non_json(table: sa.Table, rows: list[dict[str, Any]]) -> str | None:
     """Which row and field hold a number JSON cannot write (after a failed write)."""
     for row in rows:
@@ -486,6 +643,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA secure_delete=ON")  # a forgotten user's rows are zeroed, not just freed
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
@@ -493,6 +651,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def _item(r: dict[str, Any]) -> Item:
     r["created_at"] = _dt(r["created_at"])
     return Item(**r)
+
+
+def _api_key(r: dict[str, Any]) -> ApiKey:
+    return ApiKey(**{**r, "created_at": _dt(r["created_at"]), "revoked_at": _dt(r["revoked_at"])})
 
 
 def _event(r: dict[str, Any]) -> Event:

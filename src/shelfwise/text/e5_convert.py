@@ -252,7 +252,9 @@ def convert(dest: Path, model_path: Path | None = None) -> Path:
         }
         (tmp / _MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
         tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared read-only
-        if dest.exists():  # stale or concurrently written: replace it
+        if is_converted(dest):  # another process finished first: keep its copy (in use)
+            return dest
+        if dest.exists():  # stale: replace it
             shutil.rmtree(dest, ignore_errors=True)
         os.replace(tmp, dest)
     finally:

@@ -1,8 +1,17 @@
 """One router per resource; each is a thin layer over :class:`~shelfwise.services.engine.Engine`."""
 
-from shelfwise.serving.routers import cart, events, items, promotions, search, system, users
+from shelfwise.serving.routers import (
+    cart,
+    events,
+    items,
+    privacy,
+    promotions,
+    search,
+    system,
+    users,
+)
 
 ROUTERS = (system.router, users.router, items.router, events.router, promotions.router,
-           search.router, cart.router)
+           search.router, cart.router, privacy.router)
 
 __all__ = ["ROUTERS"]

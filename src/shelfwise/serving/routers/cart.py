@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
+from shelfwise.apikeys import Scope
+from shelfwise.serving.auth import requires
 from shelfwise.serving.deps import EngineDep
 from shelfwise.serving.schemas import CartRequest, CartResponse
 
-router = APIRouter(prefix="/v1", tags=["recommendations"])
+router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[requires(Scope.READ)])
 
 
 def _first_repeat(ids: list[str]) -> str | None:

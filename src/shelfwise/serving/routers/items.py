@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from shelfwise.apikeys import Scope
+from shelfwise.serving.auth import requires
 from shelfwise.serving.deps import EngineDep, ItemPath, N, SessionQuery, UserQuery
 from shelfwise.serving.schemas import ItemBatch, SimilarResponse, Written
 
@@ -11,7 +13,8 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 
 
 @router.get("/items/{item_id}/similar", response_model=SimilarResponse,
-            responses={404: {"description": "unknown item"}}, tags=["recommendations"])
+            responses={404: {"description": "unknown item"}}, tags=["recommendations"],
+            dependencies=[requires(Scope.READ)])
 def similar(item_id: ItemPath, engine: EngineDep, n: N = 10, user_id: UserQuery = None,
             session_id: SessionQuery = None) -> SimilarResponse:
     """Items like this one (new items: popular items of its category); logged as
@@ -19,7 +22,7 @@ def similar(item_id: ItemPath, engine: EngineDep, n: N = 10, user_id: UserQuery 
     return engine.similar(item_id, n, user_id=user_id, session_id=session_id)
 
 
-@router.post("/items", response_model=Written)
+@router.post("/items", response_model=Written, dependencies=[requires(Scope.ADMIN)])
 def post_items(batch: ItemBatch, engine: EngineDep) -> Written:
     """Create or replace items; they are recommendable and searchable at once."""
     return Written(written=engine.add_items(batch.items).written)

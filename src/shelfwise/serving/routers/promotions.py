@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from shelfwise.apikeys import Scope
+from shelfwise.serving.auth import requires
 from shelfwise.serving.deps import EngineDep
 from shelfwise.serving.schemas import PromotionBatch, Written
 
-router = APIRouter(prefix="/v1", tags=["promotions"])
+router = APIRouter(prefix="/v1", tags=["promotions"], dependencies=[requires(Scope.ADMIN)])
 
 
 @router.post("/promotions", response_model=Written)

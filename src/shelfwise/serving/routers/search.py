@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
+from shelfwise.apikeys import Scope
 from shelfwise.services.search import SearchFilters
+from shelfwise.serving.auth import requires
 from shelfwise.serving.deps import EngineDep
 from shelfwise.serving.schemas import RerankRequest, SearchRequest, SearchResponse
 
-router = APIRouter(prefix="/v1", tags=["search"])
+router = APIRouter(prefix="/v1", tags=["search"], dependencies=[requires(Scope.READ)])
 
 
 @router.post("/search", response_model=SearchResponse)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from shelfwise.services.profiles import build_profile
+from shelfwise.apikeys import Scope
+from shelfwise.serving.auth import requires
 from shelfwise.serving.deps import EngineDep, N, UserPath
 from shelfwise.serving.schemas import (
     FeedResponse,
@@ -14,7 +15,7 @@ from shelfwise.serving.schemas import (
     PromotionsResponse,
 )
 
-router = APIRouter(prefix="/v1", tags=["recommendations"])
+router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[requires(Scope.READ)])
 
 
 @router.get("/users/{user_id}/feed", response_model=FeedResponse)
@@ -39,7 +40,7 @@ def profile(
     vector: bool = Query(False, description="include the profile vector"),
 ) -> ProfileResponse:
     """What the recommender knows of a user now: recent items, interests, tags."""
-    p = build_profile(engine.recommender, user_id, include_vector=vector)
+    p = engine.profile(user_id, include_vector=vector)
     return ProfileResponse(
         user_id=p.user_id, history_length=p.history_length, recent_items=p.recent_items,
         interests=[InterestOut(label=i.label, weight=i.weight, items=i.items)
