@@ -315,9 +315,10 @@ def requests_for(events: Any, queries: list[str], n: int, seed: int
     }
 
 
-def post_events(base: str, events: Any, batches: int, max_s: float, seed: int
-                ) -> tuple[dict[str, Any], list[str]]:
-    """``POST /v1/events`` in batches of 100 with unique ids; the ids of accepted batches."""
+def post_events(base: str, events: Any, batches: int, max_s: float, seed: int,
+                clients: int = 4) -> tuple[dict[str, Any], list[str]]:
+    """``POST /v1/events`` in batches of 100 with unique ids from ``clients`` concurrent
+    clients; the ids of accepted batches."""
     rng = np.random.default_rng(seed + 4)
     tag = f"bench-{int(time.time())}"
     users = rng.choice(events["user_id"].unique(), size=batches * 100)
@@ -336,7 +337,7 @@ def post_events(base: str, events: Any, batches: int, max_s: float, seed: int
         counts["duplicates"] += int(body["duplicates"])
         accepted.extend(e["id"] for e in (reqs[k][2] or {})["events"])
 
-    stats = drive(base, reqs, 1, batches, max_s, warmup=0, on_ok=on_ok)
+    stats = drive(base, reqs, clients, batches, max_s, warmup=0, on_ok=on_ok)
     stats.update(counts, events_per_s=round(counts["accepted"] / stats["seconds"], 1))
     return stats, accepted
 
@@ -610,6 +611,7 @@ PROTOCOL = (
     "127.0.0.1, OMP/OPENBLAS/MKL_NUM_THREADS=1; one asyncio+httpx "
     "client process on the same machine; 10 warm-up requests per phase; n=10; feed users "
     "drawn uniformly from users with events, similar/events items drawn by event frequency; "
+    "POST /v1/events from 4 concurrent clients (1 before 2026-12-05); "
     "baseline = implicit ALS (64 factors, 15 iterations, type weights 1/1/2/3) behind a bare "
     "FastAPI route, no titles, impressions or explanations")
 
