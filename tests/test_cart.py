@@ -59,9 +59,9 @@ def test_items_bought_together_come_back_with_the_reason(client: TestClient) -> 
     items = body["items"]
     assert isinstance(items, list)
     top = items[0]
-    assert top["item_id"] == "butter" and top["explanation"]["reason"] == "cooccurrence"
+    assert top["item_id"] == "butter" and top["explanation"]["reason"] == "bought_with"
     assert top["explanation"]["related_item"] == "bread"
-    assert top["explanation"]["text"] == "often bought with Item bread"
+    assert top["explanation"]["text"] == "Often bought with Item bread"
     assert top["title"] == "Item butter"
     assert [i["score"] for i in items] == sorted((i["score"] for i in items), reverse=True)
 
@@ -109,7 +109,7 @@ def test_anonymous_and_empty_carts(client: TestClient) -> None:
     assert empty["cold_start"] is True and empty["sources"] == ["popularity"]
     assert _ids(empty)[0] == "milk"
     items = empty["items"]
-    assert isinstance(items, list) and items[0]["explanation"]["text"] == "popular with shoppers"
+    assert isinstance(items, list) and items[0]["explanation"]["reason"] == "popular_in"
 
 
 def test_the_users_history_is_an_extra_signal(client: TestClient) -> None:
@@ -119,7 +119,8 @@ def test_the_users_history_is_an_extra_signal(client: TestClient) -> None:
     assert body["personalized"] is True and "user_cooccurrence" in body["sources"]
     assert _ids(body)[:2] == ["butter", "honey"], "honey goes with the user's tea"
     items = body["items"]
-    assert isinstance(items, list) and items[1]["explanation"]["reason"] == "user_cooccurrence"
+    assert isinstance(items, list) and items[1]["explanation"]["reason"] == "similar_to"
+    assert items[1]["explanation"]["parts"] == {"user_cooccurrence": items[1]["score"]}
     # an unknown user is simply anonymous
     stranger = _ask(client, ["bread"], user_id="stranger", n=3)
     assert stranger["personalized"] is False and _ids(stranger) == anonymous

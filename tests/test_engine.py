@@ -104,7 +104,7 @@ def test_impressions_reach_the_store_within_the_flush_delay(tmp_path: Path) -> N
 def test_every_surface_explains_every_item_in_one_shape(tmp_path: Path) -> None:
     url, bundles = build(two_group_frame(), tmp_path)
     client = TestClient(create_app(url, bundles))
-    keys = {"reason", "source", "parts", "related_item", "text"}
+    keys = {"reason", "source", "parts", "related_item", "label", "text"}
     feed = client.get("/v1/users/u0/feed", params={"n": 3}).json()["items"]
     cold = client.get("/v1/users/nobody/feed", params={"n": 3}).json()["items"]
     similar = client.get("/v1/items/a1/similar", params={"n": 3}).json()["items"]
@@ -119,10 +119,10 @@ def test_every_surface_explains_every_item_in_one_shape(tmp_path: Path) -> None:
         assert sum(i["explanation"]["parts"].values()) == pytest.approx(i["score"], abs=1e-4)
     assert {i["explanation"]["source"] for i in cold} == {"cold_start"}
     assert {i["explanation"]["related_item"] for i in similar} == {"a1"}
-    assert search[0]["explanation"]["reason"] == "query_match"
+    assert search[0]["explanation"]["reason"] == "matches_query"
     assert "bm25" in search[0]["explanation"]["parts"]
     assert cart[0]["explanation"]["related_item"] == "b1"
-    assert cart[0]["explanation"]["text"].startswith("often bought with")
+    assert cart[0]["explanation"]["text"].startswith("Often bought with")
 
 
 def test_n_above_the_configured_limit_is_a_clear_422(tmp_path: Path) -> None:
@@ -195,9 +195,9 @@ def test_stage_lists_are_checked_when_the_config_is_read() -> None:
     from shelfwise.config import load_config
     from shelfwise.exceptions import ConfigError
 
-    with pytest.raises(ConfigError, match=r"serve\.stages\.feed.*unknown stage 'diversity'"):
+    with pytest.raises(ConfigError, match=r"serve\.stages\.feed.*unknown stage 'sparkle'"):
         load_config(env={"SHELFWISE_SERVE__STAGES__FEED":
-                         '["candidates", "rules", "diversity", "explain"]'})
+                         '["candidates", "rules", "sparkle", "explain"]'})
     with pytest.raises(ConfigError, match=r"serve\.stages\.search.*'explain' is required"):
         load_config(env={"SHELFWISE_SERVE__STAGES__SEARCH": '["candidates", "rules"]'})
     with pytest.raises(ConfigError, match=r"serve\.stages\.cart.*feed only"):
@@ -236,8 +236,8 @@ def test_a_new_stage_runs_wherever_the_config_lists_it(tmp_path: Path,
     cfg = load_config(env={"SHELFWISE_SERVE__STAGES__SIMILAR":
                            '["candidates", "rules", "rerank", "reverse", "explain"]'}).config
     client = TestClient(create_app(url, bundles, config=cfg))
-    want = [i["item_id"] for i in plain.get("/v1/items/a1/similar", params={"n": 3}
-                                             ).json()["items"]]
+    want = [i["item_id"] for i in plain.get("/v1/items/a1/similar",  # the model's order
+                                             params={"n": 3, "diversity": 0}).json()["items"]]
     got = client.get("/v1/items/a1/similar", params={"n": 3}).json()
     assert [i["item_id"] for i in got["items"]] == want[::-1]
     feed = [i["item_id"] for i in client.get("/v1/users/u0/feed").json()["items"]]

@@ -10,10 +10,16 @@ import numpy as np
 import pytest
 
 from shelfwise.evaluation import (
+    ILD,
     MRR,
     NDCG,
+    CategoryCoverage,
+    CategoryILD,
     Coverage,
     HitRate,
+    ItemContext,
+    Miscalibration,
+    Novelty,
     Precision,
     Recall,
     candidate_lists,
@@ -234,3 +240,64 @@ def test_candidate_lists() -> None:
     assert pools.shape == (2, 3)
     assert sorted(pools[0].tolist()) == [3, 4, 7]  # target once, the negative 7 dropped
     assert sorted(pools[1].tolist()) == [1, 2, 5]
+
+
+# ---- beyond-accuracy metrics (known answers) ---------------------------------------------------
+def _ctx() -> ItemContext:
+    # items 0,1 point the same way, 2 is orthogonal, 3 opposite to 0; categories a a b b
+    vec = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    return ItemContext(vectors=vec, categories=np.array([0, 0, 1, 1]),
+                       popularity=np.array([4, 2, 1, 1]), histories=[np.array([0, 1]),
+                                                                     np.array([2])])
+
+
+def test_ild_is_one_minus_mean_pairwise_cosine() -> None:
+    ctx = _ctx()
+    ild = ILD(3)
+    per = ild.calc_per_user(np.array([[0, 1, 2], [0, 3, -1]]), ctx)
+    # pairs of (0,1,2): cos 1, 0, 0 -> mean 1/3; (0,3): cos -1 -> 1 - (-1) = 2
+    assert per == pytest.approx([1 - 1 / 3, 2.0])
+    assert ild.calc(np.array([[0, 1, 2], [0, 3, -1]]), [[], []], context=ctx) \
+        == pytest.approx((2 / 3 + 2) / 2)
+    assert math.isnan(ild.calc(np.array([[0, 1, 2]]), [[]], context=ItemContext()))
+    assert math.isnan(ild.calc_per_user(np.array([[0, -1, -1]]), ctx)[0])  # one item: no pair
+
+
+def test_category_ild_coverage_novelty_and_miscalibration() -> None:
+    ctx = _ctx()
+    reco = np.array([[0, 1, 2], [2, 3, -1]])
+    # (0,1,2): categories a a b: 1 same pair of 3 -> 2/3; (2,3): b b -> 0
+    assert CategoryILD(3).calc_per_user(reco, ctx) == pytest.approx([2 / 3, 0.0])
+    assert CategoryCoverage(3).calc(np.array([[0, 1, -1]]), [[]], context=ctx) == 0.5
+    assert CategoryCoverage(3).calc(reco, [[], []], context=ctx) == 1.0
+    info = -np.log2(np.array([4, 2, 1, 1]) / 8)  # 1, 2, 3, 3 bits
+    assert Novelty(3).calc_per_user(reco, ctx) == pytest.approx(
+        [(info[0] + info[1] + info[2]) / 3, 3.0])
+    # user 0: history all a, list 2/3 a 1/3 b -> KL(p || 0.99 q + 0.01 p) = log(1 / (0.99*2/3+0.01))
+    mis = Miscalibration(3).calc_per_user(reco, ctx)
+    assert mis[0] == pytest.approx(math.log(1 / (0.99 * 2 / 3 + 0.01)))
+    assert mis[1] == pytest.approx(0.0)  # history all b, list all b
+    assert isinstance(parse_metric("catild@5"), CategoryILD)
+    assert isinstance(parse_metric("Novelty@10"), Novelty)
+    assert isinstance(parse_metric("ILD@10"), ILD)
+
+
+def test_evaluate_fills_the_context_for_beyond_accuracy_metrics() -> None:
+    import pandas as pd
+
+    from shelfwise.data.interactions import Interactions
+    from shelfwise.evaluation import LeaveLastOut, evaluate
+    from shelfwise.retrieval import Popularity
+
+    frame = pd.DataFrame({"user_id": ["u1"] * 3 + ["u2"] * 3 + ["u3"] * 2,
+                          "item_id": ["a", "b", "c", "a", "c", "d", "b", "d"],
+                          "timestamp": np.arange(8.0)})
+    data = Interactions.from_frame(frame)
+    cats = np.array([0, 1, 0, 1])
+    rec = evaluate({"pop": Popularity()}, data, LeaveLastOut(),
+                   [Novelty(2), CategoryILD(2), Miscalibration(2), ILD(2)], dataset="toy",
+                   context=ItemContext(categories=cats))
+    values = dict(zip(rec["metric"], rec["value"], strict=True))
+    assert values["Novelty@2"] > 0 and 0 <= values["CatILD@2"] <= 1
+    assert values["Miscalibration@2"] >= 0
+    assert math.isnan(values["ILD@2"])  # popularity has no item vectors

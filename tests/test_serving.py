@@ -39,7 +39,7 @@ def test_unknown_user_gets_cold_start(client: TestClient) -> None:
     body = client.get("/v1/users/stranger/feed").json()
     assert body["cold_start"] is True
     assert len(body["items"]) == 7
-    assert {r["explanation"]["reason"] for r in body["items"]} == {"popularity"}
+    assert {r["explanation"]["reason"] for r in body["items"]} == {"popular_in"}
 
 
 def test_a_click_changes_the_next_feed(client: TestClient) -> None:
@@ -79,10 +79,12 @@ def test_a_new_item_is_recommendable_at_once(client: TestClient) -> None:
     r = client.post("/v1/items", json={"items": [
         {"id": "a9", "title": "Open-world fantasy role-playing game", "category": ["A"]}]})
     assert r.json() == {"written": 1}
-    body = client.get("/v1/items/a9/similar", params={"n": 2}).json()
+    body = client.get("/v1/items/a9/similar", params={"n": 2, "diversity": 0}).json()
     assert not body["cold_start"]
     assert {i["item_id"] for i in body["items"]} == {"a1", "a2"}
-    assert {i["explanation"]["reason"] for i in body["items"]} == {"semantic"}
+    assert {i["explanation"]["reason"] for i in body["items"]} == {"similar_to"}
+    assert {max(i["explanation"]["parts"], key=i["explanation"]["parts"].get)
+            for i in body["items"]} == {"semantic"}
     # ...and the new item is a neighbour of the old ones
     near = client.get("/v1/items/a1/similar", params={"n": 7}).json()
     assert "a9" in [i["item_id"] for i in near["items"]]

@@ -55,8 +55,8 @@ def test_a_catalog_alone_trains_and_serves_search_similar_and_new_arrivals(
     assert {i["item_id"] for i in body["items"]} == {"shoe-red", "shoe-trail"}
     similar = client.get("/v1/items/shoe-red/similar", params={"n": 2}).json()
     assert similar["items"][0]["item_id"] == "shoe-trail", "similar from the title's words"
-    assert similar["items"][0]["explanation"]["reason"] == "similar_text"
-    feed = client.get("/v1/users/first-visitor/feed", params={"n": 5}).json()
+    assert similar["items"][0]["explanation"]["reason"] == "similar_to"
+    feed = client.get("/v1/users/first-visitor/feed", params={"n": 5, "diversity": 0}).json()
     assert feed["cold_start"] is True
     assert [i["item_id"] for i in feed["items"]][:4] == ["shoe-trail", "kettle", "pan",
                                                         "shoe-red"], "newest first"
@@ -104,7 +104,7 @@ def test_with_the_semantic_model_a_catalog_alone_gives_semantic_neighbours(
     similar = client.get("/v1/items/pan/similar", params={"n": 1}).json()
     assert similar["cold_start"] is False
     assert similar["items"][0]["item_id"] == "kettle"
-    assert similar["items"][0]["explanation"]["reason"] == "semantic"
+    assert similar["items"][0]["explanation"]["reason"] == "similar_to"
     r = client.post("/v1/items", json={"items": [
         {"id": "skillet", "title": "Cast iron skillet, pre-seasoned", "category": ["Kitchen"]}]})
     assert r.status_code == 200

@@ -33,6 +33,7 @@ from shelfwise.apikeys import AuthConfig
 from shelfwise.bundle.config import TrainConfig
 from shelfwise.exceptions import ConfigError
 from shelfwise.privacy.pseudonym import MIN_SECRET, Pseudonymizer
+from shelfwise.ranking.diversity import DiversityConfig
 from shelfwise.search.index import SearchConfig
 from shelfwise.services.cart import CartConfig
 from shelfwise.services.exploration import ExplorationConfig
@@ -140,6 +141,7 @@ class ServeConfig(_Section):
     impressions: ImpressionsConfig = Field(default_factory=ImpressionsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
+    diversity: DiversityConfig = Field(default_factory=DiversityConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 

@@ -153,21 +153,21 @@ class Pipeline:
             spec)
 
     def score_explained(self, history: History) -> tuple[
-            NDArray[np.float32], Callable[[Sequence[int]], list[str]]]:
-        """One history's :meth:`score` row, and a function telling for any items why each
-        ranks where it does: the source whose features added most to its ranker score (a
-        generator's score, ratio and rank count together as its alias; item features such as
-        ``pop_recent`` count alone). Items the ranker did not score, and every item in blend
-        mode, are explained as ``"pipeline"``. Scoring and explaining share one pass."""
+            NDArray[np.float32], Callable[[Sequence[int]], list[dict[str, float]]]]:
+        """One history's :meth:`score` row, and a function giving for any items the ranker's
+        ``pred_contrib`` grouped by part: a generator's score, ratio and rank count together
+        as its alias; item features such as ``pop_recent`` count alone; the bias is left out.
+        Items the ranker did not score, and every item in blend mode, get ``{}``. Scoring and
+        explaining share one pass."""
         spec = self._spec(self.generators_, self._stats())
         out, ranked = self._score_rows([history], self.generators_, spec)
         if ranked is None or self.ranker_ is None:
-            return out[0], lambda items: ["pipeline"] * len(items)
+            return out[0], lambda items: [{} for _ in items]
         cands, x = ranked
         names = self.feature_names(spec)
         ranker = self.ranker_
 
-        def explain(items: Sequence[int]) -> list[str]:
+        def explain(items: Sequence[int]) -> list[dict[str, float]]:
             row = {int(i): k for k, i in enumerate(cands.items)}
             keys = [s.key for s in self.config.generators]
             group = [next((a for a in keys if f.startswith(f"{a}_")), f) for f in names]
@@ -176,10 +176,11 @@ class Pipeline:
             want = [row.get(int(i), -1) for i in items]
             hit = [k for k in want if k >= 0]
             if not hit:
-                return ["pipeline"] * len(items)
-            best = iter(labels[int(j)] for j in np.argmax(
-                ranker.contributions(x[hit])[:, :-1] @ member, axis=1))
-            return [next(best) if k >= 0 else "pipeline" for k in want]
+                return [{} for _ in items]
+            grouped = iter(ranker.contributions(x[hit])[:, :-1] @ member)
+            return [{lab: round(float(v), 6) for lab, v in zip(labels, next(grouped),
+                                                                  strict=True)}
+                    if k >= 0 else {} for k in want]
 
         return out[0], explain
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
+import pandas as pd
 import typer
+from numpy.typing import NDArray
 from rich.console import Console
 from rich.markup import escape
 
@@ -25,6 +28,7 @@ from shelfwise.evaluation import (
     parse_metric,
     write_records,
 )
+from shelfwise.evaluation.metrics import ItemContext
 from shelfwise.exceptions import ConfigError, ShelfwiseError
 from shelfwise.pipeline import Pipeline
 from shelfwise.retrieval.base import CandidateGenerator
@@ -35,6 +39,28 @@ from shelfwise.storage import open_store
 
 def load_data(store: str | None, preset: str | None, path: Path | None) -> tuple[Interactions, str]:
     """Interactions from a store URL or straight from a preset's files (no store needed)."""
+    data, name, _ = load_with_catalog(store, preset, path)
+    return data, name
+
+
+def category_codes(catalog: pd.DataFrame, items: IdMap) -> NDArray[np.int64] | None:
+    """Each item's category path as an integer label in ``items``' order (-1 = none), for
+    the category metrics; None when the catalog has no categories."""
+    if "category" not in catalog.columns:
+        return None
+    id_col = "id" if "id" in catalog.columns else "item_id"
+    path = {str(i): tuple(c) if isinstance(c, list | tuple | np.ndarray) else
+            ((str(c),) if isinstance(c, str) and c else ())
+            for i, c in zip(catalog[id_col], catalog["category"], strict=True)}
+    codes: dict[tuple[str, ...], int] = {}
+    out = np.asarray([codes.setdefault(p, len(codes)) if (p := path.get(e, ())) else -1
+                      for e in items.ids], np.int64)
+    return out if (out >= 0).any() else None
+
+
+def load_with_catalog(store: str | None, preset: str | None, path: Path | None
+                      ) -> tuple[Interactions, str, pd.DataFrame]:
+    """:func:`load_data` plus the catalog frame (categories for beyond-accuracy metrics)."""
     if preset is not None:
         data = load_preset(preset, path)
         if data.events is None:
@@ -52,10 +78,12 @@ def load_data(store: str | None, preset: str | None, path: Path | None) -> tuple
         name = preset if path is None else f"{preset}:{Path(path).stem}"
         texts = catalog_texts(data.items) if "title" in data.items.columns else None
         return Interactions.from_frame(frame, items=items, has_time=data.time_kind == "real",
-                                       item_text=texts), name
+                                       item_text=texts), name, data.items
     if store is None:
         raise ConfigError("give --store URL or --preset NAME")
-    return interactions_from_store(open_store(store)), store.rsplit("/", 1)[-1]
+    opened = open_store(store)
+    return (interactions_from_store(opened), store.rsplit("/", 1)[-1],
+            opened.items_frame())
 
 
 def build_models(names: list[str], config: TrainConfig) -> dict[str, CandidateGenerator]:
@@ -97,7 +125,9 @@ def register(app: typer.Typer) -> None:
             "--validation/--no-validation",
             help="hold out the second-to-last item too (train = all but the last two)")] = None,
         metrics: Annotated[str | None, typer.Option(
-            help="comma-separated, e.g. HR@10,NDCG@10 (evaluate.metrics)")] = None,
+            help="comma-separated, e.g. HR@10,NDCG@10 (evaluate.metrics); beyond accuracy: "
+            "ILD@10 (item vectors), CatILD@10, CatCoverage@10, Novelty@10, "
+            "Miscalibration@10")] = None,
         exclude_seen: Annotated[bool | None, typer.Option(
             "--exclude-seen/--no-exclude-seen",
             help="drop items in the user's history from the ranking")] = None,
@@ -119,7 +149,8 @@ def register(app: typer.Typer) -> None:
                 "evaluate.metrics": ("--metrics", metric_list),
                 "evaluate.exclude_seen": ("--exclude-seen", exclude_seen)})
             ev = loaded.config.evaluate
-            data, name = load_data(None if preset else loaded.config.storage.url, preset, path)
+            data, name, catalog = load_with_catalog(
+                None if preset else loaded.config.storage.url, preset, path)
             if ev.split == "leave-last-out":
                 splitter: LeaveLastOut | TemporalSplit = LeaveLastOut(validation=ev.validation)
             elif ev.split.startswith("temporal:"):
@@ -129,8 +160,9 @@ def register(app: typer.Typer) -> None:
                                   "temporal:<quantile>")
             built = build_models(ev.models, loaded.config.train)
             mets = [parse_metric(m) for m in ev.metrics]
+            context = ItemContext(categories=category_codes(catalog, data.items))
             records = evaluate(built, data, splitter, mets, dataset=dataset or name,
-                               exclude_seen=ev.exclude_seen)
+                               exclude_seen=ev.exclude_seen, context=context)
         except (ShelfwiseError, ValueError) as exc:
             console.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from exc

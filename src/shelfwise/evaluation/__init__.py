@@ -1,11 +1,18 @@
 """Offline evaluation: splitters, top-k metrics, and a runner that returns flat records."""
 
 from shelfwise.evaluation.metrics import (
+    ILD,
     MRR,
     NDCG,
+    CategoryCoverage,
+    CategoryILD,
+    ContextMetric,
     Coverage,
     HitRate,
+    ItemContext,
     Metric,
+    Miscalibration,
+    Novelty,
     Precision,
     Recall,
     parse_metric,
@@ -23,14 +30,21 @@ from shelfwise.evaluation.sampled import candidate_lists, rank_candidates, sampl
 from shelfwise.evaluation.splitters import EvalSet, LeaveLastOut, Split, Splitter, TemporalSplit
 
 __all__ = [
+    "ILD",
     "MRR",
     "NDCG",
     "RECORD_COLUMNS",
+    "CategoryCoverage",
+    "CategoryILD",
+    "ContextMetric",
     "Coverage",
     "EvalSet",
     "HitRate",
+    "ItemContext",
     "LeaveLastOut",
     "Metric",
+    "Miscalibration",
+    "Novelty",
     "Precision",
     "Recall",
     "Split",

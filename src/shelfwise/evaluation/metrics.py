@@ -189,22 +189,32 @@ class NDCG(_RankingMetric):
 
 
 @dataclass(frozen=True)
-class Coverage:
+class _ListMetric:
+    """A cutoff ``k`` and a name, for metrics of the lists rather than of their hits."""
+
+    k: int
+    label: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.k, int | np.integer) or isinstance(self.k, bool) or self.k < 1:
+            raise ConfigError(f"{self.label}: k must be a positive integer, got {self.k!r}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.label}@{self.k}"
+
+    def calc(self, reco: ArrayLike, targets: Targets, *, n_items: int | None = None) -> float:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Coverage(_ListMetric):
     """Catalog coverage: distinct items across all top-``k`` lists / ``n_items``.
 
     A property of the whole set of lists, not of one user, so it has ``calc`` only.
     """
 
-    k: int
     label: ClassVar[str] = "Coverage"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.k, int | np.integer) or isinstance(self.k, bool) or self.k < 1:
-            raise ConfigError(f"Coverage: k must be a positive integer, got {self.k!r}")
-
-    @property
-    def name(self) -> str:
-        return f"{self.label}@{self.k}"
 
     def calc(self, reco: ArrayLike, targets: Targets, *, n_items: int | None = None) -> float:
         """``targets`` is ignored; ``n_items`` (catalog size) is required."""
@@ -214,8 +224,162 @@ class Coverage:
         return float(np.unique(r[r >= 0]).shape[0] / n_items)
 
 
-METRICS: dict[str, type[_RankingMetric] | type[Coverage]] = {
-    cls.label.lower(): cls for cls in (HitRate, Recall, Precision, MRR, NDCG, Coverage)
+@dataclass(frozen=True)
+class ItemContext:
+    """What beyond-accuracy metrics know besides the lists: item vectors ``(n_items, d)``,
+    one category label per item (``-1`` = unknown), training interactions per item, and the
+    fed history of each evaluated user (aligned with the rows of ``reco``). A metric whose
+    piece is missing gives NaN (a dataset without categories has no category diversity)."""
+
+    vectors: NDArray[np.floating[Any]] | None = None
+    categories: NDArray[np.int64] | None = None
+    popularity: NDArray[np.floating[Any] | np.integer[Any]] | None = None
+    histories: Sequence[NDArray[np.integer[Any]]] | None = None
+
+
+@dataclass(frozen=True)
+class ContextMetric(_ListMetric):
+    """A beyond-accuracy metric: needs an :class:`ItemContext`, ignores the targets;
+    ``calc`` averages ``calc_per_user`` over users where it is defined."""
+
+    needs: ClassVar[str] = ""
+
+    def calc(self, reco: ArrayLike, targets: Targets, *, n_items: int | None = None,
+             context: ItemContext | None = None) -> float:
+        if context is None or getattr(context, self.needs) is None:
+            return float("nan")
+        return _mean(self.calc_per_user(reco, context))
+
+    def calc_per_user(self, reco: ArrayLike, context: ItemContext) -> NDArray[np.float64]:
+        raise NotImplementedError
+
+
+def _pair_mean(same: NDArray[np.float64], valid: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Mean of ``same[u, i, j]`` over pairs ``i != j`` of valid positions (NaN under 2)."""
+    pair = valid[:, :, None] & valid[:, None, :]
+    pair &= ~np.eye(valid.shape[1], dtype=bool)[None]
+    n = pair.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out: NDArray[np.float64] = np.where(n > 0, (same * pair).sum(axis=(1, 2)) / n, np.nan)
+    return out
+
+
+@dataclass(frozen=True)
+class ILD(ContextMetric):
+    """Intra-list diversity: 1 − mean pairwise cosine of the list's item vectors."""
+
+    label: ClassVar[str] = "ILD"
+    needs: ClassVar[str] = "vectors"
+
+    def calc_per_user(self, reco: ArrayLike, context: ItemContext) -> NDArray[np.float64]:
+        assert context.vectors is not None
+        r = _as_reco(reco, self.k)
+        vec = np.asarray(context.vectors, np.float32)
+        norm = np.linalg.norm(vec, axis=1, keepdims=True)
+        vec = np.divide(vec, norm, out=np.zeros_like(vec), where=norm > 0)
+        valid = (r >= 0) & (r < vec.shape[0])
+        out = np.empty(r.shape[0])
+        for s in range(0, r.shape[0], 4096):  # (users, k, d) in slices
+            v = vec[np.where(valid[s:s + 4096], r[s:s + 4096], 0)]
+            sim = np.einsum("uid,ujd->uij", v, v).astype(np.float64)
+            out[s:s + 4096] = 1.0 - _pair_mean(sim, valid[s:s + 4096])
+        return out
+
+
+def _labels(r: NDArray[np.int64], categories: NDArray[np.int64]) -> NDArray[np.int64]:
+    cats = np.asarray(categories, np.int64)
+    ok = (r >= 0) & (r < cats.shape[0])
+    return np.where(ok, cats[np.where(ok, r, 0)], -1)
+
+
+@dataclass(frozen=True)
+class CategoryILD(ContextMetric):
+    """Intra-list diversity by category: 1 − share of same-category pairs (items of unknown
+    category are left out)."""
+
+    label: ClassVar[str] = "CatILD"
+    needs: ClassVar[str] = "categories"
+
+    def calc_per_user(self, reco: ArrayLike, context: ItemContext) -> NDArray[np.float64]:
+        assert context.categories is not None
+        lab = _labels(_as_reco(reco, self.k), context.categories)
+        same = (lab[:, :, None] == lab[:, None, :]).astype(np.float64)
+        return 1.0 - _pair_mean(same, lab >= 0)
+
+
+@dataclass(frozen=True)
+class CategoryCoverage(ContextMetric):
+    """Distinct categories across all top-``k`` lists / categories in the catalog."""
+
+    label: ClassVar[str] = "CatCoverage"
+    needs: ClassVar[str] = "categories"
+
+    def calc(self, reco: ArrayLike, targets: Targets, *, n_items: int | None = None,
+             context: ItemContext | None = None) -> float:
+        if context is None or context.categories is None:
+            return float("nan")
+        known = np.unique(context.categories[context.categories >= 0])
+        lab = _labels(_as_reco(reco, self.k), context.categories)
+        shown = np.unique(lab[lab >= 0])
+        return float(shown.shape[0] / known.shape[0]) if known.shape[0] else float("nan")
+
+
+@dataclass(frozen=True)
+class Novelty(ContextMetric):
+    """Mean self-information ``−log2(pop_i / Σ pop)`` of the listed items (an item never
+    interacted with counts as seen once)."""
+
+    label: ClassVar[str] = "Novelty"
+    needs: ClassVar[str] = "popularity"
+
+    def calc_per_user(self, reco: ArrayLike, context: ItemContext) -> NDArray[np.float64]:
+        assert context.popularity is not None
+        pop = np.asarray(context.popularity, np.float64)
+        info = -np.log2(np.maximum(pop, 1.0) / max(float(pop.sum()), 1.0))
+        r = _as_reco(reco, self.k)
+        valid = (r >= 0) & (r < pop.shape[0])
+        vals = np.where(valid, info[np.where(valid, r, 0)], 0.0)
+        n = valid.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out: NDArray[np.float64] = np.where(n > 0, vals.sum(axis=1) / n, np.nan)
+        return out
+
+
+@dataclass(frozen=True)
+class Miscalibration(ContextMetric):
+    """Steck's (RecSys 2018) miscalibration: KL(p ‖ (1−a)·q + a·p) between the category mix
+    ``p`` of the user's history and ``q`` of the list, a = 0.01; NaN without known categories
+    in the history."""
+
+    label: ClassVar[str] = "Miscalibration"
+    needs: ClassVar[str] = "categories"
+    smoothing: ClassVar[float] = 0.01
+
+    def calc_per_user(self, reco: ArrayLike, context: ItemContext) -> NDArray[np.float64]:
+        assert context.categories is not None
+        r = _as_reco(reco, self.k)
+        if context.histories is None or len(context.histories) != r.shape[0]:
+            return np.full(r.shape[0], np.nan)
+        cats = np.asarray(context.categories, np.int64)
+        size = int(cats.max(initial=-1)) + 1
+        lists = _labels(r, cats)
+        a = self.smoothing
+        out = np.full(r.shape[0], np.nan)
+        for u, h in enumerate(context.histories):
+            hl = _labels(np.asarray(h, np.int64).reshape(1, -1), cats)[0]
+            hl, ql = hl[hl >= 0], lists[u][lists[u] >= 0]
+            if hl.shape[0] == 0:
+                continue
+            p = np.bincount(hl, minlength=size) / hl.shape[0]
+            q = np.bincount(ql, minlength=size) / max(ql.shape[0], 1)
+            on = p > 0
+            out[u] = float((p[on] * np.log(p[on] / ((1 - a) * q[on] + a * p[on]))).sum())
+        return out
+
+
+METRICS: dict[str, type[_RankingMetric] | type[_ListMetric]] = {
+    cls.label.lower(): cls for cls in (HitRate, Recall, Precision, MRR, NDCG, Coverage, ILD,
+                                       CategoryILD, CategoryCoverage, Novelty, Miscalibration)
 }
 METRICS["hitrate"] = HitRate
 
@@ -224,7 +388,8 @@ _SPEC = re.compile(r"^\s*([A-Za-z]+)\s*@\s*(\d+)\s*$")
 
 def parse_metric(spec: str) -> Metric:
     """``"NDCG@10"`` -> ``NDCG(10)``; names are case-insensitive (HR, HitRate, Recall,
-    Precision, MRR, NDCG, Coverage)."""
+    Precision, MRR, NDCG, Coverage; beyond accuracy: ILD, CatILD, CatCoverage, Novelty,
+    Miscalibration)."""
     m = _SPEC.match(spec)
     cls = METRICS.get(m.group(1).lower()) if m else None
     if m is None or cls is None:

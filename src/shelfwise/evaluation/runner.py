@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from shelfwise.data.interactions import Interactions
-from shelfwise.evaluation.metrics import Metric, Targets
+from shelfwise.evaluation.metrics import ContextMetric, ItemContext, Metric, Targets
 from shelfwise.evaluation.sampled import candidate_lists, rank_candidates, sample_negatives
 from shelfwise.evaluation.splitters import Split, Splitter
 from shelfwise.exceptions import ConfigError
@@ -59,6 +60,7 @@ def _records(
     *,
     n_items: int,
     fit_seconds: float,
+    context: ItemContext | None = None,
 ) -> list[dict[str, Any]]:
     return [
         {
@@ -67,7 +69,8 @@ def _records(
             "split": split,
             "metric": m.name,
             "k": m.k,
-            "value": m.calc(reco, targets, n_items=n_items),
+            "value": m.calc(reco, targets, n_items=n_items, context=context)
+            if isinstance(m, ContextMetric) else m.calc(reco, targets, n_items=n_items),
             "fit_seconds": fit_seconds,
             "n_users": reco.shape[0],
         }
@@ -84,6 +87,7 @@ def evaluate(
     dataset: str,
     exclude_seen: bool = True,
     k_max: int | None = None,
+    context: ItemContext | None = None,
 ) -> pd.DataFrame:
     """Full-ranking evaluation: fit each model (in place) on ``split.train``, rank all items for
     every test user from their test history, and score the top ``k_max`` (default: the largest
@@ -93,12 +97,19 @@ def evaluate(
     counts as a miss). ``splitter`` may be a ready :class:`Split` to reuse one split across calls.
     Returns one row per (model, metric), columns :data:`RECORD_COLUMNS`; ``fit_seconds`` is the
     wall time of ``fit``.
+
+    Beyond-accuracy metrics read ``context`` (item categories, vectors); the training
+    counts, the fed histories and, when not given, item vectors are filled in here: those of
+    the first fitted model that has some (``vectors_`` of it or a blended generator), the
+    same for every model so that their ILD compares.
     """
     split, k = _prepare(data, splitter, metrics, k_max)
     name = split.name if exclude_seen else f"{split.name}/with-seen"
     rows: list[dict[str, Any]] = []
+    fit_seconds = {model_name: _fit(model, split.train) for model_name, model in models.items()}
+    context = _context(context, models.values(), split)
     for model_name, model in models.items():
-        seconds = _fit(model, split.train)
+        seconds = fit_seconds[model_name]
         reco, _ = recommend(model, split.test.histories, k, exclude_seen=exclude_seen)
         rows += _records(
             model_name,
@@ -109,8 +120,27 @@ def evaluate(
             split.test.targets,
             n_items=data.n_items,
             fit_seconds=seconds,
+            context=context,
         )
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
+
+
+def item_vectors(model: object) -> NDArray[np.floating[Any]] | None:
+    """The item vectors of a fitted model, or of the first blended generator with some."""
+    for m in [model, *(gen for _name, gen, _w in getattr(model, "parts", []))]:
+        vec = getattr(m, "vectors_", None)
+        if isinstance(vec, np.ndarray):
+            return vec
+    return None
+
+
+def _context(given: ItemContext | None, models: Iterable[object], split: Split) -> ItemContext:
+    ctx = given or ItemContext()
+    pop = ctx.popularity if ctx.popularity is not None else np.bincount(
+        split.train.item_idx, minlength=split.train.n_items)
+    vec = ctx.vectors if ctx.vectors is not None else next(
+        (v for v in map(item_vectors, models) if v is not None), None)
+    return replace(ctx, popularity=pop, vectors=vec, histories=split.test.histories)
 
 
 def evaluate_sampled(

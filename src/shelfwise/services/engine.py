@@ -22,6 +22,7 @@ from shelfwise.data.schemas import Event, Item, Promotion, User
 from shelfwise.exceptions import InvalidRequestError
 from shelfwise.privacy.erasure import Erasures
 from shelfwise.services.cart import CartService
+from shelfwise.services.explain import Explainer
 from shelfwise.services.exploration import FeedExplorer
 from shelfwise.services.impressions import ImpressionLog
 from shelfwise.services.profiles import UserProfile, build_profile
@@ -76,6 +77,7 @@ class Engine:
                                                   self.settings.promotions)
         self.explorer = FeedExplorer(self.store, self.recommender, self.settings.exploration)
         self.impressions = ImpressionLog(self.store, self.settings.impressions)
+        self.explainer = Explainer(self.recommender)
         self.stages = StageRunner(self, self.settings.stages)
         self.pseudonyms = self.config.privacy.pseudonymizer()
         storage = self.config.storage
@@ -184,21 +186,25 @@ class Engine:
         return self.stages.run(slate)
 
     def feed(self, user_id: str, n: int = 10, *, exclude_seen: bool = True,
-             explore: int | None = None) -> FeedResponse:
-        """The user's feed (a user id never seen is a cold start: popular items)."""
+             explore: int | None = None, diversity: float | None = None,
+             lang: str | None = None) -> FeedResponse:
+        """The user's feed (a user id never seen is a cold start: popular items);
+        ``diversity`` in [0, 1] is the re-ranking knob (None: the config default)."""
         k = self.explorer.slots_for(n, explore) if "explore" in self.settings.stages.feed else 0
         slate = self._run(Slate("feed", uuid.uuid4().hex, n, [], user_id=user_id,
-                                explore_slots=k, exclude_seen=exclude_seen))
+                                explore_slots=k, exclude_seen=exclude_seen,
+                                diversity=diversity, lang=lang))
         return FeedResponse(request_id=slate.request_id, model_version=self.version,
                             user_id=user_id, cold_start=slate.cold_start,
                             items=[self._item(c) for c in slate.items])
 
     def similar(self, item_id: str, n: int = 10, *, user_id: str | None = None,
-                session_id: str | None = None) -> SimilarResponse:
+                session_id: str | None = None,
+                diversity: float | None = None, lang: str | None = None) -> SimilarResponse:
         """Items like ``item_id`` (an unknown id is a NotFoundError)."""
         slate = self._run(Slate("similar", uuid.uuid4().hex, n, [], user_id=user_id,
                                 session_id=session_id, item_id=item_id,
-                                log={"item": item_id}))
+                                log={"item": item_id}, diversity=diversity, lang=lang))
         return SimilarResponse(request_id=slate.request_id, model_version=self.version,
                                item_id=item_id, cold_start=slate.cold_start,
                                items=[self._item(c) for c in slate.items])
@@ -211,20 +217,24 @@ class Engine:
     # ---- search ----------------------------------------------------------------------------
     def search(self, query: str, user_id: str | None = None, n: int = 10,
                filters: SearchFilters | Mapping[str, Any] | None = None, *,
-               session_id: str | None = None) -> SearchResponse:
+               session_id: str | None = None,
+               diversity: float | None = None, lang: str | None = None) -> SearchResponse:
         """Search the whole catalog (personalized when ``user_id`` has a history)."""
         if filters is not None and not isinstance(filters, SearchFilters):
             filters = SearchFilters(**filters)
         return self._search(Slate("search", uuid.uuid4().hex, n, [], user_id=user_id,
                                   session_id=session_id, query=query, filters=filters,
-                                  log={"query": query[:200]}), user_id)
+                                  log={"query": query[:200]}, diversity=diversity,
+                                  lang=lang),
+                            user_id)
 
     def rerank(self, query: str, items: Sequence[str], user_id: str | None = None, *,
-               session_id: str | None = None) -> SearchResponse:
+               session_id: str | None = None, lang: str | None = None) -> SearchResponse:
         """Re-order the shop's own result list for this query (and user)."""
         return self._search(Slate("rerank", uuid.uuid4().hex, max(1, len(items)), [],
                                   user_id=user_id, session_id=session_id, query=query,
-                                  given=list(items), log={"query": query[:200]}), user_id)
+                                  given=list(items), log={"query": query[:200]},
+                                  lang=lang), user_id)
 
     def _search(self, slate: Slate, user_id: str | None) -> SearchResponse:
         slate = self._run(slate)
@@ -245,11 +255,11 @@ class Engine:
 
     # ---- cart ------------------------------------------------------------------------------
     def cart(self, items: Sequence[str], user_id: str | None = None, n: int = 10, *,
-             session_id: str | None = None) -> CartResponse:
+             session_id: str | None = None, lang: str | None = None) -> CartResponse:
         """Items to add next to a cart (ids in add order)."""
         slate = self._run(Slate("cart", uuid.uuid4().hex, n, [], user_id=user_id,
                                 session_id=session_id, given=list(items),
-                                log={"cart": list(items)[-50:]}))
+                                log={"cart": list(items)[-50:]}, lang=lang))
         catalog = self.recommender.catalog
         meta = slate.meta
         return CartResponse(
@@ -260,15 +270,23 @@ class Engine:
                             explanation=_explanation(c)) for c in slate.items])
 
     # ---- promotions ----------------------------------------------------------------------
-    def promotions(self, user_id: str, n: int = 1) -> PromotionsResponse:
-        """The bandit's choice among the user's eligible promotions (logged before return)."""
+    def promotions(self, user_id: str, n: int = 1, *,
+                   lang: str | None = None) -> PromotionsResponse:
+        """The bandit's choice among the user's eligible promotions (logged before return),
+        each explained: ``explore`` when the bandit explored, else what it served."""
         self.erasures.sync()
-        request_id, chosen = self.promotion_service.choose(self.user_key(user_id), n)
+        key = self.user_key(user_id)
+        request_id, chosen = self.promotion_service.choose(key, n)
+        policy = self.promotion_service.policy_name
+        history = self.recommender.history(key) if chosen else None
         return PromotionsResponse(
-            request_id=request_id, user_id=user_id, policy=self.promotion_service.policy_name,
-            promotions=[ChosenPromotion(promotion_id=c.promotion.id, text=c.promotion.text,
-                                        position=c.position, propensity=c.propensity,
-                                        score=c.score) for c in chosen])
+            request_id=request_id, user_id=user_id, policy=policy,
+            promotions=[ChosenPromotion(
+                promotion_id=c.promotion.id, text=c.promotion.text, position=c.position,
+                propensity=c.propensity, score=c.score,
+                explanation=_explanation(self.explainer.promotion(
+                    c.promotion.text, c.score, c.propensity, c.explored, history, policy,
+                    lang))) for c in chosen])
 
     # ---- writes ----------------------------------------------------------------------------
     def track(self, events: Iterable[EventIn | Event | Mapping[str, Any]]) -> EventsAccepted:
@@ -323,4 +341,4 @@ class Engine:
 
 def _explanation(c: Candidate) -> Explanation:
     return Explanation(reason=c.reason, source=c.source, parts=c.parts,
-                       related_item=c.related_item, text=c.text)
+                       related_item=c.related_item, label=c.label, text=c.text)

@@ -33,6 +33,8 @@ class PromotionChoice:
     propensity: float
     score: float
     position: int
+    explored: bool = False
+    """The policy's score for it was below another eligible promotion's (an exploration)."""
 
 
 def eligible(promotion: Promotion, *, now: datetime, history_length: int,
@@ -225,8 +227,10 @@ class PromotionService:
         for position in range(min(n, len(by_arm))):
             decision = policy.choose(x, sorted(by_arm), rng=self._rng)
             promo = by_arm.pop(decision.action)
-            chosen.append(PromotionChoice(promo, decision.propensity,
-                                          decision.scores.get(decision.action, 0.0), position))
+            score = decision.scores.get(decision.action, 0.0)
+            chosen.append(PromotionChoice(promo, decision.propensity, score, position,
+                                          explored=score < max(decision.scores.values(),
+                                                               default=score)))
         events = [
             Event(id=f"{request_id}:{c.position}", type=EventType.PROMOTION_SHOWN,
                   user_id=user_id, request_id=request_id, position=c.position,

@@ -34,6 +34,8 @@ class Recommendation:
     """Set on exploration slots: the probability the bandit picked this slot's source."""
     stage: str = "blend"
     """What produced it: blend, pipeline, cold_start, category or explore."""
+    parts: dict[str, float] = field(default_factory=dict)
+    """Pipeline items: the ranker's contributions grouped by part (generator or feature)."""
 
 
 @dataclass
@@ -278,9 +280,11 @@ class Recommender:
             scores = np.pad(scores, (0, self.n_model_items - scores.shape[0]),
                             constant_values=float(scores.min()) - 1.0)
         items = self._finish(scores, n, exclude, None, ["pipeline"])
-        reasons = explain([self.items.index(r.item_id) for r in items])
-        items = [Recommendation(r.item_id, r.score, why, stage="pipeline")
-                 for r, why in zip(items, reasons, strict=True)]
+        grouped = explain([self.items.index(r.item_id) for r in items])
+        items = [Recommendation(r.item_id, r.score,
+                                max(parts, key=parts.__getitem__) if parts else "pipeline",
+                                stage="pipeline", parts=parts)
+                 for r, parts in zip(items, grouped, strict=True)]
         return RecommendationList(items, history_length=len(history),
                                   sources=[s.key for s in pipe.config.generators])
 

@@ -7,18 +7,21 @@ A request (feed, similar, search, rerank, cart) becomes a :class:`Slate` that th
   items, hybrid retrieval + the search ranker, the cart scorer); always first;
 - ``rules``: business rules — unavailable items, items the request excludes (already bought or
   seen, the cart, the item itself), duplicates;
-- ``rerank``: the re-ranking slot (diversity goes here), which also cuts the list to size;
+- ``diversity``: diversity re-ranking of the top ``[serve.diversity].pool`` items by the
+  request's knob (:mod:`shelfwise.services.diversity_stage`); feed, search, similar;
+- ``rerank``: the re-ranking slot, which also cuts the list to size;
 - ``explore``: exploration slots from the feed's bandit, logged with propensities;
 - ``explain``: one :class:`~shelfwise.serving.schemas.Explanation` per item;
 - ``impressions``: the shown list queued for the impression log under the request id.
 
 A new stage is one class with a ``name`` registered in :data:`STAGES`, and a name in the
-config's lists; no surface changes.
+config's lists; no surface changes. A stage may also have ``prepare(slate)``, run for every
+listed stage before the first one (the diversity stage widens the candidate pool there).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
@@ -27,6 +30,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shelfwise.retrieval.base import sorted_unique
+from shelfwise.services.diversity_stage import Diversity
 from shelfwise.services.recommender import Recommendation, RecommendationList
 from shelfwise.services.search import SearchResult
 
@@ -48,6 +52,10 @@ class Candidate:
     related_item: str | None = None
     text: str | None = None
     propensity: float | None = None
+    label: str | None = None
+    """What the reason names besides an item: a profile tag, a category, query words."""
+    named_share: float | None = None
+    """Feed: the share of the item's history-driven score the named history item carries."""
 
 
 @dataclass
@@ -75,12 +83,18 @@ class Slate:
     """The item whose similar items are asked for."""
     meta: dict[str, Any] = field(default_factory=dict)
     """What the candidate stage reports beside the list (ranker, sources, personalized...)."""
+    lang: str | None = None
+    """Language of the explanations' sentences (``Accept-Language``); None: each item's."""
+    diversity: float | None = None
+    """The request's diversity knob in [0, 1] (None: the config default)."""
+    pool: int = 0
+    """Candidates to fetch when more than ``n`` are re-ranked (0: ``n``)."""
 
 
 def from_recommendations(result: RecommendationList) -> list[Candidate]:
     return [Candidate(r.item_id, r.score, reason="explore" if r.stage == "explore" else r.source,
                       source=r.source if r.stage == "explore" else r.stage,
-                      propensity=r.propensity) for r in result.items]
+                      parts=dict(r.parts), propensity=r.propensity) for r in result.items]
 
 
 class Stage(Protocol):
@@ -106,7 +120,8 @@ class Candidates:
     def _feed(self, slate: Slate) -> None:
         assert slate.user_id is not None
         size = slate.n - slate.explore_slots
-        result = self.rec.feed(slate.user_id, size, exclude_seen=slate.exclude_seen) \
+        result = self.rec.feed(slate.user_id, max(size, slate.pool),
+                               exclude_seen=slate.exclude_seen) \
             if size > 0 else RecommendationList([])
         slate.history = self.rec.history(slate.user_id)
         if slate.exclude_seen:
@@ -115,7 +130,7 @@ class Candidates:
 
     def _similar(self, slate: Slate) -> None:
         assert slate.item_id is not None
-        result = self.rec.similar(slate.item_id, slate.n)
+        result = self.rec.similar(slate.item_id, max(slate.n, slate.pool))
         idx = self.rec.items.get(slate.item_id)
         if idx is not None and idx < self.rec.n_model_items:
             slate.history = np.asarray([idx], np.int64)
@@ -133,8 +148,8 @@ class Candidates:
 
     def _search(self, slate: Slate) -> None:
         assert slate.query is not None
-        self._hits(slate, self.search.search(slate.query, slate.user_id, slate.n,
-                                             slate.filters))
+        self._hits(slate, self.search.search(slate.query, slate.user_id,
+                                             max(slate.n, slate.pool), slate.filters))
 
     def _rerank(self, slate: Slate) -> None:
         assert slate.query is not None
@@ -152,6 +167,8 @@ class Candidates:
                                  related_item=r.because_of, text=r.reason)
                        for r in result.items]
         slate.exclude |= set(slate.given)
+        if slate.user_id:  # the history a user_cooccurrence reason names an item of
+            slate.history = self.rec.history(slate.user_id)
         slate.cold_start = result.cold_start
         slate.meta.update(personalized=result.personalized, sources=result.sources,
                           cart=result.cart, unscored=result.unscored)
@@ -213,42 +230,16 @@ class Explore:
 
 
 class Explain:
-    """Fills what explains each item: for blend items, each generator's weighted,
-    row-normalised score (their sum is the item's score); otherwise the model's own score."""
+    """Every item's reason code, contributing parts, named item or label and sentence (see
+    :mod:`shelfwise.services.explain`)."""
 
     name: ClassVar[str] = "explain"
 
     def __init__(self, engine: Engine) -> None:
-        self.rec = engine.recommender
+        self.explainer = engine.explainer
 
     def __call__(self, slate: Slate) -> None:
-        blended = [c for c in slate.items if c.source == "blend" and not c.parts]
-        if blended and len(slate.history):
-            self._blend_parts(blended, slate.history)
-        for c in slate.items:
-            if not c.parts:
-                c.parts = ({"propensity": c.propensity or 0.0, "score": c.score}
-                           if c.reason == "explore" else {c.reason: c.score})
-
-    def _blend_parts(self, items: Sequence[Candidate], history: NDArray[np.int64]) -> None:
-        """Each part as the blend's ``normalise_rows`` scales it (non-finite and
-        padded entries count as 0), from the row's range alone: no full-row copy."""
-        rec = self.rec
-        n = rec.blend.n_items_
-        idx = rec.items.indices([c.item_id for c in items])
-        for name, _gen, weight in rec.blend.parts:
-            row = rec.generator_scores(name, history)[:n]
-            finite = np.isfinite(row)
-            lo = float(row.min(where=finite, initial=np.inf))
-            hi = float(row.max(where=finite, initial=-np.inf))
-            if row.shape[0] < n or not finite.all():  # those entries are 0 in the blend
-                lo, hi = min(lo, 0.0), max(hi, 0.0)
-            span = hi - lo
-            for c, k in zip(items, idx, strict=True):
-                if 0 <= k < n:
-                    value = float(row[k]) if k < row.shape[0] and finite[k] else 0.0
-                    part = (value - lo) / span if span > 0 else 0.0
-                    c.parts[name] = round(float(weight * np.float32(part)), 6)
+        self.explainer(slate)
 
 
 class LogImpressions:
@@ -268,9 +259,10 @@ class LogImpressions:
 
 
 STAGES: dict[str, Callable[[Engine], Stage]] = {
-    cls.name: cls for cls in (Candidates, Rules, Rerank, Explore, Explain, LogImpressions)}
-ORDER = ["candidates", "rules", "rerank", "explore", "explain", "impressions"]
-_LIST = ["candidates", "rules", "rerank", "explain", "impressions"]
+    cls.name: cls for cls in (Candidates, Rules, Diversity, Rerank, Explore, Explain,
+                              LogImpressions)}
+ORDER = ["candidates", "rules", "diversity", "rerank", "explore", "explain", "impressions"]
+_LIST = ["candidates", "rules", "diversity", "rerank", "explain", "impressions"]
 
 
 def _check_list(names: list[str], surface: str) -> list[str]:
@@ -301,7 +293,7 @@ class StagesConfig(BaseModel):
     rerank_list: list[str] = Field(
         default_factory=lambda: ["candidates", "explain", "impressions"],
         description="POST /v1/rerank: the shop's own list, so no rules drop items by default")
-    cart: list[str] = Field(default_factory=lambda: [*_LIST])
+    cart: list[str] = Field(default_factory=lambda: [s for s in _LIST if s != "diversity"])
     rerank: Literal["none"] = Field(default="none", description="the re-ranking method")
 
     @field_validator("feed", "similar", "search", "rerank_list", "cart")
@@ -323,6 +315,11 @@ class StageRunner:
             for s in ("feed", "similar", "search", "rerank", "cart")}
 
     def run(self, slate: Slate) -> Slate:
-        for stage in self.stages[slate.surface]:
+        stages = self.stages[slate.surface]
+        for stage in stages:
+            prepare = getattr(stage, "prepare", None)
+            if prepare is not None:
+                prepare(slate)
+        for stage in stages:
             stage(slate)
         return slate

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, Header, Path, Query, Request
 
 from shelfwise.config import ServeConfig
 from shelfwise.data.schemas import ID_PATTERN
 from shelfwise.services.engine import Engine
+from shelfwise.services.explain_text import request_language
 from shelfwise.serving.schemas import SESSION_ID_MAX
 
 
@@ -22,7 +23,15 @@ def get_settings(request: Request) -> ServeConfig:
     return get_engine(request).settings
 
 
+def get_language(accept_language: Annotated[str | None, Header(
+        description="zh… for explanations in Chinese, any other language for English; "
+        "absent: each item's language")] = None) -> str | None:
+    """The explanations' language from ``Accept-Language`` (None: each item's own)."""
+    return request_language(accept_language)
+
+
 EngineDep = Annotated[Engine, Depends(get_engine)]
+LangDep = Annotated[str | None, Depends(get_language)]
 SettingsDep = Annotated[ServeConfig, Depends(get_settings)]
 N = Annotated[int, Query(ge=1, le=500, description="how many items")]
 SessionQuery = Annotated[str | None, Query(
@@ -33,6 +42,9 @@ UserPath = Annotated[str, Path(min_length=1, max_length=256, pattern=ID_PATTERN,
                                "characters); one never seen is a new visitor")]
 ItemPath = Annotated[str, Path(min_length=1, max_length=256, pattern=ID_PATTERN,
                                description="your item id")]
+DiversityQuery = Annotated[float | None, Query(
+    ge=0.0, le=1.0, description="diversity knob: 0 = the model's order, 1 = most varied; "
+    "default serve.diversity.default")]
 UserQuery = Annotated[str | None, Query(
     min_length=1, max_length=256, pattern=ID_PATTERN, description="the shopper, when known: "
     "the impressions of this list are logged under their id")]

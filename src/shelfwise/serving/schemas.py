@@ -57,10 +57,11 @@ class Written(_Body):
 class Explanation(_Body):
     """Why an item is in a list: one shape on every surface."""
 
-    reason: str = Field(description="reason code: the generator or signal that put the item "
-                        "there (cooccurrence, semantic, popularity, sequential, "
-                        "user_cooccurrence, user_repeat, a ranker feature group…), "
-                        "'explore' on an exploration slot, 'query_match' for search")
+    reason: str = Field(description="reason code: similar_to (related_item: a history item, "
+                        "or the item viewed), matches_interest (label: a profile tag), "
+                        "bought_with (related_item: a cart item), popular_in / trending / "
+                        "new_arrival (label: the category), explore (an exploration slot or "
+                        "an exploring bandit), matches_query (label: query words in the title)")
     source: str = Field(description="the stage that produced the list: blend, pipeline, "
                         "cold_start, category, explore:<generator>, cart, search:<ranker>")
     parts: dict[str, float] = Field(
@@ -68,7 +69,10 @@ class Explanation(_Body):
         "generator scores, retriever scores, signal weights, propensity)")
     related_item: str | None = Field(default=None, description="the item the reason names "
                                      "(the cart item, the item it is similar to)")
-    text: str | None = Field(default=None, description="the reason for people")
+    label: str | None = Field(default=None, description="what the reason names besides an "
+                              "item: a profile tag, a category, the matched query words")
+    text: str = Field(description="the reason for people, in Chinese or English "
+                      "(Accept-Language, else the item's language)")
 
 
 class RecommendedItem(_Body):
@@ -125,6 +129,7 @@ class ChosenPromotion(_Body):
     position: int
     propensity: float = Field(description="probability the policy gave this choice, in (0, 1]")
     score: float = Field(description="the policy's score (estimated reward or bound)")
+    explanation: Explanation
 
 
 class PromotionsResponse(_Body):
@@ -156,6 +161,9 @@ class SearchRequest(_Body):
     session_id: str | None = SessionId
     n: int = Field(default=10, ge=1, le=500)
     filters: SearchFiltersIn | None = None
+    diversity: float | None = Field(default=None, ge=0.0, le=1.0, description=(
+        "diversity knob: 0 = the ranker's order, 1 = most varied; default "
+        "serve.diversity.default"))
 
 
 class RerankRequest(_Body):

@@ -6,7 +6,15 @@ from fastapi import APIRouter
 
 from shelfwise.apikeys import Scope
 from shelfwise.serving.auth import requires
-from shelfwise.serving.deps import EngineDep, ItemPath, N, SessionQuery, UserQuery
+from shelfwise.serving.deps import (
+    DiversityQuery,
+    EngineDep,
+    ItemPath,
+    LangDep,
+    N,
+    SessionQuery,
+    UserQuery,
+)
 from shelfwise.serving.schemas import ItemBatch, SimilarResponse, Written
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
@@ -15,11 +23,13 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 @router.get("/items/{item_id}/similar", response_model=SimilarResponse,
             responses={404: {"description": "unknown item"}}, tags=["recommendations"],
             dependencies=[requires(Scope.READ)])
-def similar(item_id: ItemPath, engine: EngineDep, n: N = 10, user_id: UserQuery = None,
-            session_id: SessionQuery = None) -> SimilarResponse:
+def similar(item_id: ItemPath, engine: EngineDep, lang: LangDep, n: N = 10,
+            user_id: UserQuery = None,
+            session_id: SessionQuery = None, diversity: DiversityQuery = None) -> SimilarResponse:
     """Items like this one (new items: popular items of its category); logged as
     impressions for ``user_id`` or the anonymous ``session_id``."""
-    return engine.similar(item_id, n, user_id=user_id, session_id=session_id)
+    return engine.similar(item_id, n, user_id=user_id, session_id=session_id,
+                          diversity=diversity, lang=lang)
 
 
 @router.post("/items", response_model=Written, dependencies=[requires(Scope.ADMIN)])

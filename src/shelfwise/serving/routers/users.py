@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 
 from shelfwise.apikeys import Scope
 from shelfwise.serving.auth import requires
-from shelfwise.serving.deps import EngineDep, N, UserPath
+from shelfwise.serving.deps import DiversityQuery, EngineDep, LangDep, N, UserPath
 from shelfwise.serving.schemas import (
     FeedResponse,
     InterestOut,
@@ -22,15 +22,18 @@ router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[require
 def feed(
     user_id: UserPath,
     engine: EngineDep,
+    lang: LangDep,
     n: N = 10,
     exclude_seen: bool = Query(True, description="leave out items the user interacted with"),
     explore: int | None = Query(None, ge=0, le=20, description=(
         "feed slots given to the exploration bandit (logged with propensities); "
         "default: serve.exploration.slots")),
+    diversity: DiversityQuery = None,
 ) -> FeedResponse:
     """The user's feed; every item carries its explanation, the list is logged as
     impressions under ``request_id``. An id never seen gets the cold-start list."""
-    return engine.feed(user_id, n, exclude_seen=exclude_seen, explore=explore)
+    return engine.feed(user_id, n, exclude_seen=exclude_seen, explore=explore,
+                       diversity=diversity, lang=lang)
 
 
 @router.get("/users/{user_id}/profile", response_model=ProfileResponse)
@@ -52,7 +55,7 @@ def profile(
 @router.post("/users/{user_id}/promotions", response_model=PromotionsResponse,
              tags=["promotions"])
 def choose_promotions(user_id: UserPath, body: PromotionRequest,
-                      engine: EngineDep) -> PromotionsResponse:
+                      engine: EngineDep, lang: LangDep) -> PromotionsResponse:
     """The bandit's choice among the user's eligible promotions, logged with its
     propensity as a promotion_shown event before this answer is sent."""
-    return engine.promotions(user_id, body.n)
+    return engine.promotions(user_id, body.n, lang=lang)
