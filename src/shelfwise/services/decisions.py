@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
@@ -102,3 +103,28 @@ class DecisionLog:
             return (x if x.ndim == 2 else x.reshape(len(self._x), 0),
                     np.asarray(self._arm, dtype=np.int64),
                     np.asarray(self._reward, dtype=np.float64))
+
+
+class ForgetsDecisions:
+    """Erasure and retention for a bandit service: its :class:`DecisionLog` ``log`` drops the
+    rows, then ``refit(force=True)`` fits the policy without them (both bandits share this)."""
+
+    log: DecisionLog
+
+    def refit(self, *, force: bool = False) -> None:
+        raise NotImplementedError
+
+    def forget_users(self, match: Callable[[str], bool]) -> int:
+        """Drop the decisions shown to users where ``match`` and refit without them."""
+        return self._drop(lambda user, _at: match(user))
+
+    def expire(self, before: datetime) -> int:
+        """Drop decisions older than ``before`` (retention) and refit without them."""
+        cutoff = before.timestamp()
+        return self._drop(lambda _user, at: at < cutoff)
+
+    def _drop(self, doomed: Callable[[str, float], bool]) -> int:
+        n = self.log.drop(doomed)
+        if n:
+            self.refit(force=True)
+        return n

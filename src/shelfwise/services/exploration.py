@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
 
@@ -32,7 +32,7 @@ from shelfwise.exceptions import ConfigError
 from shelfwise.policies import BasePolicy, make_policy
 from shelfwise.retrieval.base import top_k
 from shelfwise.services.context import CONTEXT_DIMS, UserContext
-from shelfwise.services.decisions import DecisionLog
+from shelfwise.services.decisions import DecisionLog, ForgetsDecisions
 from shelfwise.services.recommender import Recommendation, RecommendationList, Recommender
 from shelfwise.storage.base import Store
 
@@ -88,7 +88,7 @@ def slot_positions(n: int, slots: int) -> list[int]:
     return sorted(spots)
 
 
-class FeedExplorer:
+class FeedExplorer(ForgetsDecisions):
     """Fills exploration slots of the feed and learns from their outcomes."""
 
     def __init__(self, store: Store, recommender: Recommender,
@@ -156,21 +156,6 @@ class FeedExplorer:
         with self._lock:
             if self._loaded and self._credit(events):
                 self._dirty = True
-
-    def forget_users(self, match: Callable[[str], bool]) -> int:
-        """Drop the decisions shown to users where ``match`` and refit without them."""
-        return self._drop(lambda user, _at: match(user))
-
-    def expire(self, before: datetime) -> int:
-        """Drop decisions older than ``before`` (retention) and refit without them."""
-        cutoff = before.timestamp()
-        return self._drop(lambda _user, at: at < cutoff)
-
-    def _drop(self, doomed: Callable[[str, float], bool]) -> int:
-        n = self.log.drop(doomed)
-        if n:
-            self.refit(force=True)
-        return n
 
     def refit(self, *, force: bool = False) -> None:
         """Refit the policy on every decision in memory (rate-limited unless ``force``)."""

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -20,7 +20,7 @@ from shelfwise.data.schemas import Event, EventType, Promotion
 from shelfwise.exceptions import ConfigError
 from shelfwise.policies import BasePolicy, make_policy
 from shelfwise.services.context import CONTEXT_DIMS, UserContext
-from shelfwise.services.decisions import DecisionLog
+from shelfwise.services.decisions import DecisionLog, ForgetsDecisions
 from shelfwise.services.exploration import check_policy
 from shelfwise.services.recommender import Recommender
 
@@ -76,7 +76,7 @@ class PromotionsConfig(BaseModel):
         return self
 
 
-class PromotionService:
+class PromotionService(ForgetsDecisions):
     """Chooses promotions with a contextual bandit and logs every decision with its propensity.
 
     Each decision is stored as a ``promotion_shown`` event (context vector, arm, propensity)
@@ -157,21 +157,6 @@ class PromotionService:
         with self._lock:
             if self._loaded and self._observe(events):
                 self._dirty = True
-
-    def forget_users(self, match: Callable[[str], bool]) -> int:
-        """Drop the decisions shown to users where ``match`` and refit without them."""
-        return self._drop(lambda user, _at: match(user))
-
-    def expire(self, before: datetime) -> int:
-        """Drop decisions older than ``before`` (retention) and refit without them."""
-        cutoff = before.timestamp()
-        return self._drop(lambda _user, at: at < cutoff)
-
-    def _drop(self, doomed: Callable[[str, float], bool]) -> int:
-        n = self.log.drop(doomed)
-        if n:
-            self.refit(force=True)
-        return n
 
     def refit(self, *, force: bool = False) -> None:
         """Fit the policy on every logged decision with its reward."""
