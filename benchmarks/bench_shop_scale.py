@@ -54,7 +54,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, RESULTS, SHARED_DATA, machine_info
+from benchmarks.common import REPO, RESULTS, SHARED_DATA, machine_info, tree_rss_mb
 from benchmarks.shop_scale_data import build_queries, write_shop
 
 BIN = Path(sys.executable).parent
@@ -114,23 +114,6 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, An
     return {"seconds": round(seconds, 2), "peak_rss_mb": None if kb is None else
             round(kb / 1024, 1), "peak_tree_rss_mb": round(tree_peak, 1),
             "load": [load0, load1()]}
-
-
-def tree_rss_mb(pid: int) -> float:
-    """VmRSS summed over ``pid`` and all its descendants (0 for processes already gone)."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-        todo += [int(k) for k in kids]
-    return total / 1024
 
 
 class Server:

@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks.common import write_results
+from benchmarks.common import tree_rss_mb, write_results
 
 CATEGORIES = {
     "Kitchen": ["chef knife", "frying pan", "cutting board", "kettle", "spice rack"],
@@ -55,22 +55,6 @@ CATEGORIES = {
 ADJECTIVES = ["compact", "premium", "classic", "eco", "pro", "travel", "deluxe", "smart"]
 QUERIES = [f"{a} {n}" for a in ("", "cheap ", "best ") for ns in CATEGORIES.values()
            for n in ns[:2]]
-
-
-def rss_mb(pid: int) -> float:
-    """VmRSS of ``pid`` and its descendants, in MB."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
-        total += next((int(line.split()[1]) for line in status.splitlines()
-                       if line.startswith("VmRSS:")), 0)
-        todo += [int(k) for k in kids]
-    return total / 1024
 
 
 def build_shop(url: str, bundles: Path, n_items: int, n_users: int, seed: int) -> list[str]:
@@ -170,7 +154,7 @@ async def soak(base: str, pid: int, items: list[str], n_users: int, rate: float,
             if now >= next_sample:
                 lat = np.asarray(window or [np.nan])
                 samples.append({
-                    "t_s": round(now - t0, 1), "rss_mb": round(rss_mb(pid), 1),
+                    "t_s": round(now - t0, 1), "rss_mb": round(tree_rss_mb(pid), 1),
                     "answered": counts["ok"], "errors": counts["errors"],
                     "p50_ms": round(float(np.percentile(lat, 50)), 1),
                     "p99_ms": round(float(np.percentile(lat, 99)), 1)})

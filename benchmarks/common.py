@@ -72,3 +72,20 @@ def games_pools(data: Interactions, split: Split) -> tuple[Split, list[np.ndarra
         users=split.test.users[keep], histories=[split.test.histories[k] for k in keep],
         targets=[split.test.targets[k] for k in keep]))
     return sub, [pools[int(u)] for u in sub.test.users]
+
+
+def tree_rss_mb(pid: int) -> float:
+    """VmRSS summed over ``pid`` and all its descendants (0 for processes already gone)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+        todo += [int(k) for k in kids]
+    return total / 1024
