@@ -18,7 +18,14 @@ first level dropped and item features are label-encoded, as in obp's ``OpenBandi
 obp 0.4.1 runs in its own venv (``var/peers/obp-venv``) on the very same arrays: (a) its
 estimators on our bootstrap samples, π_e and q̂ (agreement of the estimator code), (b) its own
 pipeline end to end (its BernoulliTS Monte Carlo, its RegressionModel with logistic regression,
-C=100, per position, as in the example that produced the published numbers).
+C=100, per position, as in the example that produced the published numbers). Create that venv
+with (obp pulls torch; the constraint keeps it the CPU build):
+
+    python3.11 -m venv var/peers/obp-venv
+    PIP_CONSTRAINT=constraints.txt var/peers/obp-venv/bin/pip install obp==0.4.1 pyyaml
+
+Each estimator's error is printed next to the noise floor of the truth and the naive estimate
+(the logging policy's own CTR), saying plainly when no estimator beats the naive one.
 
     .venv/bin/python -m benchmarks.bench_open_bandit
 """
@@ -62,6 +69,9 @@ N_AGREE = 5  # bootstrap runs whose exact inputs are handed to obp for the agree
 N_BOOT_CI = 300  # full-log CIs: rows resampled and q̂ refitted in each replicate
 PEER_PY = REPO / "var" / "peers" / "obp-venv" / "bin" / "python"
 WORK = REPO / "var" / "peers" / "obp-run"
+NAIVE = "random-log CTR as the estimate (ignores π_e)"
+FLOOR = "noise floor: E_b|mean_b(click)/mean(click) - 1|"
+HEADLINE = "bts-prior-mc / ridge-eb"
 
 
 @dataclass
@@ -208,6 +218,11 @@ def run_campaign(campaign: str, agree_dir: Path) -> dict[str, Any]:
                             reward_model=RidgeRewardModel(n_actions=rnd.n_actions),
                             n_bootstrap=N_BOOT_CI, seed=SEED, bootstrap="refit")
     table["covers_truth"] = (table["lower"] <= v_true) & (v_true <= table["upper"])
+    # each estimator's calibrated default interval (q̂ fixed), beside the refit bootstrap
+    fixed = evaluate_policy(log, dist, ESTIMATORS,
+                            reward_model=RidgeRewardModel(n_actions=rnd.n_actions), seed=SEED)
+    fixed["covers_truth"] = (fixed["lower"] <= v_true) & (v_true <= fixed["upper"])
+    se_truth = float(np.sqrt(v_true * (1 - v_true) / bts.rewards.size))
     np.savez(agree_dir / f"{campaign}.npz", actions=log.actions, positions=log.positions,
              rewards=log.rewards, pscore=log.propensities, contexts=log.contexts,
              action_context=rnd.action_context,
@@ -229,12 +244,13 @@ def run_campaign(campaign: str, agree_dir: Path) -> dict[str, Any]:
         "relative_error_runs": runs,
         "slope_choices": {k: [p for d in v for p in d.values()] for k, v in params.items()},
         "reference_rows": {
-            "random-log CTR as the estimate (ignores π_e)": {
-                "mean": float(np.mean(np.abs(boot_means - v_true) / v_true))},
-            "noise floor: E_b|mean_b(click)/mean(click) - 1|": {
-                "mean": float(np.mean(np.abs(boot_means / clicks.mean() - 1)))},
+            NAIVE: {"mean": float(np.mean(np.abs(boot_means - v_true) / v_true))},
+            FLOOR: {"mean": float(np.mean(np.abs(boot_means / clicks.mean() - 1)))},
         },
+        "naive_relative_error_runs": (np.abs(boot_means - v_true) / v_true).tolist(),
+        "ground_truth_95ci": [v_true - 1.96 * se_truth, v_true + 1.96 * se_truth],
         "full_log_estimates": table.to_dict(orient="records"),
+        "full_log_estimates_default_interval": fixed.to_dict(orient="records"),
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -311,22 +327,59 @@ for campaign in campaigns:
 '''
 
 
-def run_obp(campaigns: list[str]) -> dict[str, Any] | None:
-    """Run obp 0.4.1 in its venv on the arrays saved by ``run_campaign``; None if missing."""
+def run_in_obp_venv(script: str, name: str, args: list[str], timeout: int = 3600) -> bool:
+    """Write ``script`` to ``WORK/name`` and run it with obp's venv (one BLAS thread); False,
+    saying why on stderr, when the venv is missing or the script fails."""
     if not PEER_PY.exists():
-        print(f"obp venv not found at {PEER_PY}; skipping the peer run", file=sys.stderr)
-        return None
-    script = WORK / "obp_peer.py"
-    script.write_text(PEER_SCRIPT)
+        print(f"obp venv not found at {PEER_PY} (see this module's doc to create it); "
+              "skipping the peer run", file=sys.stderr)
+        return False
+    WORK.mkdir(parents=True, exist_ok=True)
+    path = WORK / name
+    path.write_text(script)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    cmd = [str(PEER_PY), str(script), str(WORK), str(N_RUNS), str(N_AGREE), str(OBP_N_SIM),
-           str(SEED), ",".join(campaigns)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run([str(PEER_PY), str(path), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
+        return False
+    return True
+
+
+def run_obp(campaigns: list[str]) -> dict[str, Any] | None:
+    """Run obp 0.4.1 in its venv on the arrays saved by ``run_campaign``; None if missing."""
+    args = [str(WORK), str(N_RUNS), str(N_AGREE), str(OBP_N_SIM), str(SEED), ",".join(campaigns)]
+    if not run_in_obp_venv(PEER_SCRIPT, "obp_peer.py", args):
         return None
     result: dict[str, Any] = json.loads((WORK / "obp_results.json").read_text())
     return result
+
+
+def versus_naive(res: dict[str, Any]) -> dict[str, Any]:
+    """Each estimator's mean relative error (headline π_e and q̂) next to the noise floor of
+    the truth and the naive estimate (the logging policy's own CTR), with the number of runs
+    where it beat the naive one, and one plain sentence."""
+    naive = res["reference_rows"][NAIVE]["mean"]
+    floor = res["reference_rows"][FLOOR]["mean"]
+    naive_runs = np.asarray(res["naive_relative_error_runs"])
+    rows = {}
+    for e in ESTIMATORS:
+        runs = np.asarray(res["relative_error_runs"][HEADLINE][e])
+        rows[e] = {"relative_error": float(runs.mean()), "noise_floor": floor,
+                   "naive_relative_error": naive, "beats_naive": bool(runs.mean() < naive),
+                   "runs_better_than_naive": int((runs < naive_runs).sum()),
+                   "within_noise_floor": bool(runs.mean() <= floor)}
+    winners = [e for e in ESTIMATORS if rows[e]["beats_naive"]]
+    if winners:
+        verdict = (f"{', '.join(winners)} beat(s) reporting the logging policy's own CTR "
+                   f"(relative error {naive:.3f}); noise floor of the truth {floor:.3f}")
+    else:
+        best = min(ESTIMATORS, key=lambda e: rows[e]["relative_error"])
+        verdict = (f"no estimator beats simply reporting the logging policy's own CTR "
+                   f"(relative error {naive:.3f}; best estimator {best} "
+                   f"{rows[best]['relative_error']:.3f}; noise floor of the truth {floor:.3f})")
+    return {"campaign": res["campaign"], "estimators": rows, "any_beats_naive": bool(winners),
+            "verdict": verdict}
 
 
 def summarize_obp(res: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
@@ -383,6 +436,8 @@ def main() -> None:
         print(pd.DataFrame(rows).to_string(index=False))
         for name, v in res["reference_rows"].items():
             print(f"  {name}: {v['mean']:.3f}")
+        res["versus_naive"] = versus_naive(res)
+        print(f"  campaign {res['campaign']}: {res['versus_naive']['verdict']}")
     path = write_results("open_bandit", {
         "protocol": ("estimate BTS CTR from the uniform-random log; relative error vs the bts "
                      f"log's CTR, mean ± std over {N_RUNS} bootstrap resamples of the random "

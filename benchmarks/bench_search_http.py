@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -35,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_search_instacart import load
-from benchmarks.common import REPO, write_results
+from benchmarks.common import REPO, Server, free_port, write_results
 from shelfwise.bundle import (
     GeneratorSpec,
     TrainConfig,
@@ -76,40 +74,6 @@ def build_store(url: str) -> tuple[list[dict[str, Any]], int]:
     return searches, len(products)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """``shelfwise serve`` in its own process, on loopback."""
-
-    def __init__(self, url: str, bundles: Path) -> None:
-        self.port = free_port()
-        exe = Path(sys.executable).with_name("shelfwise")
-        self.proc = subprocess.Popen(
-            [str(exe), "serve", "--store", url, "--bundles", str(bundles), "--port",
-             str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, "OMP_NUM_THREADS": "1"})
-        self.base = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise SystemExit("shelfwise serve exited during start-up")
-            time.sleep(1)
-        raise SystemExit("shelfwise serve did not answer /health within 300 s")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-
-
 def measure(base: str, searches: list[dict[str, Any]], warmup: int = 20
             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Sequential requests; per kind (anonymous / personalized) p50, p95, p99 in ms."""
@@ -140,8 +104,13 @@ def measure(base: str, searches: list[dict[str, Any]], warmup: int = 20
 def served(url: str, searches: list[dict[str, Any]]
            ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """:func:`measure` against a freshly started server (it loads the bundle's ranker)."""
-    server = Server(url, WORK / "bundles")
+    port = free_port()
+    exe = Path(sys.executable).with_name("shelfwise")
+    server = Server([str(exe), "serve", "--store", url, "--bundles", str(WORK / "bundles"),
+                     "--port", str(port)], {**os.environ, "OMP_NUM_THREADS": "1"},
+                    WORK / "server.log", port)
     try:
+        server.wait_health(300)
         return measure(server.base, searches)
     finally:
         server.stop()

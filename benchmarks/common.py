@@ -1,14 +1,19 @@
-"""Shared plumbing for benchmark scripts: data paths, machine info, results files."""
+"""Shared plumbing for benchmark scripts: data paths, machine info, results files, a server
+subprocess."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import socket
+import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import numpy as np
 
 if TYPE_CHECKING:
@@ -89,3 +94,61 @@ def tree_rss_mb(pid: int) -> float:
                 total += int(line.split()[1])
         todo += [int(k) for k in kids]
     return total / 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tail(path: Path, n: int = 25) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
+
+
+class Server:
+    """A server subprocess bound to 127.0.0.1; :meth:`stop` ends it (terminate, then kill)."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], log: Path, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.log = log
+        self.t0 = time.perf_counter()
+        with log.open("w") as fh:
+            self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                         cwd=REPO)
+
+    def wait_health(self, timeout: float) -> tuple[float, dict[str, Any]]:
+        """Seconds from launch until ``/health`` answered 200, and its body."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(f"{self.base}/health", timeout=5)
+                if r.status_code == 200:
+                    return time.perf_counter() - self.t0, dict(r.json())
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited during start-up; last lines of {self.log}:\n"
+                                 f"{tail(self.log)}")
+            time.sleep(0.1)
+        raise SystemExit(f"server did not answer /health within {timeout:.0f} s; see {self.log}")
+
+    def memory_mb(self) -> dict[str, float]:
+        """VmRSS (now) and VmHWM (peak) of the server process, and ``tree``: VmRSS summed
+        over it and its workers (what several uvicorn workers hold together)."""
+        out = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = round(int(value.split()[0]) / 1024, 1)
+        out["tree"] = round(tree_rss_mb(self.proc.pid), 1)
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)

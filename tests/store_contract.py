@@ -341,6 +341,54 @@ class StoreContract:
         assert store.interaction_items("u1", limit=2) == ["i2", "i4"]
         assert store.interaction_items("nobody") == []
 
+    def test_search_queries_are_the_last_ones_oldest_first(self, store: Store) -> None:
+        store.add_events([
+            ev("s1", t=1, item=None, type=EventType.SEARCH, query="green tea"),
+            ev("v", t=2, item="i1", type=VIEW),
+            ev("s3", t=9, item=None, type=EventType.SEARCH, query="teapot 陶瓷"),
+            ev("s2", t=5, item=None, type=EventType.SEARCH, query="matcha"),
+            ev("o", user="u2", t=3, item=None, type=EventType.SEARCH, query="coffee"),
+        ])
+        assert store.search_queries("u1") == ["green tea", "matcha", "teapot 陶瓷"]
+        assert store.search_queries("u1", limit=2) == ["matcha", "teapot 陶瓷"]
+        assert store.search_queries("u2") == ["coffee"]
+        assert store.search_queries("nobody") == []
+
+    def test_attribute_popularity_counts_distinct_users_per_value(self, store: Store) -> None:
+        """Known answers: values spelled alike on every backend (numbers, booleans), users
+        counted once per item however often they interacted, impressions and searches and
+        users without the attribute left out, ``since`` honoured."""
+        store.upsert_users([
+            User(id="f1", attributes={"gender": "f", "age": 30, "vip": True}),
+            User(id="f2", attributes={"gender": "f", "age": 30.0, "vip": False}),
+            User(id="m1", attributes={"gender": "m", "age": 41.5, "tags": ["x"]}),
+            User(id="n1", attributes={"gender": None, "tags": ["x"]}),
+            User(id="q1", attributes={}),
+        ])
+        store.add_events([
+            ev("1", user="f1", item="i1"), ev("2", user="f1", item="i1", t=1, type=PURCHASE),
+            ev("3", user="f2", item="i1", t=2, type=VIEW), ev("4", user="f2", item="i2", t=3),
+            ev("5", user="m1", item="i2", t=4), ev("6", user="n1", item="i3", t=5),
+            ev("7", user="q1", item="i3", t=6), ev("8", user="nobody", item="i3", t=7),
+            ev("9", user="m1", item="i9", t=8, type=EventType.IMPRESSION),
+            ev("10", user="f1", item=None, t=9, type=EventType.SEARCH, query="tea"),
+            ev("11", user="m1", item="i3", t=100),
+        ])
+        got = store.attribute_popularity("gender")
+        assert got.key == "gender" and got.users == {"f": 2, "m": 1}
+        assert got.items == [("f", "i1", 2), ("f", "i2", 1), ("m", "i2", 1), ("m", "i3", 1)]
+        age = store.attribute_popularity("age")
+        assert age.users == {"30": 2, "41.5": 1}
+        assert ("30", "i1", 2) in age.items
+        assert store.attribute_popularity("vip").users == {"1": 1, "0": 1}
+        assert store.attribute_popularity("tags").users == {}, "lists condition nothing"
+        assert store.attribute_popularity("missing").users == {}
+        recent = store.attribute_popularity("gender", since=T0 + timedelta(seconds=4))
+        assert recent.users == {"m": 1} and recent.items == [("m", "i2", 1), ("m", "i3", 1)]
+        sample = store.sample_user_attributes()
+        assert len(sample) == 4 and {"gender": "m", "age": 41.5, "tags": ["x"]} in sample
+        assert len(store.sample_user_attributes(limit=2)) == 2
+
     def test_user_events_equal_timestamps_keep_arrival_order(self, store: Store) -> None:
         store.add_events([ev("c", t=5), ev("a", t=5), ev("b", t=5), ev("z", t=1)])
         store.add_events([ev("y", t=5)])
@@ -626,10 +674,12 @@ class StoreContract:
             ev("g6", gone, None, t=6, type=EventType.PROMOTION_SHOWN, request_id="r2",
                context={"promotion_id": "p1", "x": [1.0]}),
             ev("k1", kept, t=1), ev("k2", kept, t=7, type=EventType.IMPRESSION)])
-        assert self.naming(store, gone) == {"events": 6, "users": 1}
+        store.add_exposures([("exp1", gone, "B", T0), ("exp1", kept, "A", T0)])
+        assert self.naming(store, gone) == {"events": 6, "users": 1, "exposures": 1}
         before = datetime.now(UTC)
         done = store.forget_user(gone)
-        assert done.rows == {"events": 6, "users": 1}
+        assert done.rows == {"events": 6, "users": 1, "exposures": 1}
+        assert list(store.exposures("exp1")["unit"]) == [kept]
         assert done.events == {"click": 1, "impression": 1, "promotion_shown": 1,
                                "purchase": 1, "search": 1, "view": 1}
         assert self.naming(store, gone) == {}
@@ -639,7 +689,8 @@ class StoreContract:
         [tomb] = store.tombstones()
         assert tomb.user_hash == user_hash(gone) and tomb.seq >= 1
         assert before <= tomb.forgotten_at <= datetime.now(UTC)
-        assert store.forget_user("never-seen").rows == {"events": 0, "users": 0}
+        assert store.forget_user("never-seen").rows == {"events": 0, "users": 0,
+                                                        "exposures": 0}
         assert [t.user_hash for t in store.tombstones(tomb.seq)] == [user_hash("never-seen")]
 
     def test_forgotten_users_events_from_before_are_refused_later_ones_kept(
@@ -700,6 +751,37 @@ class StoreContract:
         assert store.drop_events_before(T0) == 0
 
     # ---- durability --------------------------------------------------------------------
+    # ---- experiments ---------------------------------------------------------------------
+    def test_experiments_round_trip_by_id(self, store: Store) -> None:
+        assert store.get_experiment("e1") is None and store.list_experiments() == []
+        doc = {"id": "e1", "variants": [{"name": "A", "share": 0.5}], "note": "测试",
+               "nested": {"x": [1, 2.5, None]}}
+        store.put_experiment("e1", doc)
+        store.put_experiment("a0", {"id": "a0"})
+        assert store.get_experiment("e1") == doc
+        store.put_experiment("e1", {**doc, "status": "running"})
+        assert store.get_experiment("e1") == {**doc, "status": "running"}
+        assert [d["id"] for d in store.list_experiments()] == ["a0", "e1"]
+
+    def test_events_window_filters_by_type_time_and_context_path(self, store: Store) -> None:
+        store.add_events([
+            ev("e1", t=0, type=EventType.IMPRESSION, request_id="r1",
+               context={"experiments": {"x": "B"}}),
+            ev("e2", t=10, type=EventType.IMPRESSION, request_id="r1",
+               context={"experiments": {"y": "A"}}),
+            ev("e3", t=20, type=CLICK, request_id="r1", value=2.5),
+            ev("e4", t=30, type=EventType.IMPRESSION, context={"experiments": {"x": "A"}}),
+            ev("e5", t=-5, type=EventType.IMPRESSION, context={"experiments": {"x": "A"}})])
+        t0, t1 = T0, T0 + timedelta(seconds=30)
+        frame = store.events_window([EventType.IMPRESSION, CLICK], t0, t1)
+        assert list(frame["type"]) == ["impression", "impression", "click"]
+        assert frame["context"].iloc[0] == {"experiments": {"x": "B"}}
+        assert frame["value"].iloc[2] == 2.5 and frame["request_id"].iloc[0] == "r1"
+        assert frame["timestamp"].iloc[1] == pytest.approx(T0.timestamp() + 10)
+        x = store.events_window([EventType.IMPRESSION], t0, None,
+                                context_path=("experiments", "x"))
+        assert list(x["context"]) == ["B", "A"] and list(x["user_id"]) == ["u1", "u1"]
+
     def test_data_survives_close_and_reopen(self, store: Store, reopened: list[Store]) -> None:
         item, user = full_item(), User(id="u1", attributes={"城市": "北京"})
         promo = Promotion(id="p1", text="八折", rules={"segments": ["vip"]})

@@ -129,13 +129,15 @@ def test_the_users_history_is_an_extra_signal(client: TestClient) -> None:
 def test_unavailable_and_new_items(client: TestClient) -> None:
     r = client.post("/v1/items", json={"items": [
         {"id": "butter", "title": "Item butter", "available": False, "category": ["B"]},
-        {"id": "jam", "title": "Strawberry jam", "category": ["J"]}]})
+        {"id": "jam", "title": "Strawberry jam", "category": ["J"]},
+        {"id": "blank", "title": ""}]})
     assert r.status_code == 200
-    body = _ask(client, ["bread", "jam"], n=10)
+    body = _ask(client, ["bread", "jam", "blank"], n=10)
     ids = _ids(body)
     assert "butter" not in ids, "unavailable items are never recommended"
-    assert "jam" not in ids and body["unscored_items"] == ["jam"]
-    assert body["cart"] == ["bread"]
+    assert "jam" not in ids and "blank" not in ids, "cart items are never recommended"
+    # a posted item with text reads as its look-alikes; one without text gives no signal
+    assert body["cart"] == ["bread", "jam"] and body["unscored_items"] == ["blank"]
 
 
 def test_cart_weights_come_from_the_serve_config(tmp_path: Path) -> None:

@@ -139,15 +139,17 @@ def test_slope_keeps_the_unbiased_candidate_when_others_disagree() -> None:
 def test_bootstrap_interval_reproducible_and_covers() -> None:
     log, x = ENV.log(800, np.random.default_rng(5))
     pi = ENV.pi_eval(x)
-    a = IPS().estimate(log, pi, n_bootstrap=300, seed=7)
-    b = IPS().estimate(log, pi, n_bootstrap=300, seed=7)
+    a = IPS().estimate(log, pi, n_bootstrap=300, seed=7, interval="bootstrap")
+    b = IPS().estimate(log, pi, n_bootstrap=300, seed=7, interval="bootstrap")
     assert a == b
     assert a.lower <= a.value <= a.upper
+    assert a.interval == "bootstrap" and a.n_bootstrap == 300
     covered = 0
     rng = np.random.default_rng(6)
     for _ in range(60):
         log, x = ENV.log(800, rng)
-        e = DR().estimate(log, ENV.pi_eval(x), ENV.q(x), n_bootstrap=200, seed=1)
+        e = DR().estimate(log, ENV.pi_eval(x), ENV.q(x), n_bootstrap=200, seed=1,
+                          interval="bootstrap")
         covered += e.lower <= TRUE_V <= e.upper
     assert covered >= 51  # nominal 95%: at least 85% of 60
 

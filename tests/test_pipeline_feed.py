@@ -165,3 +165,21 @@ def test_shelfwise_train_gives_the_pipeline_the_catalog_categories(tmp_path: Pat
     pipe = load_bundle(tmp_path / "b").pipeline
     assert pipe is not None and pipe.stats_ is not None and pipe.stats_.categories is not None
     assert "cat_affinity" in pipe.report_["feature_gain_share"]
+
+
+def test_an_experiment_variant_turns_the_pipeline_off(
+        served: tuple[TestClient, Path, dict[str, list[str]]]) -> None:
+    client, _, seqs = served
+    r = client.post("/v1/experiments", json={"id": "pipe", "surfaces": ["feed"], "variants": [
+        {"name": "pipeline", "share": 0.5},
+        {"name": "blend", "share": 0.5, "overrides": {"pipeline": False}}]})
+    assert r.status_code == 201
+    client.post("/v1/experiments/pipe/start")
+    sources: dict[str, set[str]] = {"pipeline": set(), "blend": set()}
+    for user in list(seqs)[:30]:
+        body = client.get(f"/v1/users/{user}/feed", params={"n": 5}).json()
+        sources[body["experiments"]["pipe"]] |= {i["explanation"]["source"]
+                                                 for i in body["items"]}
+    client.post("/v1/experiments/pipe/stop")
+    assert sources["pipeline"] == {"pipeline"}
+    assert sources["blend"] and "pipeline" not in sources["blend"]

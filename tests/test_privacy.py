@@ -77,7 +77,8 @@ def held(engine: Engine, user: str) -> dict[str, int]:
     return {"histories": int(user in engine.recommender._cache),
             "queued_impressions": sum(e.user_id == user for e in engine.impressions._queue),
             "exploration_decisions": engine.explorer.log._user.count(user),
-            "promotion_decisions": engine.promotion_service.log._user.count(user)}
+            "promotion_decisions": engine.promotion_service.log._user.count(user),
+            "queued_exposures": sum(u == user for _, u in engine.experiments._seen)}
 
 
 def leave_traces(client: TestClient, engine: Engine, user: str, *, session: str = "s1") -> None:
@@ -87,8 +88,14 @@ def leave_traces(client: TestClient, engine: Engine, user: str, *, session: str 
     assert c.post("/v1/users", json={"users": [{"id": user, "attributes": {"tier": "gold"}}]}
                   ).status_code == 200
     c.post("/v1/promotions", json={"promotions": [{"id": "p1", "text": "10% off"}]})
+    if not c.get("/v1/experiments").json():  # an A/A test: the user's exposure is stored
+        c.post("/v1/experiments", json={"id": "aa", "variants": [
+            {"name": "A", "share": 0.5}, {"name": "B", "share": 0.5}]})
+        c.post("/v1/experiments/aa/start")
     feed = c.get(f"/v1/users/{user}/feed", params={"n": 3, "explore": 2}).json()
+    assert feed["experiments"]["aa"] in ("A", "B")
     engine.impressions.flush()  # these impressions are stored, the later ones stay queued
+    engine.experiments.flush()
     assert c.post("/v1/search", json={"query": "gaming", "user_id": user}).status_code == 200
     promo = c.post(f"/v1/users/{user}/promotions", json={"n": 1}).json()
     assert promo["promotions"], promo
@@ -127,7 +134,7 @@ def test_forget_user_leaves_no_row_no_cache_and_a_cold_start(shop: tuple[str, Pa
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["user_id"] == GONE
-        assert body["rows"] == {"events": stored["events"], "users": 1}
+        assert body["rows"] == {"events": stored["events"], "users": 1, "exposures": 1}
         assert set(body["events"]) == {"view", "click", "cart", "purchase", "search",
                                        "impression", "promotion_shown", "promotion_redeemed"}
         assert sum(body["events"].values()) == stored["events"]
@@ -153,7 +160,8 @@ def test_forget_user_leaves_no_row_no_cache_and_a_cold_start(shop: tuple[str, Pa
         assert [i["item_id"] for i in cold["items"]] == [i["item_id"] for i in stranger["items"]]
         assert client.get(f"/v1/users/{GONE}/profile").json()["history_length"] == 0
         again = client.delete(f"/v1/users/{GONE}").json()
-        assert again["rows"] == {"events": 0, "users": 0}
+        # the cold feed above was a new visit after the erasure: its exposure is new too
+        assert again["rows"] == {"events": 0, "users": 0, "exposures": 1}
 
     # the bundle trained before the deletion holds nothing keyed by the user
     bundle = load_bundle(bundles)
@@ -193,7 +201,7 @@ def test_other_workers_and_the_cli_forget_through_the_store(tmp_path: Path) -> N
         assert other.promotions(GONE).user_id == GONE
         res = CliRunner().invoke(cli, ["forget-user", GONE, "--store", url])
         assert res.exit_code == 0, res.output
-        assert "events 4, users 0" in res.output and "click" not in res.output
+        assert "events 4, exposures 0, users 0" in res.output and "click" not in res.output
         assert held(worker, GONE)["histories"] == 1, "not yet looked at the store"
         worker.impressions.flush()  # queued before the erasure: refused by the tombstone
         assert rows_naming(worker.store, GONE) == {}

@@ -97,6 +97,17 @@ def test_ranker_learned_from_logged_clicks_serves_each_shopper_their_brand(
     assert top_is_own_brand(fresh, range(60, 80)) == 1.0, "shoppers who never searched"
     anonymous = fresh.post("/v1/search", json={"query": "work light"}).json()
     assert anonymous["items"][0]["item_id"].endswith("-1"), "the query still rules"
+    # an experiment whose B variant answers without the learned ranker
+    fresh.post("/v1/experiments", json={"id": "no-ranker", "surfaces": ["search"], "variants": [
+        {"name": "A", "share": 0.5},
+        {"name": "B", "share": 0.5, "overrides": {"search_ranker": False}}]})
+    fresh.post("/v1/experiments/no-ranker/start")
+    rankers = {"A": set(), "B": set()}
+    for u in range(60, 80):
+        body = fresh.post("/v1/search", json={"query": "cordless drill",
+                                              "user_id": f"u{u}"}).json()
+        rankers[body["experiments"]["no-ranker"]].add(body["ranker"])
+    assert rankers == {"A": {"lambdamart"}, "B": {"rrf"}}
 
 
 def test_too_few_or_unhelpful_logs_keep_the_fused_order(shop: tuple[str, Path]) -> None:

@@ -112,3 +112,20 @@ def test_profile_follows_events(client: TestClient) -> None:
     assert "B" in dict(after["tags"]) and after["vector"] is None
     empty = client.get("/v1/users/nobody/profile").json()
     assert empty["history_length"] == 0 and empty["interests"] == []
+
+
+def test_ready_is_503_until_warm_then_200(client: TestClient) -> None:
+    import time
+
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 120
+    while True:
+        r = client.get("/ready")
+        body = r.json()
+        assert r.status_code == (200 if body["ready"] else 503)
+        assert set(body) == {"ready", *engine.ready}
+        if body["ready"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert body["ready"], body
+    assert client.post("/v1/search", json={"query": "keyboard"}).status_code == 200

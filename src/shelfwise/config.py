@@ -32,10 +32,12 @@ from pydantic import (
 from shelfwise.apikeys import AuthConfig
 from shelfwise.bundle.config import TrainConfig
 from shelfwise.exceptions import ConfigError
+from shelfwise.experiments.service import ExperimentsConfig
 from shelfwise.privacy.pseudonym import MIN_SECRET, Pseudonymizer
 from shelfwise.ranking.diversity import DiversityConfig
 from shelfwise.search.index import SearchConfig
 from shelfwise.services.cart import CartConfig
+from shelfwise.services.cold_start import ColdStartConfig
 from shelfwise.services.exploration import ExplorationConfig
 from shelfwise.services.impressions import ImpressionsConfig
 from shelfwise.services.promotions import PromotionsConfig
@@ -144,6 +146,8 @@ class ServeConfig(_Section):
     diversity: DiversityConfig = Field(default_factory=DiversityConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig)
+    cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig)
 
 
 class EvaluateConfig(_Section):

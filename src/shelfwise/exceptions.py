@@ -39,6 +39,10 @@ class NotFoundError(ShelfwiseError):
     """A referenced entity (item, user, bundle, preset) does not exist."""
 
 
+class ConflictError(ShelfwiseError):
+    """The request clashes with the current state (HTTP 409): the message says what to do."""
+
+
 class StoreError(ShelfwiseError):
     """The store could not complete an operation."""
 

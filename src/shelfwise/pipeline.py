@@ -8,6 +8,11 @@ on the rest, so the ranker learns from candidates produced exactly as they will 
 serving (a model that never saw the next item). Then the generators are refitted on the whole
 log for serving. With too few usable held-out users, the pipeline serves the heuristic blend
 (:func:`shelfwise.retrieval.blend.blend_scores`) instead, and says so in :attr:`Pipeline.report_`.
+
+Cold items (fewer than ``COLD_BELOW`` training interactions, and items posted after training,
+which a text generator scores once :meth:`Pipeline.add_items` embedded them) can get a
+candidate quota per generator (``GeneratorSpec.cold_candidates``: its best cold items) and a
+score boost (``PipelineConfig.cold_boost``); features read every item index, trained or not.
 """
 
 from __future__ import annotations
@@ -25,7 +30,14 @@ from shelfwise.data.interactions import History, Interactions
 from shelfwise.evaluation.splitters import EvalSet, LeaveLastOut
 from shelfwise.exceptions import ConfigError, NotFittedError
 from shelfwise.ranking.config import GeneratorSpec, PipelineConfig
-from shelfwise.ranking.features import Candidates, FeatureSpec, ItemStats, merge_candidates
+from shelfwise.ranking.features import (
+    COLD_BELOW,
+    COLD_SUFFIX,
+    Candidates,
+    FeatureSpec,
+    ItemStats,
+    merge_candidates,
+)
 from shelfwise.ranking.ranker import LambdaMART
 from shelfwise.retrieval.base import BaseGenerator, Scores, top_k
 from shelfwise.retrieval.blend import blend_scores, coordinate_weights
@@ -120,8 +132,8 @@ class Pipeline:
         cfg = config if isinstance(config, PipelineConfig) else PipelineConfig.from_dict(config)
         if self._inner is None:
             raise NotFittedError("refit_ranker needs Pipeline(..., keep_inner=True).fit() first")
-        if [g.model_dump() for g in cfg.generators] != [
-                g.model_dump() for g in self.config.generators]:
+        if [(g.key, g.name, g.params) for g in cfg.generators] != [
+                (g.key, g.name, g.params) for g in self.config.generators]:
             raise ConfigError("refit_ranker: generators differ from the fitted ones; fit() anew")
         self.config = cfg
         t = time.perf_counter()
@@ -141,6 +153,16 @@ class Pipeline:
                                                   self._spec(self.generators_, self._stats()))
         return out
 
+    def add_items(self, texts: Sequence[str]) -> None:
+        """Embed items posted after training (indices continue after the current ones) in the
+        pipeline's own text generators, so they can become candidates and get features at
+        once. Generators shared with the bundle are left alone: whoever owns the bundle's
+        generator adds the items to it (the pipeline reads the same object)."""
+        for alias, gen in self.generators_.items():
+            grow = getattr(gen, "add_items", None)
+            if alias not in self.shared_ and callable(grow):
+                grow(texts)
+
     # ---- explanations ----------------------------------------------------------------------
     def candidate_features(self, histories: Sequence[History]) -> tuple[
             Candidates, NDArray[np.float32], list[str]]:
@@ -148,7 +170,7 @@ class Pipeline:
         pass the rows to ``ranker_.contributions``)."""
         spec = self._spec(self.generators_, self._stats())
         scores = self._scores(histories, self.generators_)
-        cands, tops = self._candidates(histories, scores)
+        cands, tops = self._candidates(histories, scores, spec.stats)
         return cands, self._features(spec, histories, cands, scores, tops), self.feature_names(
             spec)
 
@@ -216,11 +238,22 @@ class Pipeline:
         return FeatureSpec(
             aliases=tuple(gens),
             ranked=tuple(s.key for s in self.config.generators if self.config.candidates_of(s)),
-            stats=stats, semantic_vectors=None if sem is None else sem.vectors_)
+            stats=stats, semantic_vectors=None if sem is None else sem.vectors_,
+            cold_ranked=tuple(s.key for s in self.config.generators if s.cold_candidates))
 
     def _kept_columns(self, spec: FeatureSpec) -> list[int]:
+        """Columns of ``spec.names`` the ranker reads: a fitted ranker's own feature names
+        (so a pipeline saved before a feature was added keeps serving), else all but
+        ``drop_features``."""
+        names = spec.names
+        if self.ranker_ is not None:
+            missing = [f for f in self.ranker_.feature_names_ if f not in names]
+            if missing:
+                raise ConfigError(f"the pipeline's ranker was trained on features {missing} "
+                                  "that this data or version cannot compute; retrain it")
+            return [names.index(f) for f in self.ranker_.feature_names_]
         drop = set(self.config.drop_features)
-        return [k for k, f in enumerate(spec.names) if f not in drop]
+        return [k for k, f in enumerate(names) if f not in drop]
 
     def feature_names(self, spec: FeatureSpec) -> list[str]:
         names = spec.names
@@ -230,9 +263,8 @@ class Pipeline:
                   scores: Mapping[str, Scores], tops: Mapping[str, NDArray[np.int64]]
                   ) -> NDArray[np.float32]:
         x = spec.compute(histories, cands, scores, tops)
-        if not self.config.drop_features:
-            return x
-        return x[:, self._kept_columns(spec)]
+        keep = self._kept_columns(spec)
+        return x if keep == list(range(x.shape[1])) else x[:, keep]
 
     def _scores(self, histories: Sequence[History], gens: Mapping[str, BaseGenerator]
                 ) -> dict[str, Scores]:
@@ -245,15 +277,25 @@ class Pipeline:
             out[alias] = s
         return out
 
-    def _candidates(self, histories: Sequence[History], scores: Mapping[str, Scores]
-                    ) -> tuple[Candidates, dict[str, NDArray[np.int64]]]:
+    def _candidates(self, histories: Sequence[History], scores: Mapping[str, Scores],
+                    stats: ItemStats) -> tuple[Candidates, dict[str, NDArray[np.int64]]]:
+        """Each source's top-N, and with ``cold_candidates`` its top-N among cold items
+        (key ``<alias>:cold``: items with fewer than COLD_BELOW training interactions,
+        including items posted after training), merged."""
         tops: dict[str, NDArray[np.int64]] = {}
         exclude = histories if self.config.exclude_seen else None
+        n = next(iter(scores.values())).shape[1]
+        warm: NDArray[np.bool_] | None = None
         for spec in self.config.generators:
             k = self.config.candidates_of(spec)
             if k > 0:
                 tops[spec.key] = top_k(scores[spec.key], k, exclude=exclude)[0]
-        n = next(iter(scores.values())).shape[1]
+            if spec.cold_candidates:
+                if warm is None:
+                    warm = stats.counts(n) >= COLD_BELOW
+                cold_only = np.where(warm, -np.inf, scores[spec.key]).astype(np.float32)
+                tops[spec.key + COLD_SUFFIX] = top_k(cold_only, spec.cold_candidates,
+                                                     exclude=exclude)[0]
         return merge_candidates(list(tops.values()), len(histories), n), tops
 
     def _score_batch(self, histories: Sequence[History], gens: Mapping[str, BaseGenerator],
@@ -268,12 +310,15 @@ class Pipeline:
         blend = blend_scores(scores, self.weights_)
         if self.mode_ == "blend" or self.ranker_ is None:
             return blend, None
-        cands, tops = self._candidates(histories, scores)
+        cands, tops = self._candidates(histories, scores, spec.stats)
         out = blend - (1.0 + GAP)
         x = np.zeros((0, len(self.feature_names(spec))), np.float32)
         if len(cands):
             x = self._features(spec, histories, cands, scores, tops)
             s = self.ranker_.predict(x)
+            if self.config.cold_boost:
+                cold = spec.stats.counts(out.shape[1])[cands.items] < COLD_BELOW
+                s = s + self.config.cold_boost * cold
             rows = cands.rows
             low = np.full(len(histories), np.inf)
             np.minimum.at(low, rows, s)
@@ -319,7 +364,7 @@ class Pipeline:
             h = histories[lo : lo + cfg.batch_size]
             t = targets[lo : lo + cfg.batch_size]
             scores = self._scores(h, stage.generators)
-            cands, tops = self._candidates(h, scores)
+            cands, tops = self._candidates(h, scores, stats)
             target = np.asarray([int(x[0]) for x in t], dtype=np.int64)
             label = (cands.items == target[cands.rows]).astype(np.int64)
             pos = np.bincount(cands.rows, weights=label, minlength=len(h)) > 0

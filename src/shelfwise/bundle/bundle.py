@@ -1,9 +1,10 @@
 """Model bundles: the versioned directory that ``train`` writes and ``serve`` loads.
 
 A bundle is built in memory (:func:`shelfwise.bundle.train.build_bundle`), every learned part
-attached to it (generators, blend weights, the two-stage feed, the search ranker), and only
-then published by :func:`publish_bundle`: written to a hidden directory, renamed into place and
-named by ``LATEST``, so a reader sees a complete bundle or the previous one, never a mix.
+attached to it (generators, blend weights, the two-stage feed, the search ranker, the search
+index), and only then published by :func:`publish_bundle`: written to a hidden directory,
+renamed into place and named by ``LATEST``, so a reader sees a complete bundle or the previous
+one, never a mix.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from shelfwise.ranking.ranker import LambdaMART
 from shelfwise.retrieval.base import BaseGenerator
 from shelfwise.retrieval.blend import Blend
 from shelfwise.retrieval.registry import load_generator
+from shelfwise.search.part import SearchPart
 
 LATEST = "LATEST"
 PIPELINE_DIR = "pipeline"
 SEARCH_RANKER_DIR = "search_ranker"
+SEARCH_INDEX_DIR = "search_index"
 
 
 class Manifest(BaseModel):
@@ -53,6 +56,9 @@ class Manifest(BaseModel):
     """The feed pipeline's mode (ranker or blend fallback) and training report, when built."""
     search_ranker: dict[str, Any] | None = None
     """How the search ranker was learned from logged searches (trained or why not)."""
+    search_index: dict[str, Any] | None = None
+    """The prebuilt search index (items, n-gram size, build seconds, size), when trained
+    with a store; a bundle without it builds the index when the server starts."""
     parts: list[str] = Field(default_factory=list)
     """Every file or folder of the bundle, written before it was published."""
 
@@ -60,7 +66,8 @@ class Manifest(BaseModel):
 @dataclass
 class Bundle:
     """A bundle: its manifest, the item index, fitted generators and, when trained, the
-    two-stage feed and the search ranker. ``path`` is None until it is published."""
+    two-stage feed, the search ranker and the search index. ``path`` is None until it is
+    published."""
 
     path: Path | None
     manifest: Manifest
@@ -68,6 +75,7 @@ class Bundle:
     generators: dict[str, BaseGenerator]
     pipeline: Pipeline | None = None
     search_ranker: LambdaMART | None = None
+    search_index: SearchPart | None = None
 
     @property
     def version(self) -> str:
@@ -101,6 +109,9 @@ def publish_bundle(bundle: Bundle, out_dir: Path) -> Bundle:
     if bundle.search_ranker is not None:
         bundle.search_ranker.save(tmp / SEARCH_RANKER_DIR)
         parts.append(SEARCH_RANKER_DIR)
+    if bundle.search_index is not None:
+        bundle.search_index.save(tmp / SEARCH_INDEX_DIR)
+        parts.append(SEARCH_INDEX_DIR)
     bundle.manifest = bundle.manifest.model_copy(update={"parts": parts})
     (tmp / "manifest.json").write_text(bundle.manifest.model_dump_json(indent=2))
     tmp.rename(path)
@@ -147,6 +158,9 @@ def load_bundle(path: Path) -> Bundle:
                     if manifest.pipeline is not None else None)
         part = SEARCH_RANKER_DIR
         ranker = LambdaMART.load(path / part) if (path / part).is_dir() else None
+        part = SEARCH_INDEX_DIR  # memory-mapped; older bundles have none (built at start)
+        search_index = (SearchPart.load(path / part) if part in manifest.parts
+                        or (path / part).exists() else None)
     except ShelfwiseError:
         raise
     except Exception as exc:  # whatever numpy, json, faiss, lightgbm or torch raise on bad bytes
@@ -163,4 +177,7 @@ def load_bundle(path: Path) -> Bundle:
     if pipeline is not None and pipeline.n_items_ != len(items):
         raise ConfigError(f"bundle {path}: the pipeline has {pipeline.n_items_} items, the "
                           f"item index {len(items)}; the bundle is corrupt")
-    return Bundle(path, manifest, items, gens, pipeline, ranker)
+    if search_index is not None and search_index.n_items != len(items):
+        raise ConfigError(f"bundle {path}: {SEARCH_INDEX_DIR} has {search_index.n_items} items, "
+                          f"the item index {len(items)}; the bundle is corrupt")
+    return Bundle(path, manifest, items, gens, pipeline, ranker, search_index)

@@ -21,6 +21,7 @@ from shelfwise.retrieval.base import BaseGenerator
 from shelfwise.retrieval.blend import Blend
 
 if TYPE_CHECKING:
+    from shelfwise.search.index import SearchConfig
     from shelfwise.storage.base import Store
 
 
@@ -72,18 +73,28 @@ def build_bundle(data: Interactions, config: TrainConfig | None = None, *,
 
 def train_bundle(data: Interactions, out_dir: Path, config: TrainConfig | None = None, *,
                  item_categories: NDArray[np.int64] | None = None,
-                 store: Store | None = None) -> Bundle:
-    """Build a bundle on ``data``; with ``store``, also learn the search ranker from the
-    searches logged there; then publish it under ``out_dir`` (``out_dir/LATEST`` names it).
-    Every learned part is in the bundle before it becomes visible."""
+                 store: Store | None = None, search: SearchConfig | None = None) -> Bundle:
+    """Build a bundle on ``data``; with ``store``, also build the search index over its
+    catalog (``search``: the serving config, whose n-gram size it is built with) and learn the
+    search ranker from the searches logged there; then publish it under ``out_dir``
+    (``out_dir/LATEST`` names it). Every learned part is in the bundle before it becomes
+    visible."""
     bundle = build_bundle(data, config, item_categories=item_categories)
     if store is not None:
         from shelfwise.services.recommender import Recommender
+        from shelfwise.services.search import SearchService
         from shelfwise.services.search_training import train_search_ranker
 
+        recommender = Recommender(bundle, store)
+        start = time.perf_counter()
+        bundle.search_index = SearchService(recommender, search).export()
+        seconds = time.perf_counter() - start
+        bundle.manifest.fit_seconds["search_index"] = round(seconds, 3)
         cfg = bundle.manifest.config
-        report = train_search_ranker(store, Recommender(bundle, store), cfg.search_ranker)
+        report = train_search_ranker(store, recommender, cfg.search_ranker)
         bundle.search_ranker = report.ranker
         summary = {k: v for k, v in dataclasses.asdict(report).items() if k != "ranker"}
-        bundle.manifest = bundle.manifest.model_copy(update={"search_ranker": summary})
+        bundle.manifest = bundle.manifest.model_copy(update={
+            "search_ranker": summary,
+            "search_index": bundle.search_index.summary(seconds)})
     return publish_bundle(bundle, out_dir)

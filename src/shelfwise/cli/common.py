@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.exc import SQLAlchemyError
 
 from shelfwise.config import LoadedConfig, load_config, parse_assignment
+from shelfwise.exceptions import ShelfwiseError
+from shelfwise.storage import Store, open_store
 
 ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", help="the shelfwise TOML config (default: $SHELFWISE_CONFIG, else built-in "
@@ -40,3 +47,20 @@ def resolve_config(config: Path | None, sets: list[str] | None,
 def store_url(store: str | None, config: Path | None = None) -> str:
     """``--store`` when given, else ``storage.url`` of the config (file, then environment)."""
     return store or load_config(config).config.storage.url
+
+
+@contextmanager
+def opened_store(config: Path | None, sets: list[str] | None, store: str | None) -> Iterator[Store]:
+    """The configured store; any failure is one ``error:`` line and exit 2, no traceback."""
+    opened: Store | None = None
+    try:
+        url = resolve_config(config, sets, {"storage.url": ("--store", store)}).config.storage.url
+        opened = open_store(url)
+        yield opened
+    except (ShelfwiseError, SQLAlchemyError) as exc:
+        msg = str(exc) if isinstance(exc, ShelfwiseError) else str(exc).splitlines()[0]
+        Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}")
+        raise typer.Exit(2) from exc
+    finally:
+        if opened is not None:
+            opened.close()

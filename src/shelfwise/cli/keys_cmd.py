@@ -2,43 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
 
 from shelfwise.apikeys import PREFIX, Scope, create_key, revoke_key
-from shelfwise.cli.common import ConfigOpt, SetOpt, StoreOpt, resolve_config
-from shelfwise.exceptions import ShelfwiseError
-from shelfwise.storage import Store, open_store
+from shelfwise.cli.common import ConfigOpt, SetOpt, StoreOpt, opened_store
 
 SCOPES_HELP = ("admin: everything (catalog, promotions, deletion, config, metrics); ingest: "
                "events and users; read: feed, search, similar, cart, profile, choosing "
                "promotions")
-
-
-@contextmanager
-def _store(config: Path | None, sets: list[str] | None, store: str | None) -> Iterator[Store]:
-    """The configured store; any failure is one ``error:`` line and exit 2, no traceback."""
-    opened: Store | None = None
-    try:
-        url = resolve_config(config, sets, {"storage.url": ("--store", store)}).config.storage.url
-        opened = open_store(url)
-        yield opened
-    except (ShelfwiseError, SQLAlchemyError) as exc:
-        msg = str(exc) if isinstance(exc, ShelfwiseError) else str(exc).splitlines()[0]
-        Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}")
-        raise typer.Exit(2) from exc
-    finally:
-        if opened is not None:
-            opened.close()
 
 
 def _when(t: datetime | None) -> str:
@@ -57,7 +34,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None, set_: SetOpt = None, store: StoreOpt = None,
     ) -> None:
         """Create a key; it is printed once, alone on the last line (only its hash is kept)."""
-        with _store(config, set_, store) as opened:
+        with opened_store(config, set_, store) as opened:
             key, raw = create_key(opened, scope, name)
         typer.echo(f"created key {key.id} (scope {key.scope}{f', name {name}' if name else ''})"
                    "; it is shown only now. Send it as 'Authorization: Bearer <key>':")
@@ -69,7 +46,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None, set_: SetOpt = None, store: StoreOpt = None,
     ) -> None:
         """List keys: id, name, scope, created, the key's last characters (never the key)."""
-        with _store(config, set_, store) as opened:
+        with opened_store(config, set_, store) as opened:
             keys = opened.list_api_keys(revoked=all_)
         if not keys:
             typer.echo("no API keys: a server on loopback is open to all (local mode); "
@@ -87,7 +64,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None, set_: SetOpt = None, store: StoreOpt = None,
     ) -> None:
         """Revoke a key: servers refuse it within serve.auth.cache_seconds (default 5 s)."""
-        with _store(config, set_, store) as opened:
+        with opened_store(config, set_, store) as opened:
             key = revoke_key(opened, key_id)
         typer.echo(f"revoked key {key.id} (scope {key.scope}); servers refuse it within "
                    "serve.auth.cache_seconds")

@@ -9,6 +9,7 @@ from shelfwise.cli import (
     config_cmd,
     demo_cmd,
     evaluate_cmd,
+    experiment_cmd,
     export_cmd,
     finetune_cmd,
     import_cmd,
@@ -35,7 +36,7 @@ def version() -> None:
 
 
 for _module in (import_cmd, train_cmd, evaluate_cmd, finetune_cmd, policy_cmd, serve_cmd, demo_cmd,
-                config_cmd, keys_cmd, privacy_cmd, export_cmd):
+                config_cmd, keys_cmd, privacy_cmd, export_cmd, experiment_cmd):
     _module.register(app)
 
 

@@ -9,14 +9,12 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 import typer
-from numpy.typing import NDArray
 from rich.console import Console
 from rich.markup import escape
 
 from shelfwise.exceptions import ConfigError, ShelfwiseError
 from shelfwise.policies import (
     BanditLog,
-    BasePolicy,
     LogisticRewardModel,
     RewardModel,
     RidgeRewardModel,
@@ -26,6 +24,8 @@ from shelfwise.policies import (
     make_estimator,
     make_policy,
 )
+from shelfwise.policies.offline import policy_distribution, train_on_head
+from shelfwise.policies.ope import ESTIMATORS, INTERVALS, RECOMMENDED_ESTIMATOR, IntervalMethod
 
 
 def parse_params(pairs: list[str], as_json: str | None) -> dict[str, Any]:
@@ -82,24 +82,28 @@ def _reward_model(name: str, n_actions: int) -> RewardModel:
     raise ConfigError(f"unknown reward model {name!r}: use ridge or logistic")
 
 
-def train_on_head(policy: BasePolicy, log: BanditLog, fraction: float) -> BanditLog:
-    """Fit ``policy`` on the first ``fraction`` of the rows; return the rest for evaluation."""
-    if not 0 <= fraction < 1:
-        raise ConfigError("--train-fraction must be in [0, 1)")
-    n_train = round(fraction * log.n_rounds)
-    if n_train:
-        head = log.take(np.arange(n_train))
-        x = head.contexts if head.contexts is not None else np.zeros((n_train, 0))
-        policy.fit(x, head.actions, head.rewards)
-    return log.take(np.arange(n_train, log.n_rounds))
+def _interval(name: str, bootstrap: str) -> IntervalMethod | None:
+    if name == "default":
+        return None
+    for method in INTERVALS:
+        if name == method:
+            if bootstrap == "refit" and method != "bootstrap":
+                raise ConfigError("--bootstrap refit makes bootstrap intervals; use --interval "
+                                  "default or bootstrap")
+            return method
+    raise ConfigError(f"--interval must be default or one of {', '.join(INTERVALS)}")
 
 
-def policy_distribution(policy: BasePolicy, log: BanditLog, seed: int) -> NDArray[np.float64]:
-    """The policy's (n, n_actions) choice probabilities on the log's contexts."""
-    if policy.n_actions != log.n_actions:
-        raise ConfigError(f"the policy has {policy.n_actions} arms, the log {log.n_actions}")
-    x = log.contexts if log.contexts is not None else np.zeros((log.n_rounds, 0))
-    return policy.action_probabilities(x, rng=np.random.default_rng(seed))
+def recommendation(table: pd.DataFrame, level: str) -> str:
+    """One sentence naming the recommended estimate, or saying it was not computed."""
+    rows = table[table["estimator"] == RECOMMENDED_ESTIMATOR]
+    if rows.empty:
+        return (f"recommended estimator {RECOMMENDED_ESTIMATOR} was not among --estimators "
+                f"(known: {', '.join(ESTIMATORS)})")
+    row = rows.iloc[0]
+    return (f"recommended: {RECOMMENDED_ESTIMATOR} = {row['value']:.6g}, {level} interval "
+            f"[{row['lower']:.6g}, {row['upper']:.6g}] ({row['interval']}; the estimator whose "
+            f"intervals were calibrated in simulation: benchmarks/bench_ope_intervals.py)")
 
 
 def register(app: typer.Typer) -> None:
@@ -135,15 +139,21 @@ def register(app: typer.Typer) -> None:
             "ips,snips,dm,dr,switch-dr,dr-os"),
         reward_model: Annotated[str, typer.Option(help="q̂ for DM/DR: ridge | logistic")] = (
             "ridge"),
-        n_bootstrap: Annotated[int, typer.Option(min=0)] = 1000,
+        interval: Annotated[str, typer.Option(
+            help="default (each estimator's calibrated one: analytic for IPS/SNIPS/DR, hull "
+                 "for DM/Switch-DR/DR-os) | analytic | bootstrap | hull")] = "default",
+        n_bootstrap: Annotated[int, typer.Option(min=0, help="resamples of a bootstrap "
+                                                 "interval")] = 1000,
         alpha: Annotated[float, typer.Option(help="1 - confidence level")] = 0.05,
         bootstrap: Annotated[str, typer.Option(
-            help="rows (q̂ fixed) | refit (q̂ refitted per replicate)")] = "rows",
+            help="rows (q̂ fixed) | refit (q̂ refitted per replicate; bootstrap intervals)")
+        ] = "rows",
         seed: Annotated[int, typer.Option()] = 0,
         out: Annotated[Path | None, typer.Option(help="append JSON-lines records here")] = None,
     ) -> None:
         """Estimate a policy's value on a logged-bandit CSV with IPS, SNIPS, DM, DR, Switch-DR
-        and DR-os, each with a bootstrap confidence interval."""
+        and DR-os, each with a confidence interval; the recommended estimate (the one whose
+        95% intervals were calibrated in simulation) is named on the last line."""
         console = Console(stderr=True)
         try:
             if sum(x is not None for x in (policy, load, target_log)) != 1:
@@ -187,10 +197,12 @@ def register(app: typer.Typer) -> None:
             ests = [make_estimator(e.strip()) for e in estimators.split(",") if e.strip()]
             if bootstrap not in ("rows", "refit"):
                 raise ConfigError("--bootstrap must be rows or refit")
+            method = _interval(interval, bootstrap)
             table = evaluate_policy(log, dist, ests,
                                     reward_model=_reward_model(reward_model, n_actions),
                                     n_bootstrap=n_bootstrap, alpha=alpha, seed=seed,
-                                    bootstrap="refit" if bootstrap == "refit" else "rows")
+                                    bootstrap="refit" if bootstrap == "refit" else "rows",
+                                    interval=method)
         except (ShelfwiseError, ValueError, OSError) as exc:
             console.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from exc
@@ -204,8 +216,10 @@ def register(app: typer.Typer) -> None:
         shown = table.copy()
         shown.insert(3, "ci", [f"{level} [{lo:.6g}, {hi:.6g}]"
                                for lo, hi in zip(table["lower"], table["upper"], strict=True)])
-        cols = ["estimator", "value", "ci"] + [c for c in table.columns if c.startswith("param_")]
+        cols = ["estimator", "value", "ci", "interval"] + [
+            c for c in table.columns if c.startswith("param_")]
         typer.echo(shown[cols].to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+        typer.echo(recommendation(table, level))
         if out is not None:
             with out.open("a") as fh:
                 for rec in table.to_dict(orient="records"):

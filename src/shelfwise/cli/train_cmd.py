@@ -24,8 +24,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fit the train section of the config on every stored event and publish a new
         versioned bundle: generators and tuned blend weights, the two-stage feed when
-        configured, and, with enough logged searches that led to clicks or purchases, the
-        search ranker."""
+        configured, the search index over the catalog, and, with enough logged searches that
+        led to clicks or purchases, the search ranker."""
         from shelfwise.bundle import train_bundle
         from shelfwise.data.loading import interactions_from_store, item_category_codes
         from shelfwise.storage import open_store
@@ -45,7 +45,8 @@ def register(app: typer.Typer) -> None:
             categories = (item_category_codes(opened, data.items)
                           if settings.train.serves_pipeline else None)
             bundle = train_bundle(data, settings.storage.bundles, settings.train,
-                                  item_categories=categories, store=opened)
+                                  item_categories=categories, store=opened,
+                                  search=settings.serve.search)
         except ShelfwiseError as exc:
             console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from exc
@@ -65,8 +66,17 @@ def register(app: typer.Typer) -> None:
             f"\nfeed blend weights ({how}): {weights}"
             f"\nfeed served by: {feed}"
             f"\n{search_line(m.search_ranker)}"
+            f"\n{index_line(m.search_index)}"
             f"\nparts: {', '.join(m.parts)}"
         )
+
+
+def index_line(summary: dict[str, Any] | None) -> str:
+    """The prebuilt search index in one line."""
+    if not summary:
+        return "search index: not prebuilt (the server builds it at start)"
+    return (f"search index: {summary['items']} items, {summary['array_mb']} MB of arrays "
+            f"(memory-mapped by serve), built in {summary.get('seconds', 0):.1f} s")
 
 
 def search_line(report: dict[str, Any] | None) -> str:

@@ -43,6 +43,10 @@ class PipelineConfig(BaseModel):
     recent_days: float = Field(default=30.0, gt=0, description="window of pop_recent")
     drop_features: list[str] = Field(default_factory=list,
                                      description="feature names the ranker must not use")
+    cold_boost: float = Field(
+        default=0.0, ge=0, description="added to the ranker's score of cold candidates (fewer "
+        "than 5 training interactions, or posted after training), in the ranker's score units: "
+        "trades accuracy on warm targets for cold ones; choose it on validation")
     batch_size: int = Field(default=1024, ge=1)
     seed: int = 0
 

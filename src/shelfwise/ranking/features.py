@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,12 +21,21 @@ from shelfwise.data.interactions import History, Interactions
 from shelfwise.exceptions import ConfigError
 from shelfwise.retrieval.base import sorted_unique
 
+ScalarT = TypeVar("ScalarT", bound=np.generic)
+
 MISSING_RANK = 1000.0
 """Rank feature of an item outside a generator's top-N (top-N positions are 1..N)."""
 MISSING_STEPS = 1000.0
 """Category recency of a category the user never touched."""
 CATEGORY_HISTORY = 50
 """Most recent history items read by the category features."""
+COLD_BELOW = 5
+"""Items with fewer training interactions than this are cold (the benchmarks' cold slice);
+items posted after training (beyond the statistics) are cold too."""
+TEXT_HISTORY = 10
+"""Most recent history items read by ``sem_max_history``."""
+COLD_SUFFIX = ":cold"
+"""Key suffix, in the top-N lists, of a generator's top-N among cold items only."""
 
 
 @dataclass(frozen=True)
@@ -87,13 +97,18 @@ class ItemStats:
 
     ``popularity`` is log1p of the interaction count; ``recent_popularity`` the same over the
     last ``recent_days`` and ``age_days`` the days from an item's first interaction to the log's
-    end, both only when timestamps are real; ``categories`` (-1 = none) only when given.
+    end, both only when timestamps are real; ``categories`` (-1 = none) only when given;
+    ``position`` the mean relative place of an item's interactions in their users' sequences
+    (0 = first, 1 = last; NaN without interactions): near 1 for new and trending items, which
+    sequence-only data (no dates) otherwise cannot tell. Items beyond the arrays (posted after
+    training) read as never interacted with (:meth:`take`).
     """
 
     popularity: NDArray[np.float32]
     recent_popularity: NDArray[np.float32] | None = None
     age_days: NDArray[np.float32] | None = None
     categories: NDArray[np.int64] | None = None
+    position: NDArray[np.float32] | None = None
 
     @classmethod
     def fit(cls, data: Interactions, *, categories: NDArray[np.int64] | None = None,
@@ -112,11 +127,26 @@ class ItemStats:
         if categories is not None and categories.shape[0] != n:
             raise ConfigError(f"item_categories has {categories.shape[0]} entries but the data "
                               f"has {n} items; give one category (or -1) per item index")
-        return cls(pop, recent, age, categories)
+        return cls(pop, recent, age, categories, _mean_position(data) if len(data) else None)
+
+    def counts(self, n_items: int) -> NDArray[np.int64]:
+        """Training interactions per item for ``n_items`` items (0 beyond the statistics)."""
+        out = np.zeros(n_items, dtype=np.int64)
+        m = min(n_items, self.popularity.shape[0])
+        out[:m] = np.rint(np.expm1(self.popularity[:m].astype(np.float64)))
+        return out
+
+    @staticmethod
+    def take(values: NDArray[ScalarT], items: NDArray[np.int64], fill: float) -> NDArray[ScalarT]:
+        """``values[items]``, with ``fill`` for items beyond ``values`` (posted after training)."""
+        out = np.full(items.shape[0], fill, dtype=values.dtype)
+        ok = items < values.shape[0]
+        out[ok] = values[items[ok]]
+        return out
 
     def arrays(self) -> dict[str, NDArray[np.float32] | NDArray[np.int64]]:
         out: dict[str, NDArray[np.float32] | NDArray[np.int64]] = {"popularity": self.popularity}
-        for key in ("recent_popularity", "age_days", "categories"):
+        for key in ("recent_popularity", "age_days", "categories", "position"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -131,42 +161,67 @@ class ItemStats:
         if pop is None:
             raise ConfigError("item statistics lack 'popularity': the saved pipeline is damaged")
         return cls(pop.astype(np.float32), get("recent_popularity", np.float32),  # type: ignore[arg-type]
-                   get("age_days", np.float32), get("categories", np.int64))  # type: ignore[arg-type]
+                   get("age_days", np.float32), get("categories", np.int64),  # type: ignore[arg-type]
+                   get("position", np.float32))  # type: ignore[arg-type]
+
+
+def _mean_position(data: Interactions) -> NDArray[np.float32]:
+    """Mean relative position (0 = a user's first item, 1 = the last) of each item's
+    interactions; rows are sorted by user, then time."""
+    bounds = np.searchsorted(data.user_idx, np.arange(data.n_users + 1))
+    lens = np.diff(bounds)
+    pos = np.arange(len(data)) - np.repeat(bounds[:-1], lens)
+    rel = pos / np.maximum(np.repeat(lens, lens) - 1, 1)
+    n = np.bincount(data.item_idx, minlength=data.n_items)
+    total = np.bincount(data.item_idx, weights=rel, minlength=data.n_items)
+    out: NDArray[np.float32] = np.divide(total, n, out=np.full(data.n_items, np.nan),
+                                         where=n > 0).astype(np.float32)
+    return out
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
     """Which features exist for a pipeline: per generator ``<alias>_score``, ``_ratio`` (score
-    over the row's best score) and, for candidate sources, ``_rank``; then ``n_sources``,
-    ``history_len``, ``pop`` and the optional ones the data supports."""
+    over the row's best score), for candidate sources ``_rank`` and, for sources that also add
+    their best cold items, ``_cold_rank`` (place among cold items only); then ``n_sources``,
+    ``history_len``, ``pop``, the history's cold share and mean popularity (how much a user
+    goes for rarely bought items) and the optional ones the data supports."""
 
     aliases: tuple[str, ...]
     ranked: tuple[str, ...]
     stats: ItemStats
     semantic_vectors: NDArray[np.float32] | None = None
+    cold_ranked: tuple[str, ...] = ()
 
     @property
     def names(self) -> list[str]:
         out: list[str] = []
         for a in self.aliases:
             out += [f"{a}_score", f"{a}_ratio"] + ([f"{a}_rank"] if a in self.ranked else [])
+            out += [f"{a}_cold_rank"] if a in self.cold_ranked else []
         out += ["n_sources", "history_len", "pop"]
         if self.stats.recent_popularity is not None:
             out.append("pop_recent")
         if self.stats.age_days is not None:
             out.append("item_age_days")
+        if self.stats.position is not None:
+            out.append("item_position")
+        out += ["history_cold_share", "history_pop"]
         if self.stats.categories is not None:
             out += ["cat_affinity", "cat_recency"]
         if self.semantic_vectors is not None:
-            out.append("sem_last_item")
+            out += ["sem_last_item", "sem_max_history"]
         return out
 
     def compute(self, histories: Sequence[History], cands: Candidates,
                 scores: Mapping[str, NDArray[np.float32]],
                 tops: Mapping[str, NDArray[np.int64]]) -> NDArray[np.float32]:
-        """Feature matrix (one row per candidate, columns in :attr:`names` order)."""
+        """Feature matrix (one row per candidate, columns in :attr:`names` order). Items
+        beyond the statistics (posted after training) read as never interacted with."""
         rows, items = cands.rows, cands.items
-        n_items = self.stats.popularity.shape[0]
+        n_items = next(iter(scores.values())).shape[1] if scores else int(
+            self.stats.popularity.shape[0])
+        stats = self.stats
         cols: list[NDArray[np.float32]] = []
         n_sources = np.zeros(len(cands), dtype=np.float32)
         for a in self.aliases:
@@ -188,18 +243,40 @@ class FeatureSpec:
                 rank = _rank_lookup(tops[a], cands, n_items)
                 n_sources += rank < MISSING_RANK
                 cols.append(rank)
+            if a in self.cold_ranked:
+                cols.append(_rank_lookup(tops[a + COLD_SUFFIX], cands, n_items))
         lens = np.asarray([len(h) for h in histories], dtype=np.float32)
-        cols += [n_sources, lens[rows], self.stats.popularity[items]]
-        if self.stats.recent_popularity is not None:
-            cols.append(self.stats.recent_popularity[items])
-        if self.stats.age_days is not None:
-            cols.append(self.stats.age_days[items])
-        if self.stats.categories is not None:
-            cols += _category_features(histories, cands, self.stats.categories)
+        cols += [n_sources, lens[rows], stats.take(stats.popularity, items, 0.0)]
+        if stats.recent_popularity is not None:
+            cols.append(stats.take(stats.recent_popularity, items, 0.0))
+        if stats.age_days is not None:
+            cols.append(stats.take(stats.age_days, items, np.nan))
+        if stats.position is not None:
+            cols.append(stats.take(stats.position, items, np.nan))
+        cols += [c[rows] for c in _history_popularity(histories, stats)]
+        if stats.categories is not None:
+            cols += _category_features(histories, cands, stats.categories)
         if self.semantic_vectors is not None:
             cols.append(_last_item_similarity(histories, cands, self.semantic_vectors))
+            cols.append(_max_history_similarity(histories, cands, self.semantic_vectors))
         return np.column_stack(cols).astype(np.float32) if cols else np.zeros(
             (len(cands), 0), np.float32)
+
+
+def _history_popularity(histories: Sequence[History], stats: ItemStats
+                        ) -> list[NDArray[np.float32]]:
+    """Per history: the share of its items that are cold, and their mean ``pop`` (NaN for an
+    empty history)."""
+    share = np.full(len(histories), np.nan, dtype=np.float32)
+    mean = np.full(len(histories), np.nan, dtype=np.float32)
+    cold_pop = np.log1p(COLD_BELOW - 1)
+    for r, hist in enumerate(histories):
+        h = np.asarray(hist, dtype=np.int64)
+        if h.shape[0]:
+            p = stats.take(stats.popularity, h, 0.0)
+            share[r] = float((p <= cold_pop + 1e-6).mean())
+            mean[r] = float(p.mean())
+    return [share, mean]
 
 
 def _category_features(histories: Sequence[History], cands: Candidates,
@@ -217,7 +294,7 @@ def _category_features(histories: Sequence[History], cands: Candidates,
         h = np.asarray(hist, dtype=np.int64)[-CATEGORY_HISTORY:]
         h = h[(h >= 0) & (h < n_items)]
         hc = categories[h]
-        cc = categories[cands.items[lo:hi]]
+        cc = ItemStats.take(categories, cands.items[lo:hi], -1)
         known = cc >= 0
         if h.shape[0] == 0:
             continue
@@ -247,4 +324,24 @@ def _last_item_similarity(histories: Sequence[History], cands: Candidates,
     ok = (lr >= 0) & (cands.items < n)
     out = np.full(len(cands), np.nan, dtype=np.float32)
     out[ok] = np.einsum("ij,ij->i", vectors[cands.items[ok]], vectors[lr[ok]])
+    return out
+
+
+def _max_history_similarity(histories: Sequence[History], cands: Candidates,
+                            vectors: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Largest cosine between each candidate's text vector and any of the user's last
+    :data:`TEXT_HISTORY` items': text nearest neighbours, which place an item nobody has
+    bought yet next to what the user took (a profile mean blurs several interests)."""
+    n = vectors.shape[0]
+    out = np.full(len(cands), np.nan, dtype=np.float32)
+    for r, hist in enumerate(histories):
+        lo, hi = int(cands.offsets[r]), int(cands.offsets[r + 1])
+        h = np.asarray(hist, dtype=np.int64)
+        h = h[(h >= 0) & (h < n)][-TEXT_HISTORY:]
+        c = cands.items[lo:hi]
+        ok = c < n
+        if hi == lo or h.shape[0] == 0 or not ok.any():
+            continue
+        part = out[lo:hi]
+        part[ok] = (vectors[c[ok]] @ vectors[h].T).max(axis=1)
     return out

@@ -11,7 +11,8 @@ from shelfwise.retrieval.registry import GENERATORS
 
 
 class GeneratorSpec(BaseModel):
-    """A registered generator with its params, its blend weight and the candidates it adds.
+    """A registered generator with its params, its blend weight and the candidates it adds
+    (overall and among cold items).
 
     Names and params are checked against the registry when the config is read, so a typo fails
     before anything is fitted, naming the generator and the field."""
@@ -30,6 +31,11 @@ class GeneratorSpec(BaseModel):
     candidates: int | None = Field(
         default=None, ge=0, description="pipeline only: top-N this generator adds to the "
         "candidate set; None = candidates_per_generator; 0 = features only")
+    cold_candidates: int | None = Field(
+        default=None, ge=0, description="pipeline only: top-N of this generator among cold "
+        "items (fewer than 5 training interactions, or posted after training) added to the "
+        "candidate set besides its overall top-N, with their place among cold items as the "
+        "feature <alias>_cold_rank; None or 0 = none")
 
     @field_validator("name")
     @classmethod

@@ -4,6 +4,7 @@
 from shelfwise.search.features import FEATURES, FeatureBuilder, UserContext
 from shelfwise.search.filters import CatalogFilter
 from shelfwise.search.index import Candidates, SearchConfig, SearchIndex
+from shelfwise.search.part import SearchPart
 
 __all__ = ["FEATURES", "Candidates", "CatalogFilter", "FeatureBuilder", "SearchConfig",
-           "SearchIndex", "UserContext"]
+           "SearchIndex", "SearchPart", "UserContext"]

@@ -2,7 +2,8 @@
 
 Inverted maps from each lower-cased category level, each path prefix of two or more levels and
 each lower-cased brand to the positions of the items that have it are kept as items arrive, so
-a filter costs numpy work on the matching positions, not a Python loop over the catalog.
+a filter costs numpy work on the matching positions, not a Python loop over the catalog. They
+are saved as CSR arrays (:meth:`CatalogFilter.state`) and loaded back memory-mapped.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from shelfwise.exceptions import ConfigError
+from shelfwise.search.columns import State
 from shelfwise.text.bm25 import put_growing
 
 
 class _Postings:
-    """Key -> item positions (ascending), appended as items arrive; arrays made on demand."""
+    """Key -> item positions (ascending): CSR arrays for the keys as built or loaded (the
+    frozen part), lists of the positions appended since; arrays made on demand."""
 
     def __init__(self) -> None:
+        self._keys: dict[Hashable, int] = {}  # frozen part: key -> row
+        self._offsets = np.zeros(1, np.int64)
+        self._positions = np.zeros(0, np.int64)
         self._lists: dict[Hashable, list[int]] = {}
         self._arrays: dict[Hashable, NDArray[np.int64]] = {}  # dropped when a key grows
 
@@ -30,8 +36,32 @@ class _Postings:
     def get(self, key: Hashable) -> NDArray[np.int64]:
         arr = self._arrays.get(key)
         if arr is None:
-            arr = self._arrays[key] = np.asarray(self._lists.get(key, ()), dtype=np.int64)
+            row = self._keys.get(key)
+            frozen = (self._positions[self._offsets[row]:self._offsets[row + 1]]
+                      if row is not None else np.zeros(0, np.int64))
+            more = self._lists.get(key)
+            arr = frozen if not more else np.concatenate([frozen, np.asarray(more, np.int64)])
+            self._arrays[key] = arr
         return arr
+
+    def state(self) -> State:
+        """Keys (strings, or lists for tuple keys) and CSR offsets into positions."""
+        keys = list(dict.fromkeys([*self._keys, *self._lists]))
+        lists = [self.get(k) for k in keys]
+        lens = np.fromiter((len(a) for a in lists), np.int64, len(lists))
+        return {"keys": [list(k) if isinstance(k, tuple) else k for k in keys],
+                "offsets": np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+                "positions": np.concatenate(lists or [np.zeros(0, np.int64)])}
+
+    @classmethod
+    def from_state(cls, state: State) -> _Postings:
+        p = cls()
+        keys = [tuple(k) if isinstance(k, list) else k for k in state["keys"]]
+        p._keys = {k: i for i, k in enumerate(keys)}
+        p._offsets, p._positions = state["offsets"], state["positions"]
+        if len(p._offsets) != len(keys) + 1 or int(p._offsets[-1]) != len(p._positions):
+            raise ValueError("filter offsets do not match their keys and positions")
+        return p
 
 
 class CatalogFilter:
@@ -81,6 +111,27 @@ class CatalogFilter:
     @property
     def prices(self) -> NDArray[np.float64]:
         return self._prices[:self.n_items]
+
+    def set_prices(self, prices: NDArray[np.float64]) -> None:
+        """Replace every item's price (one per item; NaN for unknown)."""
+        prices = np.asarray(prices, dtype=np.float64)
+        if prices.shape != (self.n_items,):
+            raise ConfigError(f"{len(prices)} prices for {self.n_items} items")
+        self._prices = prices
+
+    def state(self) -> State:
+        return {"levels": self._levels.state(), "prefixes": self._prefixes.state(),
+                "brands": self._brands.state(), "prices": self.prices}
+
+    @classmethod
+    def from_state(cls, state: State) -> CatalogFilter:
+        """A filter over saved state (arrays kept as given, e.g. memory-mapped)."""
+        f = cls()
+        f._levels, f._prefixes, f._brands = (_Postings.from_state(state[k])
+                                             for k in ("levels", "prefixes", "brands"))
+        f._prices = state["prices"]
+        f.n_items = len(f._prices)
+        return f
 
     def category_positions(self, category: str) -> NDArray[np.int64] | None:
         """Items under ``category``: a path prefix such as ``'Home > Kitchen'`` (levels split

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.exceptions import ConfigError
+from shelfwise.search.columns import State, TextColumn
 from shelfwise.text.bm25 import BM25Config, BM25Index, put_growing
 
 QueryEncoder = Callable[[str], NDArray[np.float32]]
@@ -60,6 +61,8 @@ class SearchIndex:
     ``vectors`` are the items' passage embeddings (rows L2-normalised) and ``encode_query``
     embeds a query into the same space; without them search is lexical only. :meth:`add`
     appends items in place (not safe while another thread queries the same index).
+    :meth:`state` and :meth:`from_state` save and restore the lexical part (vectors belong
+    to the caller).
     """
 
     def __init__(self, config: SearchConfig | None = None, **options: Any) -> None:
@@ -67,7 +70,7 @@ class SearchIndex:
         self._words: BM25Index | None = None
         self._vectors: NDArray[np.float32] | None = None  # rows past n_docs are spare capacity
         self.encode_query: QueryEncoder | None = None
-        self.texts: list[str] = []
+        self.texts = TextColumn()
         self.n_docs = 0
 
     @property
@@ -86,18 +89,51 @@ class SearchIndex:
             raise ConfigError("dense search needs both item vectors and a query encoder")
         self._words = BM25Index(BM25Config(char_ngrams=self.config.char_ngrams))
         self._words.fit(texts)
-        self.texts = texts
+        self.texts = TextColumn(texts)
+        self.n_docs = len(texts)
+        return self.set_vectors(vectors, encode_query)
+
+    def set_vectors(self, vectors: NDArray[np.float32] | None,
+                    encode_query: QueryEncoder | None) -> SearchIndex:
+        """Use ``vectors`` (one row per indexed item, kept as given) and ``encode_query`` for
+        dense retrieval; both None makes the index lexical."""
+        if vectors is not None and vectors.shape[0] != self.n_docs:
+            raise ConfigError(f"{vectors.shape[0]} item vectors for {self.n_docs} item texts")
+        if (vectors is None) != (encode_query is None):
+            raise ConfigError("dense search needs both item vectors and a query encoder")
         self._vectors = None if vectors is None else np.asarray(vectors, dtype=np.float32)
         self.encode_query = encode_query
-        self.n_docs = len(texts)
         return self
+
+    def state(self) -> State:
+        """The texts and the word and n-gram postings (not the vectors)."""
+        return {"n_docs": self.n_docs, "char_ngrams": self.config.char_ngrams,
+                "texts": self.texts.state(), "bm25": self._bm25().state()}
+
+    @classmethod
+    def from_state(cls, state: State, config: SearchConfig | None = None) -> SearchIndex:
+        """A lexical index over saved state (arrays kept as given, e.g. memory-mapped); add
+        vectors with :meth:`set_vectors`. ``config`` must have the saved n-gram size."""
+        ix = cls(config)
+        if ix.config.char_ngrams != state["char_ngrams"]:
+            raise ConfigError(f"the saved index has {state['char_ngrams']}-grams, the config "
+                              f"asks for {ix.config.char_ngrams}")
+        ix._words = BM25Index.from_state(state["bm25"])
+        ix.texts = TextColumn.from_state(state["texts"])
+        ix.n_docs = int(state["n_docs"])
+        if not ix.n_docs == ix._words.n_docs == len(ix.texts):
+            raise ValueError(f"{ix.n_docs} items, {ix._words.n_docs} in the postings and "
+                             f"{len(ix.texts)} texts")
+        return ix
 
     def add(self, texts: Sequence[str], vectors: NDArray[np.float32] | None = None
             ) -> SearchIndex:
         """Append items at positions ``n_docs, n_docs + 1, ...``: the word and n-gram indexes
         grow by the new items' tokens (no rebuild), and every score afterwards equals that of
-        a fresh :meth:`fit` on all texts. ``vectors`` (one row per text) are required exactly
-        when the index is dense."""
+        a fresh :meth:`fit` on all texts. ``vectors`` are required exactly when the index is
+        dense: the new items' rows (appended to a private copy), or every item's rows, new ones
+        last (kept as given, e.g. the semantic generator's own matrix, so they are not held
+        twice)."""
         bm25 = self._bm25()
         if isinstance(texts, str):
             raise TypeError("add() takes a sequence of texts, not a single string")
@@ -106,16 +142,17 @@ class SearchIndex:
         if (vectors is None) != (dim is None):
             raise ConfigError("this index is " + ("lexical: add() takes no vectors" if dim is
                               None else "dense: add() needs the new items' vectors"))
-        if vectors is not None and vectors.shape != (len(texts), dim):
+        whole = vectors is not None and vectors.shape == (self.n_docs + len(texts), dim)
+        if vectors is not None and not whole and vectors.shape != (len(texts), dim):
             raise ConfigError(f"vectors of shape {vectors.shape} for {len(texts)} texts in a "
-                              f"{dim}-dimensional index")
+                              f"{dim}-dimensional index of {self.n_docs} items")
         if not texts:
             return self
         bm25.add(texts)
-        self.texts += texts
+        self.texts.extend(texts)
         if self._vectors is not None and vectors is not None:
-            self._vectors = put_growing(self._vectors, self.n_docs,
-                                        np.asarray(vectors, dtype=np.float32))
+            self._vectors = (np.asarray(vectors, dtype=np.float32) if whole else put_growing(
+                self._vectors, self.n_docs, np.asarray(vectors, dtype=np.float32)))
         self.n_docs += len(texts)
         return self
 

@@ -12,7 +12,14 @@ the candidate items and weighted by :class:`CartConfig`:
   their past items and their past items themselves ("buy again"); weak by default, because a
   cart is a much sharper statement of intent than an old history.
 * ``popularity`` - the bundle's cold-start generator: a small prior, and the whole answer when
-  no cart item is known to the models (an empty cart, or only items posted after training).
+  no cart item is known to the models (an empty cart, or only items posted after training
+  that have no look-alikes).
+
+Items posted after training have no row in any model. With :class:`LookAlikes` (each such
+item's most similar trained items by text, weighted by similarity; see
+:func:`~shelfwise.services.cold_start.text_neighbours`) they take part at once: as a candidate
+an item's raw signal values are its look-alikes' weighted values ("shoppers buy items like it
+with this cart"), and in the cart it reads as its look-alikes (their co-occurrence rows).
 
 Cart items and unavailable items are never returned.
 """
@@ -64,13 +71,48 @@ class CartConfig(BaseModel):
 
 
 @dataclass(frozen=True)
+class LookAlikes:
+    """Items ``start, start + 1, ...`` (beyond the models) as weighted sums of trained items:
+    row ``r`` of ``neighbours`` (-1 = none) and ``weights`` describes item ``start + r``."""
+
+    start: int
+    neighbours: NDArray[np.int64]
+    weights: NDArray[np.float32]
+
+    @property
+    def stop(self) -> int:
+        return self.start + int(self.neighbours.shape[0])
+
+    def impute(self, row: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Values of the items beyond the models from a raw row over trained items."""
+        nb = self.neighbours
+        ok = (nb >= 0) & (nb < row.shape[0])
+        vals = np.where(ok, row[np.where(ok, nb, 0)], 0.0) * self.weights
+        out: NDArray[np.float32] = vals.sum(axis=1).astype(np.float32)
+        return out
+
+    def rows(self, item: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """The trained look-alikes of ``item`` and their weights (empty when none)."""
+        r = item - self.start
+        if r < 0 or r >= self.neighbours.shape[0]:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        ok = self.neighbours[r] >= 0
+        return self.neighbours[r][ok], self.weights[r][ok]
+
+
+@dataclass(frozen=True)
 class CartScores:
-    """One cart's scores: the weighted total and each signal's weighted part."""
+    """One cart's scores: the weighted total and each signal's weighted part. ``cart`` are
+    the cart items that gave a signal (add order); ``cart_rows``/``cart_weights`` the trained
+    items whose co-occurrence rows were summed, with their weights, and ``row_owner`` the cart
+    item each row stands for (itself, or a posted item it is a look-alike of)."""
 
     total: NDArray[np.float32]
     parts: dict[str, NDArray[np.float32]]
     cart: History
     cart_weights: NDArray[np.float32]
+    cart_rows: History
+    row_owner: History
 
 
 class CartScorer:
@@ -137,34 +179,64 @@ class CartScorer:
     def _cooc(self, seq: History, decay: float) -> tuple[NDArray[np.float32],
                                                          NDArray[np.float32]]:
         """Decay-weighted sum of the co-occurrence rows of ``seq`` (last item weight 1)."""
-        assert self.cooccurrence is not None
-        m: sp.csr_matrix = self.cooccurrence.matrix_
         w = (decay ** np.arange(len(seq) - 1, -1, -1, dtype=np.float64)).astype(np.float32)
-        if len(seq) == 0:
-            return np.zeros(self.n_items, np.float32), w
-        row = np.asarray(m[seq].T @ w, dtype=np.float32).ravel()
-        return self._pad(row), w
+        return self._rows_sum(seq, w), w
+
+    def _rows_sum(self, rows: History, w: NDArray[np.float32]) -> NDArray[np.float32]:
+        assert self.cooccurrence is not None
+        if len(rows) == 0:
+            return np.zeros(self.n_items, np.float32)
+        m: sp.csr_matrix = self.cooccurrence.matrix_
+        return self._pad(np.asarray(m[rows].T @ w, dtype=np.float32).ravel())
+
+    def _cart_rows(self, cart: History, look: LookAlikes | None
+                   ) -> tuple[History, NDArray[np.float32], History]:
+        """The trained rows a cart reads as (a posted item: its look-alikes), their weights
+        (``cart_decay`` per add back, times the look-alike weight) and owning cart items."""
+        n_cooc = self.cooccurrence.n_items_ if self.cooccurrence is not None else 0
+        decay = self.config.cart_decay ** np.arange(len(cart) - 1, -1, -1, dtype=np.float64)
+        rows: list[int] = []
+        weights: list[float] = []
+        owner: list[int] = []
+        for item, d in zip(cart.tolist(), decay.tolist(), strict=True):
+            if item < n_cooc:
+                rows.append(item)
+                weights.append(d)
+                owner.append(item)
+            elif look is not None:
+                nb, w = look.rows(item)
+                keep = nb < n_cooc
+                rows += nb[keep].tolist()
+                weights += (d * w[keep]).tolist()
+                owner += [item] * int(keep.sum())
+        return (np.asarray(rows, np.int64), np.asarray(weights, np.float32),
+                np.asarray(owner, np.int64))
 
     def score(self, cart: History, history: History | None = None,
-              candidates: NDArray[np.bool_] | None = None) -> CartScores:
+              candidates: NDArray[np.bool_] | None = None,
+              look_alikes: LookAlikes | None = None) -> CartScores:
         """Scores of all items for ``cart`` (indices, add order) and an optional user
         ``history`` (oldest first). ``candidates`` marks the items that may be returned; each
-        signal is normalised over those (default: every item not in the cart)."""
+        signal is normalised over those (default: every item not in the cart).
+        ``look_alikes`` (starting at :attr:`n_items`) extends every signal to the items
+        posted after training, and reads posted cart items as their look-alikes."""
         c = self.config
         n = self.n_items
+        look = look_alikes if look_alikes is not None and look_alikes.start == n else None
+        total_n = look.stop if look is not None else n
         cart = np.asarray(cart, dtype=np.int64)
         hist = (np.asarray(history, dtype=np.int64) if history is not None
                 else np.empty(0, np.int64))
         hist = hist[(hist >= 0) & (hist < n)]
         if candidates is None:
-            candidates = np.ones(n, dtype=bool)
-            candidates[cart] = False
+            candidates = np.ones(total_n, dtype=bool)
+            candidates[cart[cart < total_n]] = False
         cart = cart[-c.max_cart_items:]
         raw: dict[str, NDArray[np.float32]] = {}
-        cart_w = np.zeros(0, np.float32)
-        known = cart[cart < (self.cooccurrence.n_items_ if self.cooccurrence else 0)]
-        if self.cooccurrence is not None and c.cooccurrence > 0 and len(known):
-            raw["cooccurrence"], cart_w = self._cooc(known, c.cart_decay)
+        rows, cart_w, owner = self._cart_rows(cart, look)
+        known = np.asarray(list(dict.fromkeys(owner.tolist())), np.int64)
+        if self.cooccurrence is not None and c.cooccurrence > 0 and len(rows):
+            raw["cooccurrence"] = self._rows_sum(rows, cart_w)
         if self.sequential is not None and c.sequential > 0 and len(cart):
             seq = np.concatenate([hist, cart]) if c.sequence_with_history else cart
             seq = seq[seq < self.sequential.n_items_]
@@ -180,20 +252,24 @@ class CartScorer:
                     np.float32)
         if c.popularity > 0:
             raw["popularity"] = self._pop
+        pop = self._pop
+        if look is not None:  # posted items: their look-alikes' values
+            raw = {name: np.concatenate([r, look.impute(r)]) for name, r in raw.items()}
+            pop = np.concatenate([pop, look.impute(pop)])
         weights = {s: float(getattr(c, s)) for s in SIGNALS}
         parts = {name: weights[name] * _minmax(s, candidates) for name, s in raw.items()}
         parts = {name: p for name, p in parts.items() if p.any()}  # signals that said something
-        total = np.zeros(n, np.float32)
+        total = np.zeros(total_n, np.float32)
         for p in parts.values():
             total += p
         # a faint popularity order among items no signal reached (never outranks a signal)
-        total += 1e-6 * _minmax(self._pop, candidates)
-        return CartScores(total, parts, known, cart_w)
+        total += 1e-6 * _minmax(pop, candidates)
+        return CartScores(total, parts, known, cart_w, rows, owner)
 
-    def top(self, scores: CartScores, n: int,
-            candidates: NDArray[np.bool_]) -> list[tuple[int, float, str, int | None]]:
+    def top(self, scores: CartScores, n: int, candidates: NDArray[np.bool_],
+            look_alikes: LookAlikes | None = None) -> list[tuple[int, float, str, int | None]]:
         """Best ``n`` candidates as (item index, score, main signal, cart item index behind
-        the co-occurrence part or None)."""
+        the co-occurrence part or None; a posted candidate's part is its look-alikes')."""
         masked = np.where(candidates, scores.total, -np.inf).astype(np.float32)
         idx, val = top_k(masked[None, :], n)
         keep = idx[0] >= 0
@@ -209,13 +285,30 @@ class CartScorer:
         because: list[int | None] = [None] * len(idx)
         cooc = self.cooccurrence
         if cooc is not None and len(scores.cart_weights) and len(idx):
-            inside = idx < cooc.n_items_
-            contrib = np.zeros((len(scores.cart), len(idx)), np.float32)
-            if inside.any():
-                rows = cooc.matrix_[scores.cart][:, idx[inside]].toarray()
-                contrib[:, inside] = rows * scores.cart_weights[:, None]
+            # each candidate as trained columns: itself, or a posted item's look-alikes
+            cols: list[int] = []
+            col_w: list[float] = []
+            col_of: list[int] = []
+            for j, i in enumerate(idx.tolist()):
+                nb, w = ((np.asarray([i]), np.ones(1, np.float32)) if i < cooc.n_items_ else
+                         look_alikes.rows(i) if look_alikes is not None else
+                         (np.empty(0, np.int64), np.empty(0, np.float32)))
+                keep = nb < cooc.n_items_
+                cols += nb[keep].tolist()
+                col_w += w[keep].tolist()
+                col_of += [j] * int(keep.sum())
+            per_row = np.zeros((len(scores.cart_rows), len(idx)), np.float32)
+            if cols:
+                sub = cooc.matrix_[scores.cart_rows][:, cols].toarray() * np.asarray(col_w)
+                np.add.at(per_row.T, np.asarray(col_of), sub.T)
+            per_row *= scores.cart_weights[:, None]
+            owners = scores.cart
+            contrib = np.zeros((len(owners), len(idx)), np.float32)
+            pos = {int(o): k for k, o in enumerate(owners)}
+            np.add.at(contrib, np.asarray([pos[int(o)] for o in scores.row_owner], np.int64),
+                      per_row)
             arg = contrib.argmax(axis=0)
-            because = [int(scores.cart[a]) if contrib[a, j] > 0 else None
+            because = [int(owners[a]) if contrib[a, j] > 0 else None
                        for j, a in enumerate(arg)]
         return [(int(i), float(v), m, b)
                 for i, v, m, b in zip(idx, val, main, because, strict=True)]
@@ -275,15 +368,29 @@ class CartService:
     def __init__(self, recommender: Recommender, config: CartConfig | None = None) -> None:
         self.recommender = recommender
         self.config = config or CartConfig()
-        bundle = recommender.bundle
-        self.scorer = CartScorer.from_generators(
-            bundle.generators, cold_start=bundle.manifest.config.cold_start, config=self.config)
+        self.scorer = self._scorer(self.config)
+        self._variants: dict[CartConfig, CartScorer] = {self.config: self.scorer}
+
+    def _scorer(self, config: CartConfig) -> CartScorer:
+        bundle = self.recommender.bundle
+        return CartScorer.from_generators(
+            bundle.generators, cold_start=bundle.manifest.config.cold_start, config=config)
 
     def recommend(self, items: Sequence[str], user_id: str | None = None,
-                  n: int = 10) -> CartResult:
-        """The ``n`` best items to add to a cart holding ``items`` (in add order)."""
+                  n: int = 10, *, weights: Mapping[str, float] | None = None) -> CartResult:
+        """The ``n`` best items to add to a cart holding ``items`` (in add order). Items
+        posted after training are candidates, and shape the answer as cart items, through
+        their look-alikes (:class:`LookAlikes`). ``weights`` replace some signal weights of
+        ``[serve.cart]`` for this request (an experiment's variant)."""
         rec = self.recommender
-        n_model = self.scorer.n_items
+        scorer = self.scorer
+        if weights:
+            config = self.config.model_copy(update=dict(weights))
+            scorer = self._variants.get(config) or self._variants.setdefault(
+                config, self._scorer(config))
+        n_model = scorer.n_items
+        look = self._look_alikes()
+        n_all = look.stop if look is not None else n_model
         idx = rec.items.indices(items)
         in_model = (idx >= 0) & (idx < n_model)
         outside = [e for e, ok in zip(items, in_model, strict=True) if not ok]
@@ -294,30 +401,48 @@ class CartService:
             more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
             raise NotFoundError(f"items: unknown item id(s) {shown}{more}; post them to "
                                 "/v1/items first or remove them from the cart")
-        cart = idx[in_model]
+        cart = idx[(idx >= 0) & (idx < n_all)].astype(np.int64)
         history = rec.history(user_id) if user_id else np.empty(0, np.int64)
         history = history[history < n_model]
-        candidates = ~np.asarray(rec.blocked[:n_model], dtype=bool)
-        if candidates.shape[0] < n_model:
-            candidates = np.pad(candidates, (0, n_model - candidates.shape[0]),
+        candidates = ~np.asarray(rec.blocked[:n_all], dtype=bool)
+        if candidates.shape[0] < n_all:
+            candidates = np.pad(candidates, (0, n_all - candidates.shape[0]),
                                 constant_values=True)
         candidates[cart] = False
-        scores = self.scorer.score(cart, history, candidates)
-        top = self.scorer.top(scores, n, candidates)
+        scores = scorer.score(cart, history, candidates, look)
+        top = scorer.top(scores, n, candidates, look)
         names = self._names([rec.items.external(b) for *_, b in top if b is not None])
         out = []
         for i, v, source, b in top:
             because = rec.items.external(b) if b is not None and source == "cooccurrence" \
                 else None
-            reason = (f"often bought with {names.get(because, because)}" if because
-                      else _REASONS.get(source, "often bought with items in your cart"))
+            if i >= n_model:  # a posted item, scored through its look-alikes
+                source = "new_item"
+                reason = (f"new arrival that goes with {names.get(because, because)}"
+                          if because else "new arrival like items that go with your cart")
+            else:
+                reason = (f"often bought with {names.get(because, because)}" if because
+                          else _REASONS.get(source, "often bought with items in your cart"))
             out.append(CartRecommendation(rec.items.external(i), v, source, reason, because))
+        shaped = set(scores.cart.tolist())
         return CartResult(
-            items=out, cart=rec.items.externals(cart), unscored=outside,
+            items=out, cart=rec.items.externals(scores.cart),
+            unscored=[e for e, k in zip(items, idx, strict=True) if int(k) not in shaped
+                      and not 0 <= k < n_model],
             cold_start=not ({"cooccurrence", "sequential"} & scores.parts.keys()),
             personalized=bool({"user_cooccurrence", "user_repeat"} & scores.parts.keys()),
             sources=sorted(scores.parts, key=SIGNALS.index) or ["popularity"],
         )
+
+    def _look_alikes(self) -> LookAlikes | None:
+        """The posted items' trained look-alikes (None when nothing was posted)."""
+        rec = self.recommender
+        start = self.scorer.n_items
+        if rec.n_trained != start or len(rec.items) <= start:
+            return None
+        posted = np.arange(start, len(rec.items), dtype=np.int64)
+        nb, w = rec.new_item_neighbours(posted)
+        return LookAlikes(start, nb, w)
 
     def _names(self, item_ids: Sequence[str]) -> dict[str, str]:
         """Titles of the named cart items (their id when they have none)."""

@@ -19,7 +19,10 @@ from typing import Any
 from shelfwise.bundle.bundle import Bundle, load_bundle
 from shelfwise.config import ShelfwiseConfig
 from shelfwise.data.schemas import Event, Item, Promotion, User
-from shelfwise.exceptions import InvalidRequestError
+from shelfwise.exceptions import InvalidRequestError, NotFoundError
+from shelfwise.experiments.data import collect
+from shelfwise.experiments.report import Report, analyse
+from shelfwise.experiments.service import ExperimentService, merge
 from shelfwise.privacy.erasure import Erasures
 from shelfwise.services.cart import CartService
 from shelfwise.services.explain import Explainer
@@ -61,16 +64,21 @@ class Engine:
     """Every serving surface over one store and one bundle (see module doc)."""
 
     def __init__(self, config: ShelfwiseConfig | None = None, *, store: Store | None = None,
-                 bundle_path: Path | str | None = None, bundle: Bundle | None = None) -> None:
+                 bundle_path: Path | str | None = None, bundle: Bundle | None = None,
+                 variant_of: Engine | None = None) -> None:
         self.config = config or ShelfwiseConfig()
         self.settings = self.config.serve
         self.store = store or open_store(self.config.storage.url,
                                          scrub_pii=self.config.privacy.scrub_pii)
+        path = Path(bundle_path or self.config.storage.bundles)
         if bundle is None:
-            bundle = load_bundle(Path(bundle_path or self.config.storage.bundles))
+            bundle = load_bundle(path)
+        # where other versions are (experiment variants): the directory, or a version's parent
+        self.bundles_root = path.parent if (path / "manifest.json").is_file() else path
         limits = self.settings.limits
         self.recommender = Recommender(bundle, self.store, history_limit=limits.history_length,
-                                       cache_size=limits.user_cache)
+                                       cache_size=limits.user_cache,
+                                       cold_start=self.settings.cold_start)
         self.search_service = SearchService(self.recommender, self.settings.search)
         self.cart_service = CartService(self.recommender, self.settings.cart)
         self.promotion_service = PromotionService(self.store, self.recommender,
@@ -79,16 +87,22 @@ class Engine:
         self.impressions = ImpressionLog(self.store, self.settings.impressions)
         self.explainer = Explainer(self.recommender)
         self.stages = StageRunner(self, self.settings.stages)
+        self.experiments = ExperimentService(self.store, self.settings.experiments,
+                                             check_bundle=self._check_bundle)
         self.pseudonyms = self.config.privacy.pseudonymizer()
         storage = self.config.storage
         self.erasures = Erasures(
             self.store, {"histories": self.recommender, "queued_impressions": self.impressions,
                          "exploration_decisions": self.explorer,
-                         "promotion_decisions": self.promotion_service},
+                         "promotion_decisions": self.promotion_service,
+                         "queued_exposures": self.experiments},
             sync_seconds=self.config.privacy.sync_seconds,
             retention_days=storage.retention_days,
             retention_every_seconds=storage.retention_every_minutes * 60)
-        self.erasures.start()  # retention before the first request, then on schedule
+        self._variants: dict[str, Engine] = {}  # bundles that experiment variants serve
+        self._variants_lock = threading.Lock()
+        if variant_of is None:  # a variant's engine leaves retention to the one it serves for
+            self.erasures.start()  # retention before the first request, then on schedule
         late = self.erasures.forgotten_after(bundle.manifest.created_at)
         if late:
             logger.warning("%d users were forgotten after bundle %s was trained: none is "
@@ -112,8 +126,10 @@ class Engine:
 
     @property
     def ready(self) -> dict[str, bool]:
-        """What is loaded: the search index (and with it the query encoder, if any)."""
-        return {"search_index": self.search_service.ready}
+        """What is loaded: the search index (and with it the query encoder, if any), and
+        the first count of attribute-conditioned popularity (attempted)."""
+        return {"search_index": self.search_service.ready,
+                "attribute_groups": self.recommender.cold.groups.ready}
 
     # ---- plumbing ------------------------------------------------------------------------
     @property
@@ -127,6 +143,7 @@ class Engine:
     def close(self) -> None:
         """Store the queued impressions and close the store."""
         self.erasures.close()
+        self.recommender.close()
         self.impressions.close()
         self.store.close()
 
@@ -183,19 +200,65 @@ class Engine:
         self.erasures.sync()  # users forgotten by another worker leave this one's memory
         slate.user_id, slate.session_id = self._user(slate.user_id), self._session(
             slate.session_id)
-        return self.stages.run(slate)
+        self._assign(slate)
+        if slate.surface == "feed":
+            slate.explore_slots = self.explorer.slots_for(
+                slate.n, slate.explore if slate.explore is not None else
+                slate.overrides.explore) if "explore" in self.settings.stages.feed else 0
+        engine = self
+        if slate.overrides.bundle is not None and slate.overrides.bundle != self.version:
+            engine = self._variant_engine(slate.overrides.bundle)
+            engine.erasures.sync()
+        slate.meta["model_version"] = engine.version
+        return engine.stages.run(slate)
+
+    def _variant_engine(self, version: str) -> Engine:
+        """The engine serving bundle ``version`` for an experiment's variant: loaded once,
+        on the same store; it hears every event this engine stores and every posted item."""
+        with self._variants_lock:
+            child = self._variants.get(version)
+            if child is None:
+                self._check_bundle(version)
+                bundle = load_bundle(self.bundles_root / version)
+                child = Engine(self.config, store=self.store, bundle=bundle, variant_of=self)
+                for sub in child._subscribers:
+                    self.subscribe(sub)
+                self._variants[version] = child
+            return child
+
+    def _assign(self, slate: Slate) -> None:
+        """The request's experiments and variants; their overrides go on the slate (an
+        explicit request parameter wins) and their names into the impressions' context."""
+        unit = slate.user_id or (f"anon:{slate.session_id}" if slate.session_id else None)
+        surface = "search" if slate.surface == "rerank" else slate.surface
+        chosen = self.experiments.assign(surface, unit)
+        if not chosen or unit is None:
+            return
+        slate.experiments = {e.id: v.name for e, v in chosen}
+        self.experiments.expose(unit, chosen)
+        slate.overrides = merge([v.overrides for _, v in chosen])
+        slate.log["experiments"] = dict(slate.experiments)
+        if slate.diversity is None:
+            slate.diversity = slate.overrides.diversity
+
+    def _check_bundle(self, version: str) -> None:
+        """A variant's bundle must be a published version in the bundles directory."""
+        root = self.bundles_root
+        if version != self.version and not (root / version / "manifest.json").is_file():
+            raise NotFoundError(f"bundle {version!r} is not published under {root}; "
+                                "train it first (`shelfwise train`) or fix the version")
 
     def feed(self, user_id: str, n: int = 10, *, exclude_seen: bool = True,
              explore: int | None = None, diversity: float | None = None,
              lang: str | None = None) -> FeedResponse:
         """The user's feed (a user id never seen is a cold start: popular items);
         ``diversity`` in [0, 1] is the re-ranking knob (None: the config default)."""
-        k = self.explorer.slots_for(n, explore) if "explore" in self.settings.stages.feed else 0
         slate = self._run(Slate("feed", uuid.uuid4().hex, n, [], user_id=user_id,
-                                explore_slots=k, exclude_seen=exclude_seen,
+                                explore=explore, exclude_seen=exclude_seen,
                                 diversity=diversity, lang=lang))
-        return FeedResponse(request_id=slate.request_id, model_version=self.version,
+        return FeedResponse(request_id=slate.request_id, model_version=slate.meta["model_version"],
                             user_id=user_id, cold_start=slate.cold_start,
+                            experiments=slate.experiments,
                             items=[self._item(c) for c in slate.items])
 
     def similar(self, item_id: str, n: int = 10, *, user_id: str | None = None,
@@ -205,8 +268,10 @@ class Engine:
         slate = self._run(Slate("similar", uuid.uuid4().hex, n, [], user_id=user_id,
                                 session_id=session_id, item_id=item_id,
                                 log={"item": item_id}, diversity=diversity, lang=lang))
-        return SimilarResponse(request_id=slate.request_id, model_version=self.version,
+        return SimilarResponse(request_id=slate.request_id,
+                               model_version=slate.meta["model_version"],
                                item_id=item_id, cold_start=slate.cold_start,
+                               experiments=slate.experiments,
                                items=[self._item(c) for c in slate.items])
 
     def _item(self, c: Candidate) -> RecommendedItem:
@@ -247,9 +312,10 @@ class Engine:
                          "endpoint": slate.surface})])
         catalog = self.recommender.catalog
         return SearchResponse(
-            request_id=slate.request_id, model_version=self.version, query=slate.query,
+            request_id=slate.request_id, model_version=slate.meta["model_version"],
+            query=slate.query,
             user_id=user_id, personalized=slate.meta["personalized"],
-            ranker=slate.meta["ranker"],
+            ranker=slate.meta["ranker"], experiments=slate.experiments,
             items=[SearchItem(item_id=c.item_id, score=c.score, title=catalog.title(c.item_id),
                               explanation=_explanation(c)) for c in slate.items])
 
@@ -263,9 +329,10 @@ class Engine:
         catalog = self.recommender.catalog
         meta = slate.meta
         return CartResponse(
-            request_id=slate.request_id, model_version=self.version, user_id=user_id,
+            request_id=slate.request_id, model_version=slate.meta["model_version"], user_id=user_id,
             cold_start=slate.cold_start, personalized=meta["personalized"],
             sources=meta["sources"], cart=meta["cart"], unscored_items=meta["unscored"],
+            experiments=slate.experiments,
             items=[CartItem(item_id=c.item_id, score=c.score, title=catalog.title(c.item_id),
                             explanation=_explanation(c)) for c in slate.items])
 
@@ -287,6 +354,19 @@ class Engine:
                 explanation=_explanation(self.explainer.promotion(
                     c.promotion.text, c.score, c.propensity, c.explored, history, policy,
                     lang))) for c in chosen])
+
+    # ---- experiments -----------------------------------------------------------------------
+    def experiment_report(self, experiment_id: str) -> Report:
+        """The experiment's report so far (:mod:`shelfwise.experiments.report`)."""
+        exp = self.experiments.get(experiment_id)
+        if exp.started_at is None:
+            raise InvalidRequestError(f"experiment {exp.id!r} was never started: nothing to "
+                                      "report yet")
+        self.impressions.flush()  # what this worker showed counts
+        for child in self._variants.values():
+            child.impressions.flush()
+        self.experiments.flush()
+        return analyse(collect(self.store, exp))
 
     # ---- writes ----------------------------------------------------------------------------
     def track(self, events: Iterable[EventIn | Event | Mapping[str, Any]]) -> EventsAccepted:
@@ -325,6 +405,8 @@ class Engine:
             raise InvalidRequestError("items: the same id appears twice in one batch")
         result = self.store.upsert_items(items)
         self.recommender.catalog_updated(items)
+        for child in self._variants.values():
+            child.recommender.catalog_updated(items)
         return result
 
     def add_users(self, users: Sequence[User]) -> WriteResult:

@@ -15,6 +15,12 @@ Reason codes (:data:`REASONS`):
 - ``bought_with``: a cart item (cart surface); ``popular_in`` / ``trending`` /
   ``new_arrival``: the item's category in ``label``; ``explore``: an exploration slot;
   ``matches_query``: the query words found in the title, in ``label``.
+- Cold start (:mod:`shelfwise.services.cold_start`): a cold profile's item is ``similar_to``
+  the history item nearest it, ``matches_query`` (``label``: the user's search query nearest
+  it), ``matches_interest`` (``label``: the picked category holding it) or ``popular_with``
+  (``label``: ``key: value``, the user's attribute value whose shoppers lift it most above
+  global popularity); a new item placed by its text is a ``new_arrival`` naming the history
+  item (or viewed item, or cart item) it is like.
 
 Work per request is over the returned items and at most :data:`WINDOW` history items, never
 the catalog (the blend's per-generator score rows are the memoised ones the feed computed).
@@ -36,6 +42,7 @@ from shelfwise.retrieval.ease import history_matrix
 from shelfwise.retrieval.itemknn import ItemKNN
 from shelfwise.retrieval.popular import Popularity
 from shelfwise.retrieval.semantic import Semantic
+from shelfwise.services.cold_users import ColdContext
 from shelfwise.services.explain_text import item_language, render
 from shelfwise.services.profiles import _keywords, interest_tags
 from shelfwise.services.recommender import NEW_ARRIVALS, Recommender
@@ -44,7 +51,7 @@ if TYPE_CHECKING:
     from shelfwise.services.stages import Candidate, Slate
 
 REASONS = ("similar_to", "matches_interest", "bought_with", "popular_in", "new_arrival",
-           "trending", "explore", "matches_query")
+           "trending", "explore", "matches_query", "popular_with")
 WINDOW = 50
 """Distinct items among the last ``WINDOW`` history events a feed item may be named after."""
 TRENDING_DAYS = 7.0
@@ -59,7 +66,9 @@ _FEATURE_KIND = {"pop": "popular_in", "pop_recent": "trending", "item_age_days":
                  "similar_text": "history"}
 _CART = {"cooccurrence": "bought_with", "sequential": "bought_with",
          "user_cooccurrence": "similar_to", "user_repeat": "similar_to",
-         "popularity": "popular_in"}
+         "popularity": "popular_in", "new_item": "new_arrival"}
+_COLD = frozenset({"history", "query", "interest", "popular_with", "new_item"})
+"""Raw reasons of cold-profile items and placed new items (stages cold_start, new_item)."""
 _WORDS = re.compile(r"\w+")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -149,8 +158,10 @@ class Explainer:
         if slate.surface == "feed" and len(slate.history):
             self._name_history(slate, scale)
         tags: list[tuple[str, float]] | None = None
+        cold: list[ColdContext] = []  # read once per slate, when an item needs it
         for c in items:
-            key = self._reason(c, slate)
+            key = (self._cold(c, slate, cold) if c.source in ("cold_start", "new_item")
+                   and c.reason in _COLD else self._reason(c, slate))
             if c.reason == "matches_interest":
                 tags = (self._tags(slate) if len(slate.history) else []) if tags is None \
                     else tags
@@ -242,9 +253,70 @@ class Explainer:
         c.label = self._category(c.item_id)
         return kind
 
+    def _cold(self, c: Candidate, slate: Slate, cold: list[ColdContext]) -> str:
+        """Reason, named item or label of a cold-profile item or a placed new item."""
+        raw = c.reason
+        if raw == "new_item":
+            c.reason, c.label = "new_arrival", self._category(c.item_id)
+            c.related_item = (slate.item_id if slate.surface == "similar"
+                              else self._nearest(c.item_id, slate.history))
+            return "new_similar" if c.related_item is not None else "new_arrival"
+        if raw == "history":
+            c.related_item = self._nearest(c.item_id, slate.history)
+            c.reason = "similar_to"
+            return "similar_to"
+        if not cold:
+            cold.append(self.rec.cold.context(slate.user_id) if slate.user_id
+                        else ColdContext())
+        ctx, k = cold[0], self.rec.items.get(c.item_id)
+        if raw == "query":
+            c.reason, c.label = "matches_query", self._nearest_query(c.item_id, ctx.queries)
+            return "searched"
+        if raw == "interest":
+            c.reason = "matches_interest"
+            c.label = next((name for name in ctx.interests
+                            if k is not None and self.rec.cold.is_member(name, k)),
+                           ctx.interests[0] if ctx.interests else None)
+            return "matches_interest"
+        c.reason = "popular_with"
+        best = ctx.group.lift(k) if ctx.group is not None and k is not None else None
+        group = best[0] if best is not None else (
+            ctx.group.groups[0][0] if ctx.group is not None and ctx.group.groups else None)
+        c.label = f"{group.key}: {group.value}" if group is not None else None
+        return "popular_with"
+
+    def _vector(self, item_id: str) -> NDArray[np.float32] | None:
+        sem, k = self.rec.semantic, self.rec.items.get(item_id)
+        if sem is None or k is None or k >= sem.vectors_.shape[0]:
+            return None
+        out: NDArray[np.float32] = sem.vectors_[k]
+        return out
+
+    def _nearest(self, item_id: str, history: NDArray[np.int64]) -> str | None:
+        """The recent history item whose text vector is nearest the item's."""
+        v, sem = self._vector(item_id), self.rec.semantic
+        if v is None or sem is None or len(history) == 0:
+            return None
+        h = np.unique(history[-WINDOW:])
+        h = h[h < sem.vectors_.shape[0]]
+        if len(h) == 0:
+            return None
+        return self.rec.items.external(int(h[int(np.argmax(sem.vectors_[h] @ v))]))
+
+    def _nearest_query(self, item_id: str, queries: Sequence[str]) -> str | None:
+        """The user's query whose vector is nearest the item's."""
+        v = self._vector(item_id)
+        qv = self.rec.cold.query_vectors(queries) if v is not None else None
+        if v is None or qv is None or not queries:
+            return queries[-1] if queries else None
+        return queries[int(np.argmax(qv @ v))]
+
     def _cart(self, c: Candidate, raw: str, slate: Slate) -> str:
         code = _CART.get(raw, "popular_in")
         c.reason = code
+        if code == "new_arrival":
+            c.label = self._category(c.item_id)
+            return "new_with" if c.related_item is not None else "new_arrival"
         if code == "bought_with" and c.related_item is None:
             known = slate.meta.get("cart") or slate.given
             c.related_item = known[-1] if known else None

@@ -30,6 +30,13 @@ TEMPLATES: dict[str, dict[str, dict[str, str]]] = {
         "explore": {"named": "Something new to explore", "": "Something new to explore"},
         "matches_query": {"named": "Matches \u201c{label}\u201d",
                           "": "Related to your search"},
+        "searched": {"named": "Because you searched \u201c{label}\u201d",
+                     "": "Related to your searches"},
+        "popular_with": {"named": "Popular with shoppers like you ({label})",
+                         "": "Popular with shoppers like you"},
+        "new_similar": {"named": "New arrival, like {item}", "": "New arrival"},
+        "new_with": {"named": "New arrival that goes with {item}",
+                     "": "New arrival that goes with your cart"},
     },
     "zh": {
         "similar_to": {"named": "因为您浏览过「{item}」", "": "与您浏览过的商品相似"},
@@ -42,6 +49,10 @@ TEMPLATES: dict[str, dict[str, dict[str, str]]] = {
         "trending": {"named": "「{label}」中正在流行", "": "最近流行"},
         "explore": {"named": "为您发现新东西", "": "为您发现新东西"},
         "matches_query": {"named": "匹配「{label}」", "": "与您的搜索相关"},
+        "searched": {"named": "因为您搜索过「{label}」", "": "与您的搜索相关"},
+        "popular_with": {"named": "与您相似的顾客喜欢（{label}）", "": "与您相似的顾客喜欢"},
+        "new_similar": {"named": "新品，类似「{item}」", "": "新品上架"},
+        "new_with": {"named": "新品，适合搭配「{item}」", "": "新品，适合搭配购物车中的商品"},
     },
 }
 """Per language, per template key (a reason code, or a variant of one), the sentence with a

@@ -19,8 +19,18 @@ from shelfwise.data.schemas import INTERACTION_TYPES, Event, Item
 from shelfwise.exceptions import NotFoundError
 from shelfwise.pipeline import Pipeline
 from shelfwise.retrieval.base import sorted_unique, top_k
+from shelfwise.retrieval.popular import Popularity
 from shelfwise.retrieval.semantic import Semantic
 from shelfwise.services.catalog import Catalog
+from shelfwise.services.cold_start import (
+    ColdStartConfig,
+    Placed,
+    place_new,
+    score_cold,
+    single_threaded_ann,
+    text_neighbours,
+)
+from shelfwise.services.cold_users import ColdContext, ColdUsers
 from shelfwise.storage.base import Store
 
 
@@ -33,7 +43,7 @@ class Recommendation:
     propensity: float | None = None
     """Set on exploration slots: the probability the bandit picked this slot's source."""
     stage: str = "blend"
-    """What produced it: blend, pipeline, cold_start, category or explore."""
+    """What produced it: blend, pipeline, cold_start, category, new_item or explore."""
     parts: dict[str, float] = field(default_factory=dict)
     """Pipeline items: the ranker's contributions grouped by part (generator or feature)."""
 
@@ -67,6 +77,8 @@ class Recommender:
 
     A user's history is read from the store on first use and cached (LRU); every stored event
     for that user drops the cache entry, so the next request sees it, without retraining.
+    Users with (almost) no history are served a cold profile, and items no interaction reached
+    before training are placed by their text (:mod:`shelfwise.services.cold_start`).
     """
 
     def __init__(
@@ -76,6 +88,7 @@ class Recommender:
         *,
         history_limit: int = 200,
         cache_size: int = 100_000,
+        cold_start: ColdStartConfig | None = None,
     ) -> None:
         self.bundle = bundle
         self.store = store
@@ -91,7 +104,16 @@ class Recommender:
         self._blocked = np.zeros(len(bundle.items), dtype=bool)
         self._arrivals: tuple[int, NDArray[np.float32]] | None = None
         self._category: dict[str, tuple[str, ...]] = {}
+        self.cold_config = cold_start or ColdStartConfig()
+        self.n_trained = len(bundle.items)
+        """Items the bundle was trained with; higher indices were posted since."""
+        self._untouched = self._untouched_at_training()
+        k = self.cold_config.neighbours
+        self._nb_idx, self._nb_w = np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+        self.cold = ColdUsers(self, self.cold_config)
         self._load_catalog()
+        if self.cold_config.enabled:
+            self.cold.groups.start()
 
     @property
     def n_model_items(self) -> int:
@@ -122,17 +144,27 @@ class Recommender:
     def _index_new(self, items: Sequence[Item]) -> None:
         """Give items the bundle has never seen an index (search, filters and category lists
         see them at once) and a vector when there is a semantic model (then the feed and
-        similar items score them too)."""
+        similar items score them too, and the cart through their trained look-alikes)."""
         new = [it for it in items if it.id not in self.items]
         if not new:
             return
-        if self.semantic is not None:
-            self.semantic.add_items([item_text(it.title, it.category, it.brand, it.description)
-                                     for it in new])
+        texts = [item_text(it.title, it.category, it.brand, it.description) for it in new]
+        if self.bundle.pipeline is not None:  # its own text generators (shared ones: below)
+            self.bundle.pipeline.add_items(texts)
+        sem = self.semantic
+        if sem is not None:
+            start = sem.vectors_.shape[0]
+            sem.add_items(texts)
+            single_threaded_ann()
+            nb_i, nb_w = text_neighbours(sem.search_vectors, sem.vectors_[start:],
+                                         self.n_trained, self.cold_config.neighbours)
+            self._nb_idx = np.vstack([self._nb_idx, nb_i])
+            self._nb_w = np.vstack([self._nb_w, nb_w])
         self.items.add([it.id for it in new])  # searchable (and in category lists) either way
         grown = len(self.items) - self._blocked.shape[0]
         if grown > 0:
             self._blocked = np.concatenate([self._blocked, np.zeros(grown, dtype=bool)])
+            self._untouched = np.concatenate([self._untouched, np.ones(grown, dtype=bool)])
         for it in new:
             self._note_item(it.id, it.available, tuple(it.category))
 
@@ -141,6 +173,40 @@ class Recommender:
         idx = self.items.get(item_id)
         if idx is not None and idx < self._blocked.shape[0]:
             self._blocked[idx] = not available
+        if idx is not None:
+            self.cold.note_category(idx, category)
+
+    def _untouched_at_training(self) -> NDArray[np.bool_]:
+        """Per trained item: True when no training interaction reached it (the bundle's
+        popularity counts it 0); all False without a popularity generator."""
+        pop = next((g for g in self.bundle.generators.values() if isinstance(g, Popularity)),
+                   None)
+        n = len(self.bundle.items)
+        if pop is None:
+            return np.zeros(n, dtype=bool)
+        counts = np.asarray(pop.scores_, np.float64)
+        return np.pad(counts <= 0, (0, max(0, n - counts.shape[0])), constant_values=True)[:n]
+
+    @property
+    def untouched(self) -> NDArray[np.bool_]:
+        """Per item index: True for items no interaction reached before training (posted
+        since, or never interacted with)."""
+        view = self._untouched.view()
+        view.flags.writeable = False
+        return view
+
+    def new_item_neighbours(self, items: NDArray[np.int64]
+                            ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Trained look-alikes of posted items (indices >= :attr:`n_trained`) and their
+        weights (:func:`~shelfwise.services.cold_start.text_neighbours`); -1/0 rows for
+        items that have none (no semantic model, no text)."""
+        k = self.cold_config.neighbours
+        rows = np.asarray(items, np.int64) - self.n_trained
+        ok = (rows >= 0) & (rows < self._nb_idx.shape[0])
+        out_i = np.full((len(rows), k), -1, np.int64)
+        out_w = np.zeros((len(rows), k), np.float32)
+        out_i[ok], out_w[ok] = self._nb_idx[rows[ok]], self._nb_w[rows[ok]]
+        return out_i, out_w
 
     def catalog_updated(self, items: Sequence[Item]) -> None:
         """Apply new or changed catalog entries at once: availability, categories, and a vector
@@ -199,7 +265,12 @@ class Recommender:
             for u in gone:
                 del self._cache[u]
             self._scored.clear()
-            return len(gone)
+        self.cold.forget()
+        return len(gone)
+
+    def close(self) -> None:
+        """Stop the background refresh of attribute-conditioned popularity."""
+        self.cold.groups.stop()
 
     def expire(self, before: datetime) -> int:
         """Retention dropped events before ``before``: no cached history may still hold them."""
@@ -253,10 +324,20 @@ class Recommender:
             out.append(Recommendation(self.items.external(int(i)), float(v), source))
         return out
 
-    def feed(self, user_id: str, n: int = 10, *, exclude_seen: bool = True) -> RecommendationList:
-        """Personal feed; users without usable history get the cold-start generator's list."""
+    def feed(self, user_id: str, n: int = 10, *, exclude_seen: bool = True,
+             pipeline: bool = True) -> RecommendationList:
+        """Personal feed. A user with at most ``cold_start.max_history`` interactions and
+        queries, picked categories or group attributes gets their cold profile; one with no
+        history and nothing else the cold-start generator's list. New items are placed into
+        personal lists by their text (:meth:`with_new_items`). ``pipeline=False`` serves
+        the blend even when the bundle has a two-stage pipeline (an experiment's variant)."""
         history = self.history(user_id)
         exclude = sorted_unique(history) if exclude_seen else np.empty(0, np.int64)
+        cfg = self.cold_config
+        if cfg.enabled and len(history) <= cfg.max_history:
+            ctx = self.cold.context(user_id)
+            if self.cold.has_signal(ctx):
+                return self._cold_feed(ctx, history, n, exclude)
         if len(history) == 0:
             cold = self.bundle.manifest.config.cold_start
             scores = self.bundle.generators[cold].score([history])[0]
@@ -265,16 +346,85 @@ class Recommender:
                 scores, cold = self.arrivals(), NEW_ARRIVALS
             items = _staged(self._finish(scores, n, exclude, None, [cold]), "cold_start")
             return RecommendationList(items, cold_start=True, history_length=0, sources=[cold])
-        pipe = self.bundle.pipeline
+        pipe = self.bundle.pipeline if pipeline else None
+        sem = self.semantic
+        profile = sem.profile(history) if sem is not None else None
         if pipe is not None:
-            return self._pipeline_feed(pipe, history, n, exclude)
-        scores, names, label = self._blend(history)
-        items = self._finish(scores, n, exclude, label, names)
-        return RecommendationList(items, history_length=len(history), sources=names)
+            result = self._pipeline_feed(pipe, history, n, exclude)
+        else:
+            scores, names, label = self._blend(history)
+            items = self._finish(scores, n, exclude, label, names)
+            result = RecommendationList(items, history_length=len(history), sources=names)
+        result.items = self.with_new_items(result.items, profile, exclude, n)
+        return result
+
+    def _cold_feed(self, ctx: ColdContext, history: NDArray[np.int64], n: int,
+                   exclude: NDArray[np.int64]) -> RecommendationList:
+        """The cold profile's list (:func:`~shelfwise.services.cold_start.score_cold`)."""
+        profile = self.cold.profile(ctx, history)
+        sem = self.semantic
+        got = score_cold(profile, sem.vectors_ if sem is not None else None,
+                         self._ann if sem is not None else None, n,
+                         self._allowed(exclude), self.cold_config)
+        items = [Recommendation(self.items.external(int(i)), float(v), main,
+                                stage="cold_start", parts=parts)
+                 for i, v, main, parts in zip(got.items, got.scores, got.main, got.parts,
+                                              strict=True)]
+        items = self.with_new_items(items, profile.vector(), exclude, n)
+        return RecommendationList(items, cold_start=True, history_length=len(history),
+                                  sources=sorted({r.source for r in items}))
+
+    def _allowed(self, exclude: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """Items a list may hold: not blocked, not in ``exclude``."""
+        allowed = ~self._blocked[: self.n_model_items].copy()
+        allowed = np.pad(allowed, (0, max(0, self.n_model_items - allowed.shape[0])),
+                         constant_values=True)
+        ex = exclude[(exclude >= 0) & (exclude < allowed.shape[0])]
+        allowed[ex] = False
+        return allowed
+
+    def _ann(self, vector: NDArray[np.float32], k: int
+             ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """The semantic ANN's top ``k`` for one profile vector (under the lock that posting
+        items takes, as faiss may not search while it grows)."""
+        sem = self.semantic
+        assert sem is not None
+        single_threaded_ann()
+        with self._lock:
+            idx, val = sem.search_vectors(vector[None, :], k)
+        return idx[0], val[0]
+
+    def with_new_items(self, items: list[Recommendation], profile: NDArray[np.float32] | None,
+                       exclude: NDArray[np.int64], n: int) -> list[Recommendation]:
+        """``items`` with up to ``cold_start.new_items`` untouched items placed at the rank
+        their text match to ``profile`` has among the trained items
+        (:func:`~shelfwise.services.cold_start.place_new`), cut to ``n``. Costs one ANN
+        search, and nothing while every allowed item has interactions."""
+        cfg = self.cold_config
+        if (not cfg.enabled or cfg.new_items == 0 or profile is None or not np.any(profile)
+                or self.semantic is None):
+            return items
+        allowed = self._allowed(exclude)
+        untouched = self._untouched[: allowed.shape[0]]
+        if not (untouched & allowed[: untouched.shape[0]]).any():
+            return items
+        cand, sims = self._ann(profile, cfg.pool + len(exclude))
+        idx = self.items.indices([r.item_id for r in items])
+        placed = place_new(list(zip(idx.tolist(), [r.score for r in items], strict=True)),
+                           cand, sims, untouched, allowed, cfg.new_items)
+        by_idx = dict(zip(idx.tolist(), items, strict=True))
+        return [by_idx[p.item] if not p.new and p.item in by_idx else self._new_item(p)
+                for p in placed][:n]
+
+    def _new_item(self, p: Placed) -> Recommendation:
+        return Recommendation(self.items.external(p.item), p.score, "new_item", stage="new_item",
+                              parts={"semantic": round(p.match, 6),
+                                     "text_rank": float(p.rank)})
 
     def _pipeline_feed(self, pipe: Pipeline, history: NDArray[np.int64], n: int,
                        exclude: NDArray[np.int64]) -> RecommendationList:
-        """The two-stage feed; items posted after training (unknown to it) rank last."""
+        """The two-stage feed; items posted after training (unknown to it) rank last here,
+        :meth:`with_new_items` then places the ones that match."""
         scores, explain = pipe.score_explained(history[history < pipe.n_items_])
         if scores.shape[0] < self.n_model_items:
             scores = np.pad(scores, (0, self.n_model_items - scores.shape[0]),
@@ -316,6 +466,9 @@ class Recommender:
             scores, names, label = self._blend(history)
             if _spread(scores) > 0:  # else no model has anything to say about it yet
                 items = self._finish(scores, n, history, label, names)
+                sem = self.semantic
+                if sem is not None and idx < sem.vectors_.shape[0]:
+                    items = self.with_new_items(items, sem.vectors_[idx], history, n)
                 return RecommendationList(items, history_length=1, sources=names)
         if item_id not in self._category:
             raise NotFoundError(f"unknown item {item_id!r}: post it to /v1/items first")

@@ -2,14 +2,20 @@
 
 The index covers every item the recommender knows (the bundle's plus those posted since), in
 the recommender's own index order, so dense vectors, profiles and histories line up with it.
-Items posted after the index was built are added to it in place on the next query (lexical,
-n-gram and dense parts, features and filter masks); an indexed item whose text, category,
-brand or price changed makes the next query rebuild it.
+A bundle trained with a store carries the index (``search_index/``, see
+:mod:`shelfwise.search.part`): it is opened memory-mapped instead of built, unless the catalog
+changed since training in anything but prices (or the n-gram size differs); an old bundle
+without it is built from the catalog on first use. Items posted after the index was built are
+added to it in place on the next query (lexical, n-gram and dense parts, features and filter
+masks); an indexed item whose text, category, brand or price changed makes the next query
+rebuild it.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -22,8 +28,11 @@ from shelfwise.exceptions import NotFoundError
 from shelfwise.ranking.ranker import LambdaMART
 from shelfwise.search.features import FEATURES, FeatureBuilder, UserContext
 from shelfwise.search.filters import CatalogFilter
-from shelfwise.search.index import Candidates, SearchConfig, SearchIndex
+from shelfwise.search.index import Candidates, QueryEncoder, SearchConfig, SearchIndex
+from shelfwise.search.part import SearchPart, rows_digest
 from shelfwise.services.recommender import Recommender
+
+logger = logging.getLogger(__name__)
 
 
 class SearchFilters(BaseModel):
@@ -68,6 +77,9 @@ class SearchService:
         self._index = SearchIndex(self.config)
         self._features: FeatureBuilder | None = None
         self._filter = CatalogFilter()
+        self._part: SearchPart | None = recommender.bundle.search_index
+        self.source = "none"
+        """How the index was made: ``bundle`` (opened from the bundle's part), ``built``."""
 
     # ---- index ---------------------------------------------------------------------------
     @property
@@ -76,15 +88,22 @@ class SearchService:
         return self._features is not None and self._built_for == len(self.rec.items)
 
     def warm(self) -> None:
-        """Build (or grow) the index now, e.g. at server start, off the request path."""
+        """Open, build or grow the index now, e.g. at server start, off the request path,
+        then answer one query, so what loads on first use (the Chinese segmenter's
+        dictionary, the query encoder, the ranker) is not left to the first request."""
         with self._lock:
-            self._ensure_index()
+            index, feats = self._ensure_index()
+            query = "warm up 预热"
+            self._rank(query, index.retrieve(query), feats, None, 10)
 
     def _ensure_index(self) -> tuple[SearchIndex, FeatureBuilder]:
         """The index over every item the recommender knows: built on first use, grown in
         place for items posted since (no rebuild), rebuilt only when an item already indexed
         changed its text, category, brand or price. Call with ``_lock`` held."""
         n = len(self.rec.items)
+        if self._features is None and self._part is not None:
+            part, self._part = self._part, None
+            self._open(part, n)
         catalog_changed = self._text_version != self.rec.catalog.text_version
         stale = self._features is None or catalog_changed or n < self._built_for
         if stale or (n > self._built_for and not self._grow(n)):
@@ -115,21 +134,66 @@ class SearchService:
         raw = pop_gen.score([np.empty(0, np.int64)])[0].astype(np.float64)
         return np.pad(np.clip(raw, 0, None), (0, max(0, n - raw.shape[0])))[:n]
 
-    def _build(self, n: int) -> None:
-        titles, texts, cats, brands, prices = self._rows(0, n)
+    def _dense(self, n: int) -> tuple[NDArray[np.float32] | None, QueryEncoder | None,
+                                      NDArray[np.float32] | None]:
+        """Passage vectors, query encoder and profile vectors of items ``:n`` (the semantic
+        generator's own arrays), or Nones for a lexical index."""
         sem = self.rec.semantic
-        vectors = encode = profile_vectors = None
-        if sem is not None and sem.raw_vectors_.shape[0] >= n:
-            vectors, profile_vectors = sem.raw_vectors_[:n], sem.vectors_[:n]
+        if sem is None or sem.raw_vectors_.shape[0] < n:
+            return None, None, None
 
-            def encode(q: str) -> NDArray[np.float32]:
-                return np.asarray(sem.encoder.encode_queries([q])[0], dtype=np.float32)
+        def encode(q: str) -> NDArray[np.float32]:
+            return np.asarray(sem.encoder.encode_queries([q])[0], dtype=np.float32)
+        return sem.raw_vectors_[:n], encode, sem.vectors_[:n]
+
+    def _build(self, n: int) -> None:
+        start = time.perf_counter()
+        titles, texts, cats, brands, prices = self._rows(0, n)
+        vectors, encode, profile_vectors = self._dense(n)
         self._index = SearchIndex(self.config).fit(texts, vectors, encode)
         self._features = FeatureBuilder(self._index, titles, cats, brands, self._popularity(n),
                                         profile_vectors)
         self._filter = CatalogFilter(cats, brands, prices)
         self._built_for = n
         self._text_version = self.rec.catalog.text_version
+        self.source = "built"
+        logger.info("search index built over %d items in %.1f s", n,
+                    time.perf_counter() - start)
+
+    def _open(self, part: SearchPart, n: int) -> bool:
+        """Use the bundle's index when it matches the catalog (prices are patched); False,
+        with the reason logged, when it has to be built instead."""
+        m = part.n_items
+        why = None
+        if m > n:
+            why = f"it covers {m} items, the catalog {n}"
+        elif part.char_ngrams != self.config.char_ngrams:
+            why = (f"it has {part.char_ngrams}-grams, [serve.search] char_ngrams = "
+                   f"{self.config.char_ngrams}")
+        else:
+            titles, texts, cats, brands, prices = self._rows(0, m)
+            if rows_digest(titles, texts, cats, brands) != part.digest:
+                why = "the catalog's titles, texts, categories or brands changed since train"
+        if why is not None:
+            logger.warning("not using the bundle's search index (%s): building it", why)
+            return False
+        vectors, encode, profile_vectors = self._dense(m)
+        index, features, filters = part.open(self.config, vectors, encode, profile_vectors)
+        if not np.array_equal(filters.prices, np.asarray(prices, np.float64), equal_nan=True):
+            filters.set_prices(np.asarray(prices, np.float64))
+        self._index, self._features, self._filter = index, features, filters
+        self._built_for = m
+        self._text_version = self.rec.catalog.text_version
+        self.source = "bundle"
+        return True
+
+    def export(self) -> SearchPart:
+        """The index over the whole catalog as a bundle part (built now if needed)."""
+        with self._lock:
+            index, features = self._ensure_index()
+            titles, texts, cats, brands, _ = self._rows(0, index.n_docs)
+            return SearchPart.from_parts(index, features, self._filter,
+                                         rows_digest(titles, texts, cats, brands))
 
     def _grow(self, n: int) -> bool:
         """Add items ``_built_for:n`` to the index, features and filters; False when it
@@ -142,12 +206,12 @@ class SearchService:
             return False
         titles, texts, cats, brands, prices = self._rows(start, n)
         pop = self._popularity(n)
+        # whole matrices: the index and builder keep views, not copies, of the generator's
         self._features.add(
             titles, cats, brands, None if pop is None else pop[start:n],
-            sem.vectors_[start:n] if sem is not None and self._features.profile_vectors
+            sem.vectors_[:n] if sem is not None and self._features.profile_vectors
             is not None else None)
-        self._index.add(texts, sem.raw_vectors_[start:n] if dense and sem is not None
-                        else None)
+        self._index.add(texts, sem.raw_vectors_[:n] if dense and sem is not None else None)
         self._filter.add(cats, brands, prices)
         self._built_for = n
         return True
@@ -174,15 +238,18 @@ class SearchService:
         return UserContext(profile=profile, history=history)
 
     def search(self, query: str, user_id: str | None = None, n: int = 10,
-               filters: SearchFilters | None = None) -> SearchResult:
+               filters: SearchFilters | None = None, *,
+               use_ranker: bool = True) -> SearchResult:
+        """``use_ranker=False`` answers in the fused retrieval order (an experiment's
+        variant without the learned ranker)."""
         user = self._user(user_id)
         with self._lock:
             index, feats = self._ensure_index()
             cand = index.retrieve(query, allowed=self._allowed(filters, index.n_docs))
-            return self._rank(query, cand, feats, user, n)
+            return self._rank(query, cand, feats, user, n, use_ranker)
 
-    def rerank(self, query: str, item_ids: Sequence[str], user_id: str | None = None
-               ) -> SearchResult:
+    def rerank(self, query: str, item_ids: Sequence[str], user_id: str | None = None, *,
+               use_ranker: bool = True) -> SearchResult:
         user = self._user(user_id)
         with self._lock:
             index, feats = self._ensure_index()
@@ -193,7 +260,7 @@ class SearchService:
                 raise NotFoundError(f"items: unknown ids {missing[:10]}; post them to "
                                     "/v1/items first")
             cand = index.candidates(np.asarray(idx, np.int64), query=query)
-            return self._rank(query, cand, feats, user, len(item_ids))
+            return self._rank(query, cand, feats, user, len(item_ids), use_ranker)
 
     def feature_rows(self, query: str, item_ids: Sequence[str], user: UserContext | None, *,
                      retrieved: bool = True) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
@@ -209,8 +276,8 @@ class SearchService:
             return feats.build(query, cand, user), cand.fused
 
     def _rank(self, query: str, cand: Candidates, feats: FeatureBuilder,
-              user: UserContext | None, n: int) -> SearchResult:
-        if self.ranker is not None and len(cand.index):
+              user: UserContext | None, n: int, use_ranker: bool = True) -> SearchResult:
+        if self.ranker is not None and use_ranker and len(cand.index):
             x = feats.build(query, cand, user)
             score = self.ranker.predict(x[:, self.ranker.columns(FEATURES)])
             name = "lambdamart"

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shelfwise.experiments.model import Overrides
 from shelfwise.retrieval.base import sorted_unique
 from shelfwise.services.diversity_stage import Diversity
 from shelfwise.services.recommender import Recommendation, RecommendationList
@@ -89,6 +90,12 @@ class Slate:
     """The request's diversity knob in [0, 1] (None: the config default)."""
     pool: int = 0
     """Candidates to fetch when more than ``n`` are re-ranked (0: ``n``)."""
+    explore: int | None = None
+    """Feed: the exploration slots the request asked for (None: the config's or variant's)."""
+    experiments: dict[str, str] = field(default_factory=dict)
+    """Experiment id -> the variant this request's unit is in (logged with the impressions)."""
+    overrides: Overrides = field(default_factory=Overrides)
+    """What the request's variants change (merged over all its experiments)."""
 
 
 def from_recommendations(result: RecommendationList) -> list[Candidate]:
@@ -121,7 +128,8 @@ class Candidates:
         assert slate.user_id is not None
         size = slate.n - slate.explore_slots
         result = self.rec.feed(slate.user_id, max(size, slate.pool),
-                               exclude_seen=slate.exclude_seen) \
+                               exclude_seen=slate.exclude_seen,
+                               pipeline=slate.overrides.pipeline is not False) \
             if size > 0 else RecommendationList([])
         slate.history = self.rec.history(slate.user_id)
         if slate.exclude_seen:
@@ -148,12 +156,15 @@ class Candidates:
 
     def _search(self, slate: Slate) -> None:
         assert slate.query is not None
-        self._hits(slate, self.search.search(slate.query, slate.user_id,
-                                             max(slate.n, slate.pool), slate.filters))
+        self._hits(slate, self.search.search(
+            slate.query, slate.user_id, max(slate.n, slate.pool), slate.filters,
+            use_ranker=slate.overrides.search_ranker is not False))
 
     def _rerank(self, slate: Slate) -> None:
         assert slate.query is not None
-        self._hits(slate, self.search.rerank(slate.query, slate.given, slate.user_id))
+        self._hits(slate, self.search.rerank(
+            slate.query, slate.given, slate.user_id,
+            use_ranker=slate.overrides.search_ranker is not False))
 
     def _hits(self, slate: Slate, result: SearchResult) -> None:
         source = f"search:{result.ranker}"
@@ -162,7 +173,8 @@ class Candidates:
         slate.meta.update(personalized=result.personalized, ranker=result.ranker)
 
     def _cart(self, slate: Slate) -> None:
-        result = self.cart.recommend(slate.given, slate.user_id, slate.n)
+        result = self.cart.recommend(slate.given, slate.user_id, slate.n,
+                                     weights=slate.overrides.cart)
         slate.items = [Candidate(r.item_id, r.score, r.source, "cart", {r.source: r.score},
                                  related_item=r.because_of, text=r.reason)
                        for r in result.items]

@@ -11,7 +11,12 @@ from fastapi.responses import JSONResponse
 
 from shelfwise import __version__
 from shelfwise.config import ShelfwiseConfig
-from shelfwise.exceptions import InvalidRequestError, NotFoundError, ShelfwiseError
+from shelfwise.exceptions import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    ShelfwiseError,
+)
 from shelfwise.services.engine import Engine
 from shelfwise.services.exploration import ExplorationConfig
 from shelfwise.serving.auth import Authenticator, check_routes
@@ -42,6 +47,7 @@ def create_app(store_url: str | None = None, bundle_path: Path | str | None = No
             app.state.metrics.start()
         yield
         built.impressions.close()  # queued impressions are stored before the process exits
+        built.experiments.close()  # and queued experiment exposures
         if app.state.metrics is not None:
             app.state.metrics.stop()
 
@@ -63,6 +69,10 @@ def create_app(store_url: str | None = None, bundle_path: Path | str | None = No
     @app.exception_handler(InvalidRequestError)
     async def _invalid(_: Request, exc: InvalidRequestError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
 
     @app.exception_handler(ShelfwiseError)
     async def _bad(_: Request, exc: ShelfwiseError) -> JSONResponse:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shelfwise.data.schemas import ID_PATTERN, EventType, Item, Promotion, User
 
@@ -60,10 +60,14 @@ class Explanation(_Body):
     reason: str = Field(description="reason code: similar_to (related_item: a history item, "
                         "or the item viewed), matches_interest (label: a profile tag), "
                         "bought_with (related_item: a cart item), popular_in / trending / "
-                        "new_arrival (label: the category), explore (an exploration slot or "
-                        "an exploring bandit), matches_query (label: query words in the title)")
+                        "new_arrival (label: the category; related_item: the history, viewed "
+                        "or cart item a new item is like), explore (an exploration slot or "
+                        "an exploring bandit), matches_query (label: query words in the title, "
+                        "or on a cold feed the user's search), popular_with (label: 'key: "
+                        "value', the user attribute whose shoppers favour it)")
     source: str = Field(description="the stage that produced the list: blend, pipeline, "
-                        "cold_start, category, explore:<generator>, cart, search:<ranker>")
+                        "cold_start, category, new_item, explore:<generator>, cart, "
+                        "search:<ranker>")
     parts: dict[str, float] = Field(
         default_factory=dict, description="the contributing parts and their values (weighted "
         "generator scores, retriever scores, signal weights, propensity)")
@@ -88,6 +92,9 @@ class RecommendationResponse(_Body):
     request_id: str = Field(description="cite it in follow-up events to join outcomes")
     model_version: str
     cold_start: bool
+    experiments: dict[str, str] = Field(default_factory=dict, description=(
+        "experiment id -> the variant this request was served by (logged with its "
+        "impressions)"))
     items: list[RecommendedItem]
 
 
@@ -97,6 +104,32 @@ class FeedResponse(RecommendationResponse):
 
 class SimilarResponse(RecommendationResponse):
     item_id: str
+
+
+class OnboardingRequest(_Body):
+    """A new shopper's picks: items they like and categories they are into (at least one)."""
+
+    items: list[Annotated[str, Field(min_length=1, max_length=256, pattern=ID_PATTERN)]] = \
+        Field(default_factory=list, max_length=50, description="picked item ids: stored as "
+              "view events (context onboarding: true), so they join the history at once")
+    categories: list[Annotated[str, Field(min_length=1, max_length=500)]] = Field(
+        default_factory=list, max_length=20, description="picked categories: a level "
+        "('Kitchen') or path prefix ('Home > Kitchen') of catalog items; merged into the "
+        "user attribute 'interests'")
+
+    @model_validator(mode="after")
+    def _something(self) -> OnboardingRequest:
+        if not self.items and not self.categories:
+            raise ValueError("give at least one of items or categories")
+        return self
+
+
+class OnboardingResponse(_Body):
+    user_id: str
+    items: list[str] = Field(description="the picked items (stored as view events)")
+    interests: list[str] = Field(description="the user's picked categories now")
+    accepted: int = Field(description="pick events newly stored")
+    duplicates: int = Field(description="pick events already stored (a repeated submission)")
 
 
 class InterestOut(_Body):
@@ -189,6 +222,9 @@ class SearchResponse(_Body):
     user_id: str | None
     personalized: bool
     ranker: str = Field(description="lambdamart when a trained ranker is loaded, else rrf")
+    experiments: dict[str, str] = Field(default_factory=dict, description=(
+        "experiment id -> the variant this request was served by (logged with its "
+        "impressions)"))
     items: list[SearchItem]
 
 
@@ -235,10 +271,14 @@ class CartResponse(_Body):
     cold_start: bool = Field(description="no cart item is known to the models: popular items")
     personalized: bool = Field(description="the user's history contributed")
     sources: list[str] = Field(description="signals that contributed to this answer")
-    cart: list[str] = Field(description="cart items the models know (they shaped the answer)")
+    cart: list[str] = Field(description="cart items that shaped the answer: ones the models "
+                            "know, and newer ones through their look-alikes (similar text)")
     unscored_items: list[str] = Field(
-        description="cart items in the catalog but newer than the model bundle: they are "
-        "excluded from the answer but give no signal until the next training")
+        description="cart items in the catalog but newer than the model bundle and without "
+        "look-alikes (no text, or no text model): excluded from the answer, no signal")
+    experiments: dict[str, str] = Field(default_factory=dict, description=(
+        "experiment id -> the variant this request was served by (logged with its "
+        "impressions)"))
     items: list[CartItem]
 
 

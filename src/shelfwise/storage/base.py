@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -61,6 +61,34 @@ class Tombstone:
     seq: int
     user_hash: str
     forgotten_at: datetime
+
+
+@dataclass(frozen=True)
+class AttributeCounts:
+    """Aggregate interaction counts of the users sharing a value of one user attribute:
+    ``users[value]`` distinct users with any interaction, ``items`` (value, item id, distinct
+    users who interacted with it). Counts only, no user ids."""
+
+    key: str
+    users: dict[str, int]
+    items: list[tuple[str, str, int]]
+
+
+def attribute_value(value: object) -> str | None:
+    """A user attribute value as group keys spell it: strings as they are, numbers in their
+    shortest form, booleans as "1"/"0" (SQLite's JSON functions read them so); None for
+    anything else (lists, objects, null, NaN), which conditions no popularity."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, str):
+        return value or None
+    return None
 
 
 def user_hash(user_id: str) -> str:
@@ -129,6 +157,22 @@ class Store(Protocol):
         timestamps keep arrival order."""
         ...
 
+    def search_queries(self, user_id: str, *, limit: int = 5) -> list[str]:
+        """The query texts of the user's last ``limit`` ``search`` events, oldest first."""
+        ...
+
+    def sample_user_attributes(self, limit: int = 10_000) -> list[dict[str, Any]]:
+        """The attributes of at most ``limit`` users that have any (in id order)."""
+        ...
+
+    def attribute_popularity(self, key: str, *, since: datetime | None = None
+                             ) -> AttributeCounts:
+        """Per value of user attribute ``key`` (as :func:`attribute_value` spells it): the
+        distinct users with an interaction (view, click, cart, purchase; at or after
+        ``since`` when given), and per item the distinct users of that value who interacted
+        with it. Users whose value is missing or not a scalar are left out."""
+        ...
+
     def iter_events(self, *, batch_size: int = 10_000) -> Iterator[list[Event]]:
         """Every event in arrival order, in lists of at most ``batch_size``."""
         ...
@@ -144,6 +188,39 @@ class Store(Protocol):
 
     def events_frame(self, *, types: Sequence[EventType] | None = None) -> pd.DataFrame:
         """Events as a frame: user_id, item_id, type, timestamp (epoch s), in arrival order."""
+        ...
+
+    def events_window(self, types: Sequence[EventType], since: datetime,
+                      until: datetime | None = None, *,
+                      context_path: Sequence[str] | None = None) -> pd.DataFrame:
+        """Events of ``types`` in ``[since, until)`` with user, item, type, request id,
+        value, propensity, timestamp and context columns, in arrival order; with
+        ``context_path``, only those with a value at that path of their context, which
+        replaces the context."""
+        ...
+
+    def put_experiment(self, experiment_id: str, doc: dict[str, Any]) -> None:
+        """Create or replace an experiment (its JSON document)."""
+        ...
+
+    def get_experiment(self, experiment_id: str) -> dict[str, Any] | None: ...
+
+    def list_experiments(self) -> list[dict[str, Any]]:
+        """Every experiment's document, ordered by id."""
+        ...
+
+    def add_exposures(self, rows: Sequence[tuple[str, str, str, datetime]]) -> int:
+        """Record (experiment id, unit, variant, time) once per unit and experiment."""
+        ...
+
+    def exposures(self, experiment_id: str) -> pd.DataFrame:
+        """The experiment's units: unit, variant, first_seen (epoch seconds)."""
+        ...
+
+    def exposed_events(self, experiment_id: str, types: Sequence[EventType],
+                       since: datetime, until: datetime | None = None, *,
+                       context_path: Sequence[str] | None = None) -> pd.DataFrame:
+        """Like :meth:`events_window`, for the experiment's units only."""
         ...
 
     def items_frame(self) -> pd.DataFrame:

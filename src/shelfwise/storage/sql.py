@@ -48,16 +48,19 @@ from shelfwise.storage import erasure
 from shelfwise.storage.base import (
     EVENT_ROW_COLUMNS,
     ApiKey,
+    AttributeCounts,
     Erasure,
     EventRow,
     Tombstone,
     WriteResult,
+    attribute_value,
 )
 
 metadata = sa.MetaData()
 _INTERACTIONS_SQL = "type IN ('cart', 'click', 'purchase', 'view')"
 assert {f"'{t.value}'" for t in INTERACTION_TYPES} == set(
     _INTERACTIONS_SQL.split("(")[1].rstrip(")").split(", "))
+_SEARCHES_SQL = "type = 'search'"
 
 items_t = sa.Table(
     "items",
@@ -107,6 +110,9 @@ events_t = sa.Table(
     # served); the query must repeat this exact condition for the planner to use it
     sa.Index("ix_events_user_interactions", "user_id", "timestamp", "seq",
              sqlite_where=sa.text(_INTERACTIONS_SQL), postgresql_where=sa.text(_INTERACTIONS_SQL)),
+    # a cold user's search queries (their feed reads them) without scanning impressions
+    sa.Index("ix_events_user_searches", "user_id", "timestamp", "seq",
+             sqlite_where=sa.text(_SEARCHES_SQL), postgresql_where=sa.text(_SEARCHES_SQL)),
 )
 
 promotions_t = sa.Table(
@@ -141,6 +147,23 @@ api_keys_t = sa.Table(  # the secret is never stored: only its sha256 and last c
 )
 
 forgotten_t = erasure.forgotten_table(metadata)  # tombstones of forgotten users
+
+experiments_t = sa.Table(  # online experiments, as their JSON definition and state
+    "experiments",
+    metadata,
+    sa.Column("id", sa.String(256), primary_key=True),
+    sa.Column("doc", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+exposures_t = sa.Table(  # the first request of each unit under each experiment
+    "exposures",
+    metadata,
+    sa.Column("experiment_id", sa.String(256), primary_key=True),
+    sa.Column("unit", sa.String(256), primary_key=True, info={"user_id": True}),
+    sa.Column("variant", sa.String(256), nullable=False),
+    sa.Column("first_seen", sa.Float, nullable=False),
+)
 
 
 #: Tables whose rows keep their first-insertion order in ``seq``.
@@ -428,6 +451,54 @@ class SqlStore:
         ids.reverse()
         return ids
 
+    def search_queries(self, user_id: str, *, limit: int = 5) -> list[str]:
+        """The user's last ``limit`` search queries, oldest first; one indexed query (the
+        partial index of ``search`` events, whose condition it repeats literally)."""
+        sql = (f"SELECT query FROM events WHERE user_id = :u AND {_SEARCHES_SQL} "
+               "ORDER BY timestamp DESC, seq DESC LIMIT :n")
+        with self._conn() as conn:
+            rows = conn.execute(sa.text(sql), {"u": user_id, "n": limit}).fetchall()
+        return [str(r[0]) for r in reversed(rows) if r[0]]
+
+    def sample_user_attributes(self, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Attributes of at most ``limit`` users (in id order), to learn which keys exist."""
+        q = (sa.select(users_t.c.attributes)
+             .where(sa.cast(users_t.c.attributes, sa.Text) != "{}")
+             .order_by(users_t.c.id).limit(limit))
+        with self._conn() as conn:
+            return [dict(r[0]) for r in conn.execute(q).all() if r[0]]
+
+    def attribute_popularity(self, key: str, *, since: datetime | None = None
+                             ) -> AttributeCounts:
+        """Distinct users per (value of attribute ``key``, item) over interaction events, and
+        per value the distinct users with any interaction; values as
+        :func:`~shelfwise.storage.base.attribute_value` spells them (non-scalar ones left
+        out). Two aggregate queries driven by the users table (each user's interactions
+        through their partial index); no user id leaves the database."""
+        value = sa.cast(users_t.c.attributes[key], sa.Text).label("v")
+        e = events_t.c
+        joined = users_t.join(events_t, e.user_id == users_t.c.id)
+        recent = [e.timestamp >= _ts(since)] if since is not None else []
+        cond = sa.and_(sa.text(_INTERACTIONS_SQL), value.isnot(None), value != "null", *recent)
+        users_q = (sa.select(value, sa.func.count(sa.distinct(e.user_id)))
+                   .select_from(joined).where(cond).group_by(value))
+        items_q = (sa.select(value, e.item_id, sa.func.count(sa.distinct(e.user_id)))
+                   .select_from(joined).where(cond).group_by(value, e.item_id))
+        with self._conn() as conn:
+            sizes = conn.execute(users_q).all()
+            rows = conn.execute(items_q).all()
+        users: dict[str, int] = {}
+        for raw, n in sizes:
+            v = _json_value(raw)
+            if v is not None:
+                users[v] = users.get(v, 0) + int(n)
+        items: dict[tuple[str, str], int] = {}
+        for raw, item, n in rows:
+            v = _json_value(raw)
+            if v is not None and item is not None:
+                items[v, item] = items.get((v, item), 0) + int(n)
+        return AttributeCounts(key, users, [(v, i, n) for (v, i), n in sorted(items.items())])
+
     def iter_events(self, *, batch_size: int = 10_000) -> Iterator[list[Event]]:
         last = 0
         while True:
@@ -478,6 +549,29 @@ class SqlStore:
             rows = conn.execute(q).all()
         return pd.DataFrame(rows, columns=["user_id", "item_id", "type", "timestamp"])
 
+    def events_window(self, types: Sequence[EventType], since: datetime,
+                      until: datetime | None = None, *,
+                      context_path: Sequence[str] | None = None) -> pd.DataFrame:
+        """Events of ``types`` with ``since <= timestamp < until``, in arrival order, with
+        what an experiment report or a replay joins on (user, item, type, request id, value,
+        propensity, time, context). With ``context_path`` only events whose context has a
+        value there, and ``context`` is that value as text (the database extracts it: no
+        context is parsed)."""
+        c = events_t.c
+        ctx: Any = c.context
+        where: list[Any] = [c.type.in_([t.value for t in types]), c.timestamp >= _ts(since)]
+        if until is not None:
+            where.append(c.timestamp < _ts(until))
+        if context_path:
+            ctx = c.context[tuple(context_path)].as_string()
+            where.append(ctx.is_not(None))
+        q = (sa.select(c.user_id, c.item_id, c.type, c.request_id, c.value, c.propensity,
+                       c.timestamp, ctx.label("context")).where(*where).order_by(c.seq))
+        with self._conn() as conn:
+            rows = conn.execute(q).all()
+        return pd.DataFrame(rows, columns=["user_id", "item_id", "type", "request_id", "value",
+                                           "propensity", "timestamp", "context"])
+
     def items_frame(self) -> pd.DataFrame:
         """The catalog in first-insertion order (training numbers items in this order)."""
         q = sa.select(*ITEM_COLUMNS).order_by(items_t.c.seq, items_t.c.id)
@@ -504,6 +598,66 @@ class SqlStore:
                 out[name] = int(conn.execute(sa.select(sa.func.count()).select_from(table))
                                 .scalar_one())
         return out
+
+    # ---- experiments ------------------------------------------------------------------
+    def put_experiment(self, experiment_id: str, doc: dict[str, Any]) -> None:
+        """Create or replace one experiment's definition and state."""
+        self._upsert(experiments_t, [{"id": experiment_id, "doc": doc,
+                                      "updated_at": datetime.now(UTC).timestamp()}])
+
+    def get_experiment(self, experiment_id: str) -> dict[str, Any] | None:
+        with self._conn() as conn:
+            doc = conn.execute(sa.select(experiments_t.c.doc)
+                               .where(experiments_t.c.id == experiment_id)).scalar_one_or_none()
+        return None if doc is None else dict(doc)
+
+    def list_experiments(self) -> list[dict[str, Any]]:
+        """Every experiment's document, by id."""
+        with self._conn() as conn:
+            docs = conn.execute(sa.select(experiments_t.c.doc)
+                                .order_by(experiments_t.c.id)).scalars().all()
+        return [dict(d) for d in docs]
+
+    def add_exposures(self, rows: Sequence[tuple[str, str, str, datetime]]) -> int:
+        """Record (experiment id, unit, variant, time) once per unit and experiment (a
+        unit seen again keeps its first time); how many were new."""
+        if not rows:
+            return 0
+        batch = [{"experiment_id": e, "unit": u, "variant": v, "first_seen": _ts(t)}
+                 for e, u, v, t in rows]
+        _refuse_nul(exposures_t, batch)
+        stmt = self._insert(exposures_t).on_conflict_do_nothing(
+            index_elements=["experiment_id", "unit"]).returning(exposures_t.c.unit)
+        with self.transaction(), self._conn() as conn:
+            return len(self._write(conn, exposures_t, stmt, batch))
+
+    def exposures(self, experiment_id: str) -> pd.DataFrame:
+        """The experiment's units: unit, variant, first_seen (epoch seconds)."""
+        c = exposures_t.c
+        q = sa.select(c.unit, c.variant, c.first_seen).where(c.experiment_id == experiment_id)
+        with self._conn() as conn:
+            rows = conn.execute(q).all()
+        return pd.DataFrame(rows, columns=["unit", "variant", "first_seen"])
+
+    def exposed_events(self, experiment_id: str, types: Sequence[EventType],
+                       since: datetime, until: datetime | None = None, *,
+                       context_path: Sequence[str] | None = None) -> pd.DataFrame:
+        """:meth:`events_window` restricted to the experiment's units (a join through the
+        events' user index, so a report reads only its own units' rows)."""
+        c, x = events_t.c, exposures_t.c
+        ctx: Any = c.context[tuple(context_path)].as_string() if context_path else c.context
+        where: list[Any] = [x.experiment_id == experiment_id,
+                            c.type.in_([t.value for t in types]), c.timestamp >= _ts(since)]
+        if until is not None:
+            where.append(c.timestamp < _ts(until))
+        q = (sa.select(c.user_id, c.item_id, c.type, c.request_id, c.value, c.propensity,
+                       c.timestamp, ctx.label("context"))
+             .select_from(exposures_t.join(events_t, c.user_id == x.unit))
+             .where(*where).order_by(c.seq))
+        with self._conn() as conn:
+            rows = conn.execute(q).all()
+        return pd.DataFrame(rows, columns=["user_id", "item_id", "type", "request_id", "value",
+                                           "propensity", "timestamp", "context"])
 
     # ---- API keys ---------------------------------------------------------------------
     def add_api_key(self, key: ApiKey) -> None:
@@ -646,6 +800,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA secure_delete=ON")  # a forgotten user's rows are zeroed, not just freed
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _json_value(raw: object) -> str | None:
+    """An attribute value as the database returned it (JSON text) in its canonical spelling."""
+    if raw is None:
+        return None
+    try:
+        return attribute_value(json.loads(str(raw)))
+    except ValueError:
+        return None
 
 
 def _item(r: dict[str, Any]) -> Item:

@@ -11,8 +11,11 @@ cost, so they are off by default.
 Each index keeps raw term frequencies (a postings list per term) and document lengths; IDF and
 length normalisation are applied at query time. That is what lets :meth:`BM25Index.add` append
 documents in O(their postings): an eager index (``bm25s``, which this replaces) bakes the corpus
-size and average length into every stored score. A term's weights are cached from its first
-query until the next add, so steady-state queries cost what ``bm25s``'s do. Scores equal
+size and average length into every stored score. Postings are flat CSR arrays, which
+:meth:`BM25Index.state` hands out for saving and :meth:`BM25Index.from_state` takes back
+(memory-mapped: a term that grows afterwards copies its own postings, the rest stay shared).
+A term's weights are cached from its first query until the next add, so steady-state queries
+cost what ``bm25s``'s do. Scores equal
 ``bm25s``'s for every variant (``tests/test_text_bm25.py`` checks this on real titles).
 """
 
@@ -22,8 +25,8 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
-from itertools import chain
+from collections.abc import Iterable, Sequence
+from itertools import chain, islice
 from typing import Any, Literal
 
 import numpy as np
@@ -36,6 +39,7 @@ _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _RUNS = re.compile(rf"([{_CJK}]+)|([^\W_]+)")
 Method = Literal["lucene", "robertson", "atire", "bm25l", "bm25+"]
 _DELTA = 0.5  # bm25l / bm25+ lower bound on a present term's weight (bm25s's default)
+_CHUNK = 8192  # documents tokenised at a time while indexing
 
 
 class BM25Config(BaseModel):
@@ -60,8 +64,13 @@ class BM25Config(BaseModel):
 
 
 class TermIndex:
-    """One BM25 field: term ids, a growable postings list per term (document positions and
-    term frequencies, documents ascending) and document lengths.
+    """One BM25 field: term ids, a postings list per term (document positions and term
+    frequencies, documents ascending) and document lengths.
+
+    Postings are CSR arrays (``offsets`` per term into ``docs``/``tf``) as built by the first
+    :meth:`add` or loaded from a bundle (then memory-mapped, read-only); a term that grows
+    later gets a private growable copy of its postings (``_docs``/``_tf``), so loaded arrays
+    are never written.
 
     Scoring follows Kamphuis et al. (ECIR 2020), as ``bm25s`` does: ``Σ idf(t) · tfc(tf, |d|)``
     over the query's tokens (repeats count again); for ``bm25l``/``bm25+`` a document lacking a
@@ -71,55 +80,108 @@ class TermIndex:
     def __init__(self, k1: float, b: float, method: Method) -> None:
         self.k1, self.b, self.method = k1, b, method
         self.vocab: dict[str, int] = {}
-        self._docs: list[NDArray[np.int32]] = []  # per term; capacity may exceed _df[t]
-        self._tf: list[NDArray[np.float32]] = []
-        self._df: list[int] = []
+        self._freeze(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
+        self._df = np.zeros(0, np.int64)  # per term; capacity may exceed len(vocab)
         self._lens = np.zeros(0, np.float64)  # capacity may exceed n_docs
         self.n_docs = 0
+        self._frozen_docs = 0  # documents in the CSR arrays (all, until an add)
         self._total_len = 0
         # query-time caches, tagged with the generation they were computed at (add bumps it)
         self._generation = 0
         self._dnorm: tuple[int, NDArray[np.float32]] = (-1, np.zeros(0, np.float32))
-        self._cached: list[NDArray[np.float32]] = []
-        self._cached_at: list[int] = []
+        self._cached: dict[int, tuple[int, NDArray[np.float32]]] = {}
 
-    def add(self, docs: Sequence[Sequence[str]]) -> None:
+    def _freeze(self, offsets: NDArray[np.int64], docs: NDArray[np.int32],
+                tf: NDArray[np.float32]) -> None:
+        self._offsets = offsets
+        self._docs = _TermArrays(offsets, docs)
+        self._tf = _TermArrays(offsets, tf)
+
+    def add(self, docs: Iterable[Sequence[str]]) -> None:
         """Append documents (token lists) at positions ``n_docs, n_docs + 1, ...``: their
-        postings go to the end of each term's list, so the cost is O(their tokens)."""
+        postings go to the end of each term's list, so the cost is O(their tokens). ``docs``
+        is consumed in chunks (a generator keeps only one chunk's tokens in memory)."""
         vocab = self.vocab
-        counts = [{vocab.setdefault(w, len(vocab)): c for w, c in Counter(toks).items()}
-                  for toks in docs]
-        new_terms = len(vocab) - len(self._df)
-        self._docs += [np.zeros(0, np.int32)] * new_terms
-        self._tf += [np.zeros(0, np.float32)] * new_terms
-        self._df += [0] * new_terms
-        self._cached += [np.zeros(0, np.float32)] * new_terms
-        self._cached_at += [-1] * new_terms
-        lens = np.fromiter((len(toks) for toks in docs), np.float64, len(docs))
+        n_terms = len(vocab)
+        parts: list[tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.int64],
+                          NDArray[np.float64]]] = []
+        it = iter(docs)
+        while chunk := list(islice(it, _CHUNK)):
+            counts = [{vocab.setdefault(w, len(vocab)): c for w, c in Counter(toks).items()}
+                      for toks in chunk]
+            per = np.fromiter((len(c) for c in counts), np.int64, len(counts))
+            total = int(per.sum())
+            parts.append((np.fromiter(chain.from_iterable(counts), np.int64, total),
+                          np.fromiter(chain.from_iterable(c.values() for c in counts),
+                                      np.float32, total),
+                          per, np.fromiter((len(t) for t in chunk), np.float64, len(chunk))))
+        if not parts:
+            return
+        terms, tfs, per_doc, lens = (np.concatenate([p[k] for p in parts]) for k in range(4))
+        self._df = put_growing(self._df, n_terms, np.zeros(len(vocab) - n_terms, np.int64))
         start = self.n_docs
         self._lens = put_growing(self._lens, start, lens)
-        self.n_docs += len(docs)
+        self.n_docs += len(lens)
         self._total_len += int(lens.sum())
-        per_doc = [len(c) for c in counts]
-        total = sum(per_doc)
-        terms = np.fromiter(chain.from_iterable(counts), np.int64, total)
-        tfs = np.fromiter(chain.from_iterable(c.values() for c in counts), np.float32, total)
+        total = len(terms)
         rows = np.repeat(np.arange(start, self.n_docs, dtype=np.int32), per_doc)
         order = np.argsort(terms, kind="stable")  # by term, documents stay ascending
         terms, rows, tfs = terms[order], rows[order], tfs[order]
+        self._generation += 1
+        if start == 0 and n_terms == 0:  # the first documents: one CSR build, no copies
+            self._df = np.bincount(terms, minlength=len(vocab)).astype(np.int64)
+            self._freeze(np.concatenate([[0], np.cumsum(self._df)]).astype(np.int64),
+                         rows, tfs)
+            self._frozen_docs = self.n_docs
+            return
         firsts = np.flatnonzero(np.diff(terms, prepend=-1))  # where each term's run starts
         bounds = np.append(firsts, total).tolist()
         for t, a, z in zip(terms[firsts].tolist(), bounds[:-1], bounds[1:], strict=True):
-            df = self._df[t]
-            self._docs[t] = put_growing(self._docs[t], df, rows[a:z])
-            self._tf[t] = put_growing(self._tf[t], df, tfs[a:z])
+            df = int(self._df[t])
+            self._docs[t] = put_growing(self._docs.current(t, df), df, rows[a:z])
+            self._tf[t] = put_growing(self._tf.current(t, df), df, tfs[a:z])
             self._df[t] = df + z - a
-        self._generation += 1
 
     def postings(self, term: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
         """Documents containing ``term`` (ascending) and its frequency in each."""
-        df = self._df[term]
-        return self._docs[term][:df], self._tf[term][:df]
+        df = int(self._df[term])
+        return self._docs.current(term, df)[:df], self._tf.current(term, df)[:df]
+
+    def state(self) -> dict[str, Any]:
+        """Terms (in id order), CSR postings, document lengths: what :meth:`from_state`
+        takes (terms grown since the CSR build are folded in)."""
+        n_terms, n = len(self.vocab), self.n_docs
+        if n == self._frozen_docs and len(self._offsets) == n_terms + 1:
+            offsets, docs, tf = self._offsets, self._docs.flat, self._tf.flat
+        else:
+            lists = [self.postings(t) for t in range(n_terms)]
+            offsets = np.concatenate([[0], np.cumsum(self._df[:n_terms])]).astype(np.int64)
+            docs = np.concatenate([d for d, _ in lists] or [np.zeros(0, np.int32)])
+            tf = np.concatenate([f for _, f in lists] or [np.zeros(0, np.float32)])
+        return {"terms": list(self.vocab), "offsets": offsets, "docs": docs, "tf": tf,
+                "lens": self._lens[:n], "total_len": self._total_len}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], k1: float, b: float, method: Method
+                   ) -> TermIndex:
+        """An index over saved arrays (kept as given: memory-mapped ones stay mapped)."""
+        ix = cls(k1, b, method)
+        terms, offsets, docs, tf = state["terms"], state["offsets"], state["docs"], state["tf"]
+        lens = state["lens"]
+        if not (len(offsets) == len(terms) + 1 and int(offsets[0]) == 0
+                and int(offsets[-1]) == len(docs) == len(tf)):
+            raise ValueError(f"postings offsets ({len(offsets)}, ending at "
+                             f"{int(offsets[-1]) if len(offsets) else None}) do not match "
+                             f"{len(terms)} terms and {len(docs)} postings")
+        ix._df = np.diff(offsets).astype(np.int64)
+        if len(ix._df) and int(ix._df.min()) < 0:
+            raise ValueError("postings offsets decrease")
+        ix.vocab = dict(zip(terms, range(len(terms)), strict=True))
+        ix._freeze(offsets, docs, tf)
+        ix._lens = lens
+        ix.n_docs = ix._frozen_docs = len(lens)
+        ix._total_len = int(state["total_len"])
+        return ix
 
     def _norm(self) -> NDArray[np.float32]:
         """Per document, ``k1·(1 - b + b·|d|/avg)`` (bm25l: without ``k1``)."""
@@ -154,8 +216,9 @@ class TermIndex:
         """``idf · (tfc(tf, |d|) - tfc(0))`` for each document of ``term``'s postings: what
         the term adds to them. Kept until the next :meth:`add` moves IDF and average length."""
         generation = self._generation
-        if self._cached_at[term] == generation:
-            return self._cached[term]
+        hit = self._cached.get(term)
+        if hit is not None and hit[0] == generation:
+            return hit[1]
         docs, tf = self.postings(term)
         k1, idf = np.float32(self.k1), self.idf(len(docs))
         if self.method == "bm25l":
@@ -169,9 +232,8 @@ class TermIndex:
             w += tf
             np.divide(tf, w, out=w)
             w *= np.float32(idf * (self.k1 + 1 if self.method in ("atire", "bm25+") else 1))
-        self._cached[term] = w
-        self._cached_at[term] = generation
-        return self._cached[term]
+        self._cached[term] = (generation, w)
+        return w
 
     def scores(self, tokens: Sequence[str]) -> NDArray[np.float32]:
         """BM25 of a query's tokens for every document."""
@@ -180,12 +242,38 @@ class TermIndex:
         absent = self._absent()
         for t, times in Counter(self.vocab[t] for t in tokens if t in self.vocab).items():
             w = self.weights(t)
-            np.add.at(out, self._docs[t][:self._df[t]], w if times == 1 else w * times)
+            np.add.at(out, self.postings(t)[0], w if times == 1 else w * times)
             if absent:
-                base += times * self.idf(self._df[t]) * absent
+                base += times * self.idf(int(self._df[t])) * absent
         if base:
             out += np.float32(base)
         return out
+
+
+class _TermArrays(dict[int, NDArray[Any]]):
+    """Per-term arrays of a :class:`TermIndex`: private growable buffers of the terms grown
+    since the CSR build; any other term reads (and on ``[t]`` keeps) a view of ``flat``."""
+
+    def __init__(self, offsets: NDArray[np.int64], flat: NDArray[Any]) -> None:
+        super().__init__()
+        self.offsets, self.flat = offsets, flat
+
+    def current(self, term: int, df: int) -> NDArray[Any]:
+        """The term's array (its first ``df`` entries are its postings)."""
+        arr = self.get(term)
+        if arr is not None:
+            return arr
+        if term + 1 < len(self.offsets):
+            a = int(self.offsets[term])
+            return self.flat[a:a + df]
+        return self.flat[:0]
+
+    def __missing__(self, term: int) -> NDArray[Any]:
+        frozen = term + 1 < len(self.offsets)
+        arr = self.current(term, int(self.offsets[term + 1] - self.offsets[term]) if frozen
+                           else 0)
+        self[term] = arr
+        return arr
 
 
 def put_growing(buf: NDArray[Any], at: int, values: NDArray[Any]) -> NDArray[Any]:
@@ -271,14 +359,33 @@ class BM25Index:
         """Append ``texts`` after the indexed documents (cost: their tokens, no refit);
         returns ``self``."""
         texts = _texts(texts, "add")
-        self._fitted().words_.add([self.tokenize(t) for t in texts])
+        self._fitted().words_.add(self.tokenize(t) for t in texts)
         if self.grams_ is not None:
-            self.grams_.add([self.ngrams(t) for t in texts])
+            self.grams_.add(self.ngrams(t) for t in texts)
         return self
 
     @property
     def n_docs(self) -> int:
         return self._fitted().words_.n_docs
+
+    def state(self) -> dict[str, Any]:
+        """The config and both fields' arrays, for :meth:`from_state`."""
+        self._fitted()
+        return {"config": self.config.to_config(), "words": self.words_.state(),
+                "grams": None if self.grams_ is None else self.grams_.state()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> BM25Index:
+        """An index over saved arrays; :meth:`add` still grows it (into private copies)."""
+        ix = cls(BM25Config.from_config(state["config"]))
+        c = ix.config
+        ix.words_ = TermIndex.from_state(state["words"], c.k1, c.b, c.method)
+        ix.grams_ = (None if state["grams"] is None
+                     else TermIndex.from_state(state["grams"], c.k1, c.b, c.method))
+        if (ix.grams_ is None) != (c.char_ngrams == 0) or (
+                ix.grams_ is not None and ix.grams_.n_docs != ix.words_.n_docs):
+            raise ValueError("the n-gram field does not match the word field or the config")
+        return ix
 
     def _fitted(self) -> BM25Index:
         if not hasattr(self, "words_"):

@@ -3,6 +3,7 @@
 from shelfwise.serving.routers import (
     cart,
     events,
+    experiments,
     items,
     privacy,
     promotions,
@@ -12,6 +13,6 @@ from shelfwise.serving.routers import (
 )
 
 ROUTERS = (system.router, users.router, items.router, events.router, promotions.router,
-           search.router, cart.router, privacy.router)
+           search.router, cart.router, privacy.router, experiments.router)
 
 __all__ = ["ROUTERS"]

@@ -1,24 +1,30 @@
-"""``/v1/users/{id}/…``: the feed, the profile and promotions of one user."""
+"""``/v1/users/{id}/…``: the feed, the profile and promotions of one user (read scope), and
+their onboarding picks (ingest scope)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
 from shelfwise.apikeys import Scope
+from shelfwise.services.onboarding import onboard
 from shelfwise.serving.auth import requires
 from shelfwise.serving.deps import DiversityQuery, EngineDep, LangDep, N, UserPath
 from shelfwise.serving.schemas import (
     FeedResponse,
     InterestOut,
+    OnboardingRequest,
+    OnboardingResponse,
     ProfileResponse,
     PromotionRequest,
     PromotionsResponse,
 )
 
-router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[requires(Scope.READ)])
+router = APIRouter(prefix="/v1")  # each route declares its scope (reads, and onboarding)
+READ, INGEST = [requires(Scope.READ)], [requires(Scope.INGEST)]
 
 
-@router.get("/users/{user_id}/feed", response_model=FeedResponse)
+@router.get("/users/{user_id}/feed", response_model=FeedResponse, tags=["recommendations"],
+            dependencies=READ)
 def feed(
     user_id: UserPath,
     engine: EngineDep,
@@ -36,7 +42,8 @@ def feed(
                        diversity=diversity, lang=lang)
 
 
-@router.get("/users/{user_id}/profile", response_model=ProfileResponse)
+@router.get("/users/{user_id}/profile", response_model=ProfileResponse,
+            tags=["recommendations"], dependencies=READ)
 def profile(
     user_id: UserPath,
     engine: EngineDep,
@@ -53,9 +60,21 @@ def profile(
 
 
 @router.post("/users/{user_id}/promotions", response_model=PromotionsResponse,
-             tags=["promotions"])
+             tags=["recommendations", "promotions"], dependencies=READ)
 def choose_promotions(user_id: UserPath, body: PromotionRequest,
                       engine: EngineDep, lang: LangDep) -> PromotionsResponse:
     """The bandit's choice among the user's eligible promotions, logged with its
     propensity as a promotion_shown event before this answer is sent."""
     return engine.promotions(user_id, body.n, lang=lang)
+
+
+@router.post("/users/{user_id}/onboarding", response_model=OnboardingResponse,
+             tags=["feedback"], dependencies=INGEST)
+def onboarding(user_id: UserPath, body: OnboardingRequest,
+               engine: EngineDep) -> OnboardingResponse:
+    """A new shopper's picks, so the very next feed follows them: items become ``view``
+    events (context ``onboarding: true``; a repeated submission stores nothing new),
+    categories are merged into the user attribute ``interests``. Unknown items or categories
+    are a 404 naming them, and nothing is stored."""
+    return onboard(engine, user_id, body.items, body.categories)
+

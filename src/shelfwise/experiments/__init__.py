@@ -1,0 +1,1 @@
+"""Online experiments: assignment, storage, statistics and reports (issue 16)."""
