@@ -159,6 +159,7 @@ def test_forget_user_leaves_no_row_no_cache_and_a_cold_start(shop: tuple[str, Pa
         assert cold["cold_start"]
         assert [i["item_id"] for i in cold["items"]] == [i["item_id"] for i in stranger["items"]]
         assert client.get(f"/v1/users/{GONE}/profile").json()["history_length"] == 0
+        engine.experiments.flush()  # the writer thread would store it within a second
         again = client.delete(f"/v1/users/{GONE}").json()
         # the cold feed above was a new visit after the erasure: its exposure is new too
         assert again["rows"] == {"events": 0, "users": 0, "exposures": 1}
