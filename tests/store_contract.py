@@ -692,6 +692,11 @@ class StoreContract:
         assert store.forget_user("never-seen").rows == {"events": 0, "users": 0,
                                                         "exposures": 0}
         assert [t.user_hash for t in store.tombstones(tomb.seq)] == [user_hash("never-seen")]
+        # a queued exposure dated before the erasure is refused, a later visit kept
+        late = [("exp1", gone, "B", before - timedelta(seconds=1)),
+                ("exp2", gone, "A", datetime.now(UTC) + timedelta(seconds=5))]
+        assert store.add_exposures(late) == 1, "a queued exposure from before is refused"
+        assert list(store.exposures("exp1")["unit"]) == [kept]
 
     def test_forgotten_users_events_from_before_are_refused_later_ones_kept(
         self, store: Store, reopened: list[Store]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,27 +88,35 @@ def tombstones(conn: Connection, metadata: sa.MetaData, after: int) -> list[Tomb
             for s, h, t in conn.execute(q)]
 
 
+def forgotten_at(conn: Connection, metadata: sa.MetaData,
+                 users: Iterable[str]) -> dict[str, float]:
+    """When each of ``users`` was last forgotten (epoch seconds), for those with a
+    tombstone."""
+    tomb = metadata.tables[FORGOTTEN]
+    if conn.execute(sa.select(tomb.c.seq).limit(1)).first() is None:
+        return {}  # nobody forgotten (the usual case): no per-row work on bulk imports
+    hashes = {user_hash(u): u for u in users}
+    keys = list(hashes)
+    out: dict[str, float] = {}
+    for start in range(0, len(keys), _CHUNK):
+        q = sa.select(tomb.c.user_hash, tomb.c.forgotten_at).where(
+            tomb.c.user_hash.in_(keys[start:start + _CHUNK]))
+        for key, at in conn.execute(q):
+            out[hashes[key]] = max(at, out.get(hashes[key], at))
+    return out
+
+
 def drop_forgotten(conn: Connection, metadata: sa.MetaData,
                    rows: Sequence[tuple[str, str, float]]) -> int:
     """Delete the just-written events ``rows`` (id, user id, epoch time) of users forgotten at
     or after the event's time; how many. Runs after the insert in the writing transaction (see
     the module doc). No such event was stored before the insert (the erasure deleted them and
     every later write passes through here), so the count is of rows this insert wrote."""
-    tomb = metadata.tables[FORGOTTEN]
-    if conn.execute(sa.select(tomb.c.seq).limit(1)).first() is None:
-        return 0  # nobody forgotten (the usual case): no per-row work on bulk imports
-    by_user: dict[str, list[tuple[str, float]]] = {}
-    for event_id, user_id, at in rows:
-        by_user.setdefault(user_id, []).append((event_id, at))
-    hashes = {user_hash(u): u for u in by_user}
+    gone = forgotten_at(conn, metadata, {u for _, u, _ in rows})
+    if not gone:
+        return 0
+    late = [e for e, u, at in rows if u in gone and at <= gone[u]]
     events = metadata.tables["events"]
-    keys = list(hashes)
-    late: list[str] = []
-    for start in range(0, len(keys), _CHUNK):
-        q = sa.select(tomb.c.user_hash, tomb.c.forgotten_at).where(
-            tomb.c.user_hash.in_(keys[start:start + _CHUNK]))
-        for key, forgotten_at in conn.execute(q):
-            late += [e for e, at in by_user[hashes[key]] if at <= forgotten_at]
     deleted = 0
     for start in range(0, len(late), _CHUNK):
         deleted += conn.execute(events.delete().where(

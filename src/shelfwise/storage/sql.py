@@ -620,16 +620,19 @@ class SqlStore:
 
     def add_exposures(self, rows: Sequence[tuple[str, str, str, datetime]]) -> int:
         """Record (experiment id, unit, variant, time) once per unit and experiment (a
-        unit seen again keeps its first time); how many were new."""
+        unit seen again keeps its first time); how many were new. Like event writes, an
+        exposure dated at or before its unit's erasure is refused (a late write from a queue)."""
         if not rows:
             return 0
-        batch = [{"experiment_id": e, "unit": u, "variant": v, "first_seen": _ts(t)}
-                 for e, u, v, t in rows]
-        _refuse_nul(exposures_t, batch)
         stmt = self._insert(exposures_t).on_conflict_do_nothing(
             index_elements=["experiment_id", "unit"]).returning(exposures_t.c.unit)
         with self.transaction(), self._conn() as conn:
-            return len(self._write(conn, exposures_t, stmt, batch))
+            erasure.lock(conn, exclusive=False)  # orders this write and any erasure
+            gone = erasure.forgotten_at(conn, metadata, {u for _, u, _, _ in rows})
+            batch = [{"experiment_id": e, "unit": u, "variant": v, "first_seen": _ts(t)}
+                     for e, u, v, t in rows if u not in gone or (_ts(t) or 0.0) > gone[u]]
+            _refuse_nul(exposures_t, batch)
+            return len(self._write(conn, exposures_t, stmt, batch)) if batch else 0
 
     def exposures(self, experiment_id: str) -> pd.DataFrame:
         """The experiment's units: unit, variant, first_seen (epoch seconds)."""
