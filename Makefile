@@ -9,7 +9,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-slow lint typecheck bench clean
+.PHONY: setup browser demo test test-slow lint typecheck bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# Debian's Chromium for the dashboard's browser tests (Playwright drives it; no browser download)
+browser:
+	@bash scripts/setup-browser.sh
+
 demo: setup
 	$(BIN)/shelfwise demo
 
@@ -29,7 +33,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/pytest
 
 test-slow: setup

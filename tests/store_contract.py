@@ -405,6 +405,33 @@ class StoreContract:
         assert [ids(b) for b in store.iter_events()] == [[f"e{k}" for k in range(7)]]
         assert batches[0][1] == ev("e1", user="u1", t=99)
 
+    def test_daily_event_counts_are_incremental_by_arrival(self, store: Store) -> None:
+        day0 = int(T0.timestamp() // 86400)
+        frame, last = store.daily_event_counts()
+        assert frame.empty and last == 0
+        store.add_events([ev("a", t=0), ev("b", t=60, type=VIEW), ev("c", t=86400),
+                          ev("d", item="i2", t=86401)])
+        frame, last = store.daily_event_counts()
+        got = {(int(r.day), r.type, int(r.n)) for r in frame.itertuples()}
+        assert got == {(day0, "click", 1), (day0, "view", 1), (day0 + 1, "click", 2)}
+        store.add_events([ev("e", t=2 * 86400)])
+        more, last2 = store.daily_event_counts(after_seq=last)
+        assert [(int(r.day), int(r.n)) for r in more.itertuples()] == [(day0 + 2, 1)]
+        assert store.daily_event_counts(after_seq=last2)[0].empty
+        one, _ = store.daily_event_counts(item_id="i2")
+        assert [(int(r.day), r.type, int(r.n)) for r in one.itertuples()] == [
+            (day0 + 1, "click", 1)]
+
+    def test_user_first_days_and_item_created_days(self, store: Store) -> None:
+        day0 = int(T0.timestamp() // 86400)
+        store.add_events([ev("a", user="u1", t=0), ev("b", user="u2", t=86400),
+                          ev("c", user="u1", t=2 * 86400), ev("d", user="u3", t=86400 + 5)])
+        assert store.user_first_days().to_dict() == {day0: 1, day0 + 1: 2}
+        store.upsert_items([full_item("i1"), full_item("i2"),
+                            Item(id="i3", title="no date")])
+        created = int(full_item().created_at.timestamp() // 86400)  # type: ignore[union-attr]
+        assert store.item_created_days().to_dict() == {created: 2}
+
     def test_events_of_type_in_arrival_order(self, store: Store) -> None:
         store.add_events([ev("v1", t=9, type=VIEW), ev("c1", t=5), ev("v2", t=1, type=VIEW),
                           ev("c2", user="u2", t=0)])

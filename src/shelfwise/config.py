@@ -31,6 +31,7 @@ from pydantic import (
 
 from shelfwise.apikeys import AuthConfig
 from shelfwise.bundle.config import TrainConfig
+from shelfwise.dashboard.settings import DashboardConfig
 from shelfwise.exceptions import ConfigError
 from shelfwise.experiments.service import ExperimentsConfig
 from shelfwise.privacy.pseudonym import MIN_SECRET, Pseudonymizer
@@ -148,6 +149,7 @@ class ServeConfig(_Section):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig)
     cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
 
 class EvaluateConfig(_Section):

@@ -87,7 +87,8 @@ def register(app: typer.Typer) -> None:
             f"  curl -X POST {base}/v1/events -H 'content-type: application/json' \\\n"
             f"       -d '{{\"events\": [{{\"id\": \"demo-1\", \"type\": \"click\", "
             f"\"user_id\": \"someone-new\", \"item_id\": \"{item}\"}}]}}'\n"
-            f"  open {base}/docs                                  # OpenAPI docs"
+            f"  open {base}/docs                                  # OpenAPI docs\n"
+            f"  open {base}/dashboard                             # the dashboard"
         )
         store.close()
         if serve:

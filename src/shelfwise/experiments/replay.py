@@ -19,8 +19,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
-from shelfwise.data.schemas import EventType
+from shelfwise.data.schemas import Event, EventType
 from shelfwise.exceptions import InvalidRequestError
 from shelfwise.policies.base import BasePolicy
 from shelfwise.policies.offline import policy_distribution, train_on_head
@@ -38,14 +39,35 @@ class LoggedDecisions:
     """Arm names in index order (generators for exploration, promotion ids)."""
     start: datetime | None
     end: datetime | None
+    times: NDArray[np.float64] | None = None
+    """Epoch seconds of each decision, in log order."""
+
+
+def _frame(events: list[Event]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(e.user_id, e.item_id, str(e.type), e.request_id, e.value, e.propensity,
+          e.timestamp.timestamp(), e.context) for e in events],
+        columns=["user_id", "item_id", "type", "request_id", "value", "propensity",
+                 "timestamp", "context"])
 
 
 def logged_decisions(store: Store, surface: Surface, *, since: datetime | None = None,
                      until: datetime | None = None) -> LoggedDecisions:
-    """The stored decisions of ``surface`` with their rewards, oldest first."""
+    """The stored decisions of ``surface`` with their rewards, oldest first.
+
+    The database picks the decisions out (a JSON path of their context) and their outcomes
+    come through the request-id index, so a store of a million clicks is not read to score a
+    few thousand decisions."""
     since = since or datetime.fromtimestamp(0).astimezone()
+    kind, path = ((EventType.IMPRESSION, "source") if surface == "exploration"
+                  else (EventType.PROMOTION_SHOWN, "promotion_id"))
+    marked = store.events_window([kind], since, until, context_path=[path])
+    requests = sorted(set(marked["request_id"].dropna()))
+    shown = _frame(store.events_for_requests(requests, types=[kind]))
+    if not shown.empty:
+        shown = shown[(shown["timestamp"] >= since.timestamp()) & (
+            shown["timestamp"] < (until.timestamp() if until else float("inf")))]
     if surface == "exploration":
-        shown = store.events_window([EventType.IMPRESSION], since, until)
         keep = [isinstance(c, dict) and bool(c.get("explore")) and c.get("source") is not None
                 and c.get("x") is not None for c in shown["context"]]
         shown = shown[np.asarray(keep, bool)]
@@ -53,7 +75,6 @@ def logged_decisions(store: Store, surface: Surface, *, since: datetime | None =
         reward_types: tuple[EventType, ...] = _EXPLORE_REWARDS
         join = ["request_id", "item_id"]
     else:
-        shown = store.events_window([EventType.PROMOTION_SHOWN], since, until)
         keep = [isinstance(c, dict) and c.get("promotion_id") is not None
                 and c.get("x") is not None for c in shown["context"]]
         shown = shown[np.asarray(keep, bool)]
@@ -67,8 +88,9 @@ def logged_decisions(store: Store, surface: Surface, *, since: datetime | None =
             + ("; turn on feed exploration slots (serve.exploration.slots)" if
                surface == "exploration" else "; serve promotions first"))
     shown = shown.assign(arm=arm_key)
-    outcomes = store.events_window(list(reward_types), since, None)
-    outcomes = outcomes[outcomes["request_id"].isin(set(shown["request_id"]))]
+    outcomes = _frame(store.events_for_requests(sorted(set(shown["request_id"])),
+                                                types=list(reward_types)))
+    outcomes = outcomes[outcomes["timestamp"] >= since.timestamp()]
     if surface == "promotions":
         outcomes = outcomes.assign(arm=[
             str(c.get("promotion_id")) if isinstance(c, dict) else "" for c in outcomes["context"]])
@@ -84,7 +106,8 @@ def logged_decisions(store: Store, surface: Surface, *, since: datetime | None =
                                 rows["propensity"], contexts=x, n_actions=len(arms))
     ts = rows["timestamp"]
     return LoggedDecisions(log, arms, datetime.fromtimestamp(float(ts.min())).astimezone(),
-                           datetime.fromtimestamp(float(ts.max())).astimezone())
+                           datetime.fromtimestamp(float(ts.max())).astimezone(),
+                           ts.to_numpy(np.float64))
 
 
 @dataclass

@@ -91,13 +91,13 @@ def analyse(data: ExperimentData, *, revenue_method: RevenueMethod = "welch",
 def _summary(v: VariantData, alpha: float) -> dict[str, Any]:
     imps, clicks = int(v.impressions.sum()), int(v.clicks.sum())
     return {"users": v.n, "impressions": imps, "clicks": clicks,
-            "ctr": _ratio(v.clicks, v.impressions, alpha),
+            "ctr": ratio_estimate(v.clicks, v.impressions, alpha),
             "cart_rate": stats.proportion(int(v.carted.sum()), v.n, alpha).to_record(),
             "conversion": stats.proportion(int(v.purchased.sum()), v.n, alpha).to_record(),
             "revenue_per_user": stats.mean(v.revenue, alpha).to_record() if v.n else None}
 
 
-def _ratio(num: np.ndarray, den: np.ndarray, alpha: float) -> dict[str, Any]:
+def ratio_estimate(num: np.ndarray, den: np.ndarray, alpha: float) -> dict[str, Any]:
     """ΣX / ΣY with a delta-method interval over users (as ``ratio_test`` compares them)."""
     n, total = len(num), float(den.sum())
     if total <= 0:
@@ -142,6 +142,10 @@ def _planning(base: VariantData, mde: float, alpha: float, power: float) -> dict
     r = clicks / imps
     sd = math.sqrt(float((base.clicks - r * base.impressions).var(ddof=1))) / float(
         base.impressions.mean())
+    if sd <= 0:  # every control user has the same CTR so far
+        out.update(control_ctr=r, per_user_sd=0.0,
+                   note="every control user has the same CTR so far: no spread to plan from")
+        return out
     needed = stats.sample_size_mean(r, sd, mde, alpha, power)
     out.update(control_ctr=r, per_user_sd=sd, users_per_variant=needed.per_variant,
                _needed=needed)

@@ -20,7 +20,7 @@ from shelfwise.bundle.bundle import Bundle, load_bundle
 from shelfwise.config import ShelfwiseConfig
 from shelfwise.data.schemas import Event, Item, Promotion, User
 from shelfwise.exceptions import InvalidRequestError, NotFoundError
-from shelfwise.experiments.data import collect
+from shelfwise.experiments.data import ExperimentData, collect
 from shelfwise.experiments.report import Report, analyse
 from shelfwise.experiments.service import ExperimentService, merge
 from shelfwise.privacy.erasure import Erasures
@@ -200,8 +200,9 @@ class Engine:
         self.erasures.sync()  # users forgotten by another worker leave this one's memory
         slate.user_id, slate.session_id = self._user(slate.user_id), self._session(
             slate.session_id)
-        self._assign(slate)
-        if slate.surface == "feed":
+        if not slate.preview:
+            self._assign(slate)
+        if slate.surface == "feed" and not slate.preview:
             slate.explore_slots = self.explorer.slots_for(
                 slate.n, slate.explore if slate.explore is not None else
                 slate.overrides.explore) if "explore" in self.settings.stages.feed else 0
@@ -250,24 +251,26 @@ class Engine:
 
     def feed(self, user_id: str, n: int = 10, *, exclude_seen: bool = True,
              explore: int | None = None, diversity: float | None = None,
-             lang: str | None = None) -> FeedResponse:
+             lang: str | None = None, preview: bool = False) -> FeedResponse:
         """The user's feed (a user id never seen is a cold start: popular items);
-        ``diversity`` in [0, 1] is the re-ranking knob (None: the config default)."""
+        ``diversity`` in [0, 1] is the re-ranking knob (None: the config default);
+        ``preview``: a look that no shopper is shown (nothing logged, no experiment)."""
         slate = self._run(Slate("feed", uuid.uuid4().hex, n, [], user_id=user_id,
                                 explore=explore, exclude_seen=exclude_seen,
-                                diversity=diversity, lang=lang))
+                                diversity=diversity, lang=lang, preview=preview))
         return FeedResponse(request_id=slate.request_id, model_version=slate.meta["model_version"],
                             user_id=user_id, cold_start=slate.cold_start,
                             experiments=slate.experiments,
                             items=[self._item(c) for c in slate.items])
 
     def similar(self, item_id: str, n: int = 10, *, user_id: str | None = None,
-                session_id: str | None = None,
-                diversity: float | None = None, lang: str | None = None) -> SimilarResponse:
+                session_id: str | None = None, diversity: float | None = None,
+                lang: str | None = None, preview: bool = False) -> SimilarResponse:
         """Items like ``item_id`` (an unknown id is a NotFoundError)."""
         slate = self._run(Slate("similar", uuid.uuid4().hex, n, [], user_id=user_id,
                                 session_id=session_id, item_id=item_id,
-                                log={"item": item_id}, diversity=diversity, lang=lang))
+                                log={"item": item_id}, diversity=diversity, lang=lang,
+                                preview=preview))
         return SimilarResponse(request_id=slate.request_id,
                                model_version=slate.meta["model_version"],
                                item_id=item_id, cold_start=slate.cold_start,
@@ -321,11 +324,12 @@ class Engine:
 
     # ---- cart ------------------------------------------------------------------------------
     def cart(self, items: Sequence[str], user_id: str | None = None, n: int = 10, *,
-             session_id: str | None = None, lang: str | None = None) -> CartResponse:
+             session_id: str | None = None, lang: str | None = None,
+             preview: bool = False) -> CartResponse:
         """Items to add next to a cart (ids in add order)."""
         slate = self._run(Slate("cart", uuid.uuid4().hex, n, [], user_id=user_id,
                                 session_id=session_id, given=list(items),
-                                log={"cart": list(items)[-50:]}, lang=lang))
+                                log={"cart": list(items)[-50:]}, lang=lang, preview=preview))
         catalog = self.recommender.catalog
         meta = slate.meta
         return CartResponse(
@@ -358,6 +362,11 @@ class Engine:
     # ---- experiments -----------------------------------------------------------------------
     def experiment_report(self, experiment_id: str) -> Report:
         """The experiment's report so far (:mod:`shelfwise.experiments.report`)."""
+        return analyse(self.experiment_data(experiment_id))
+
+    def experiment_data(self, experiment_id: str) -> ExperimentData:
+        """Per-unit outcomes of a started experiment, with what this process has queued
+        (impressions, exposures) stored first."""
         exp = self.experiments.get(experiment_id)
         if exp.started_at is None:
             raise InvalidRequestError(f"experiment {exp.id!r} was never started: nothing to "
@@ -366,7 +375,7 @@ class Engine:
         for child in self._variants.values():
             child.impressions.flush()
         self.experiments.flush()
-        return analyse(collect(self.store, exp))
+        return collect(self.store, exp)
 
     # ---- writes ----------------------------------------------------------------------------
     def track(self, events: Iterable[EventIn | Event | Mapping[str, Any]]) -> EventsAccepted:

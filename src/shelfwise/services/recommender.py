@@ -325,13 +325,15 @@ class Recommender:
         return out
 
     def feed(self, user_id: str, n: int = 10, *, exclude_seen: bool = True,
-             pipeline: bool = True) -> RecommendationList:
+             pipeline: bool = True, history: NDArray[np.int64] | None = None
+             ) -> RecommendationList:
         """Personal feed. A user with at most ``cold_start.max_history`` interactions and
         queries, picked categories or group attributes gets their cold profile; one with no
         history and nothing else the cold-start generator's list. New items are placed into
         personal lists by their text (:meth:`with_new_items`). ``pipeline=False`` serves
-        the blend even when the bundle has a two-stage pipeline (an experiment's variant)."""
-        history = self.history(user_id)
+        the blend even when the bundle has a two-stage pipeline (an experiment's variant);
+        ``history`` replaces the stored one (what the feed was before an event)."""
+        history = self.history(user_id) if history is None else history
         exclude = sorted_unique(history) if exclude_seen else np.empty(0, np.int64)
         cfg = self.cold_config
         if cfg.enabled and len(history) <= cfg.max_history:

@@ -248,6 +248,35 @@ class SearchService:
             cand = index.retrieve(query, allowed=self._allowed(filters, index.n_docs))
             return self._rank(query, cand, feats, user, n, use_ranker)
 
+    def compare(self, query: str, user_id: str | None = None, n: int = 10
+                ) -> tuple[list[str], SearchResult, list[dict[str, float]]]:
+        """The fused retrieval order (top ``n``), the served order for ``user_id`` and, per
+        served item, each feature's contribution to its score (the ranker's SHAP values,
+        bias left out; without a ranker the fused score and the profile nudge): what moved
+        each item between the two orders."""
+        user = self._user(user_id)
+        with self._lock:
+            index, feats = self._ensure_index()
+            cand = index.retrieve(query, allowed=self._allowed(None, index.n_docs))
+            fused = np.lexsort((cand.index, -cand.fused))[:n]
+            result = self._rank(query, cand, feats, user, n)
+            at = {self.rec.items.external(int(cand.index[j])): j for j in range(len(cand.index))}
+            rows = np.asarray([at[h.item_id] for h in result.hits], np.int64)
+            contrib: list[dict[str, float]] = []
+            if self.ranker is not None and len(rows):
+                cols = self.ranker.columns(FEATURES)
+                x = feats.build(query, cand, user)[rows][:, cols]
+                values = self.ranker.contributions(x)[:, :-1]
+                names = [FEATURES[c] for c in cols]
+                contrib = [{f: float(v) for f, v in zip(names, r, strict=True) if v != 0}
+                           for r in values]
+            else:
+                for h in result.hits:
+                    j = at[h.item_id]
+                    contrib.append({"fused": float(cand.fused[j]),
+                                    "profile_sim": float(h.score - cand.fused[j])})
+        return [self.rec.items.external(int(cand.index[j])) for j in fused], result, contrib
+
     def rerank(self, query: str, item_ids: Sequence[str], user_id: str | None = None, *,
                use_ranker: bool = True) -> SearchResult:
         user = self._user(user_id)

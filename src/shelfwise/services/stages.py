@@ -96,6 +96,9 @@ class Slate:
     """Experiment id -> the variant this request's unit is in (logged with the impressions)."""
     overrides: Overrides = field(default_factory=Overrides)
     """What the request's variants change (merged over all its experiments)."""
+    preview: bool = False
+    """A look at the list that no shopper is shown (the dashboard): no experiment
+    assignment or exposure, no exploration slots, no impressions logged."""
 
 
 def from_recommendations(result: RecommendationList) -> list[Candidate]:
@@ -264,6 +267,8 @@ class LogImpressions:
         self.engine = engine
 
     def __call__(self, slate: Slate) -> None:
+        if slate.preview:
+            return
         shown = [c.item_id for c in slate.items if c.reason != "explore"]
         self.engine.impressions.log(slate.surface, slate.request_id, slate.user_id, shown,
                                     session_id=slate.session_id, bundle=self.engine.version,

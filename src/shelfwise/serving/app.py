@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from shelfwise import __version__
 from shelfwise.config import ShelfwiseConfig
+from shelfwise.dashboard.app import install_dashboard
 from shelfwise.exceptions import (
     ConflictError,
     InvalidRequestError,
@@ -45,7 +46,11 @@ def create_app(store_url: str | None = None, bundle_path: Path | str | None = No
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if app.state.metrics is not None:  # gauges refreshed in the background while serving
             app.state.metrics.start()
+        if app.state.dashboard is not None:  # the overview's counts, kept up to date
+            app.state.dashboard.activity.start()
         yield
+        if app.state.dashboard is not None:
+            app.state.dashboard.activity.stop()
         built.impressions.close()  # queued impressions are stored before the process exits
         built.experiments.close()  # and queued experiment exposures
         if app.state.metrics is not None:
@@ -81,5 +86,6 @@ def create_app(store_url: str | None = None, bundle_path: Path | str | None = No
     for router in ROUTERS:
         app.include_router(router)
     install_monitoring(app, engine, engine.settings.monitoring)  # /metrics, request log
+    install_dashboard(app, engine)  # /dashboard, when [serve.dashboard] enabled
     check_routes(app)  # every route declares its scope (or that it is public)
     return app

@@ -194,7 +194,7 @@ class Store(Protocol):
                       until: datetime | None = None, *,
                       context_path: Sequence[str] | None = None) -> pd.DataFrame:
         """Events of ``types`` in ``[since, until)`` with user, item, type, request id,
-        value, propensity, timestamp and context columns, in arrival order; with
+        value, propensity, timestamp, context and query columns, in arrival order; with
         ``context_path``, only those with a value at that path of their context, which
         replaces the context."""
         ...
@@ -221,6 +221,23 @@ class Store(Protocol):
                        since: datetime, until: datetime | None = None, *,
                        context_path: Sequence[str] | None = None) -> pd.DataFrame:
         """Like :meth:`events_window`, for the experiment's units only."""
+        ...
+
+    def daily_event_counts(self, *, after_seq: int = 0, item_id: str | None = None
+                           ) -> tuple[pd.DataFrame, int]:
+        """Events per UTC day (``day``: days since the epoch) and ``type`` (column ``n``)
+        among events stored after arrival number ``after_seq`` (of one item when given), and
+        the last arrival number counted (``after_seq`` when none): for incremental totals."""
+        ...
+
+    def user_first_days(self) -> pd.Series:
+        """How many users had their first event on each UTC day (index: days since the
+        epoch, ascending)."""
+        ...
+
+    def item_created_days(self) -> pd.Series:
+        """How many catalog items were created on each UTC day (items without a creation
+        time are left out; index: days since the epoch, ascending)."""
         ...
 
     def items_frame(self) -> pd.DataFrame:

@@ -566,11 +566,55 @@ class SqlStore:
             ctx = c.context[tuple(context_path)].as_string()
             where.append(ctx.is_not(None))
         q = (sa.select(c.user_id, c.item_id, c.type, c.request_id, c.value, c.propensity,
-                       c.timestamp, ctx.label("context")).where(*where).order_by(c.seq))
+                       c.timestamp, ctx.label("context"), c.query).where(*where)
+             .order_by(c.seq))
         with self._conn() as conn:
             rows = conn.execute(q).all()
         return pd.DataFrame(rows, columns=["user_id", "item_id", "type", "request_id", "value",
-                                           "propensity", "timestamp", "context"])
+                                           "propensity", "timestamp", "context", "query"])
+
+    def _day(self, column: Any) -> Any:
+        """Days since the epoch of an epoch-seconds column (SQLite's CAST truncates, which
+        is the floor for times after 1970; PostgreSQL's rounds, so it floors first)."""
+        days = column / 86400
+        if self.engine.dialect.name != "sqlite":
+            days = sa.func.floor(days)
+        return sa.cast(days, sa.BigInteger)
+
+    def daily_event_counts(self, *, after_seq: int = 0, item_id: str | None = None
+                           ) -> tuple[pd.DataFrame, int]:
+        c = events_t.c
+        day = self._day(c.timestamp).label("day")
+        where: list[Any] = [c.seq > after_seq]
+        if item_id is not None:
+            where.append(c.item_id == item_id)
+        with self._conn() as conn:
+            last = conn.execute(sa.select(sa.func.max(c.seq))).scalar_one_or_none()
+            if last is None or last <= after_seq:
+                return pd.DataFrame(columns=["day", "type", "n"]), after_seq
+            where.append(c.seq <= last)  # rows stored while this runs count next time
+            rows = conn.execute(sa.select(day, c.type, sa.func.count().label("n"))
+                                .where(*where).group_by(day, c.type)).all()
+        frame = pd.DataFrame(rows, columns=["day", "type", "n"])
+        return frame.astype({"day": "int64", "n": "int64"}), int(last)
+
+    def user_first_days(self) -> pd.Series:
+        c = events_t.c
+        first = (sa.select(sa.func.min(c.timestamp).label("t")).group_by(c.user_id)
+                 .subquery())
+        day = self._day(first.c.t).label("day")
+        with self._conn() as conn:
+            rows = conn.execute(sa.select(day, sa.func.count()).group_by(day)
+                                .order_by(day)).all()
+        return pd.Series({int(d): int(n) for d, n in rows}, dtype="int64")
+
+    def item_created_days(self) -> pd.Series:
+        c = items_t.c
+        day = self._day(c.created_at).label("day")
+        with self._conn() as conn:
+            rows = conn.execute(sa.select(day, sa.func.count()).where(
+                c.created_at.is_not(None)).group_by(day).order_by(day)).all()
+        return pd.Series({int(d): int(n) for d, n in rows}, dtype="int64")
 
     def items_frame(self) -> pd.DataFrame:
         """The catalog in first-insertion order (training numbers items in this order)."""
