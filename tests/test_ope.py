@@ -233,3 +233,34 @@ def test_cli_smoke(tmp_path: Path) -> None:
     res = runner.invoke(_cli_app(), [*args, "--policy", "linucb", "--features", "nope"])
     assert res.exit_code == 2
     assert "nope" in res.output
+
+
+def test_mse_selection_trades_variance_against_the_estimated_bias() -> None:
+    from shelfwise.policies.ope import mse_select
+
+    rng = np.random.default_rng(0)
+    noisy = {c: rng.normal(0.0, 10.0 / c, 4000) for c in (1.0, 10.0, 100.0)}
+    # no bias anywhere: the lowest variance wins
+    assert mse_select([1.0, 10.0, 100.0], noisy.__getitem__, lambda c: np.zeros(4000)) == 100.0
+    # a large bias on the low-variance candidates: the unbiased, noisier one wins
+    biased = {1.0: 0.0, 10.0: 0.5, 100.0: 1.0}
+    assert mse_select([1.0, 10.0, 100.0], noisy.__getitem__,
+                      lambda c: np.full(4000, biased[c])) == 1.0
+
+
+def test_dros_selection_by_mse_or_slope_and_the_default_reward_model() -> None:
+    from shelfwise.policies.ope import default_reward_model, make_terms
+
+    log, x = ENV.log(3000, np.random.default_rng(7))
+    pi = ENV.pi_eval(x)
+    assert isinstance(default_reward_model(log), LogisticRewardModel)  # 0/1 rewards
+    graded = BanditLog.from_arrays(log.actions, log.rewards * 2.5, log.propensities,
+                                   contexts=log.contexts, n_actions=K)
+    assert isinstance(default_reward_model(graded), RidgeRewardModel)
+    q = cross_fit(default_reward_model(log), log.contexts, log.actions, log.rewards)
+    terms = make_terms(log, pi, q)
+    by_mse = DRos(selection="mse").estimate_terms(terms)
+    by_slope = DRos().estimate_terms(terms)
+    grid = DRos().candidates
+    assert by_mse.params["shrinkage"] in grid and by_slope.params["shrinkage"] in grid
+    assert abs(by_mse.value - TRUE_V) < 0.05 and abs(by_slope.value - TRUE_V) < 0.05

@@ -74,12 +74,14 @@ def arm_codes(*series: pd.Series) -> tuple[list[np.ndarray], list[str]]:
     return [s.astype(str).map(index).to_numpy(np.int64) for s in series], labels
 
 
-def _reward_model(name: str, n_actions: int) -> RewardModel:
+def _reward_model(name: str, n_actions: int) -> RewardModel | None:
+    if name == "auto":
+        return None  # evaluate_policy picks by the rewards (default_reward_model)
     if name == "ridge":
         return RidgeRewardModel(n_actions=n_actions)
     if name == "logistic":
         return LogisticRewardModel(n_actions=n_actions)
-    raise ConfigError(f"unknown reward model {name!r}: use ridge or logistic")
+    raise ConfigError(f"unknown reward model {name!r}: use auto, ridge or logistic")
 
 
 def _interval(name: str, bootstrap: str) -> IntervalMethod | None:
@@ -137,8 +139,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         estimators: Annotated[str, typer.Option(help="comma-separated")] = (
             "ips,snips,dm,dr,switch-dr,dr-os"),
-        reward_model: Annotated[str, typer.Option(help="q̂ for DM/DR: ridge | logistic")] = (
-            "ridge"),
+        reward_model: Annotated[str, typer.Option(
+            help="q̂ for DM/DR: auto (logistic for 0/1 rewards, else ridge) | ridge | logistic")
+        ] = "auto",
         interval: Annotated[str, typer.Option(
             help="default (each estimator's calibrated one: analytic for IPS/SNIPS/DR, hull "
                  "for DM/Switch-DR/DR-os) | analytic | bootstrap | hull")] = "default",

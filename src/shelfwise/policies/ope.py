@@ -19,7 +19,8 @@ DR-os      correction weighted by λw/(w² + λ)           optimistic shrinkage 
 =========  ==============================================================================
 
 Switch-DR and DR-os choose τ / λ from a candidate grid by SLOPE (Su et al. 2020, with the
-Tucker & Lee 2021 refinement obp uses) unless a value is given.
+Tucker & Lee 2021 refinement obp uses) unless a value is given; DR-os can choose by the plug-in
+MSE instead (``selection="mse"``: variance + squared estimated bias).
 
 Each estimate carries a (1 − α) interval, ``interval=`` one of:
 
@@ -50,7 +51,12 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.exceptions import ConfigError
-from shelfwise.policies.reward_models import RewardModel, RidgeRewardModel, cross_fit
+from shelfwise.policies.reward_models import (
+    LogisticRewardModel,
+    RewardModel,
+    RidgeRewardModel,
+    cross_fit,
+)
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -193,6 +199,17 @@ class Terms:
         if self.q_pi is None or self.q_a is None:
             raise ConfigError(f"{name} needs reward-model predictions (q_hat or reward_model)")
         return self.q_pi, self.q_a
+
+
+def default_reward_model(log: BanditLog) -> RewardModel:
+    """q̂ when none is given: logistic regression (arm × context interactions, C = 1) for 0/1
+    rewards with both outcomes logged, else the per-arm ridge with empirical-Bayes shrinkage.
+    On the shop simulation the logistic model cut DM's RMSE by ~30% and every DR variant's
+    by 5–10% against the ridge (``bench_ope_intervals``)."""
+    r = log.rewards
+    if np.isin(r, (0.0, 1.0)).all() and 0 < r.sum() < len(r):
+        return LogisticRewardModel(n_actions=log.n_actions, C=1.0)
+    return RidgeRewardModel(n_actions=log.n_actions)
 
 
 def make_terms(log: BanditLog, action_dist: ArrayLike, q_hat: ArrayLike | None) -> Terms:
@@ -387,6 +404,21 @@ def slope_select(candidates: Sequence[float], rounds: Callable[[float], FloatArr
     return float(candidates[kept[-1]])
 
 
+def mse_select(candidates: Sequence[float], rounds: Callable[[float], FloatArray],
+               bias_terms: Callable[[float], FloatArray]) -> float:
+    """The candidate with the smallest plug-in MSE (Su et al. 2020): the variance of the mean
+    of its per-round values plus its squared estimated bias, the mean of ``bias_terms``
+    ((ŵ − w)(r − q̂(x, a)) for a shrunk or switched weight ŵ)."""
+    best, chosen = np.inf, float(candidates[-1])
+    for c in candidates:
+        v = rounds(c)
+        var = float(v.var(ddof=1)) / len(v) if len(v) > 1 else 0.0
+        score = var + float(bias_terms(c).mean()) ** 2
+        if score < best:
+            best, chosen = score, float(c)
+    return chosen
+
+
 class SwitchDR(BaseEstimator):
     """Switch-DR: DR where w ≤ τ, DM alone where the weight is larger. τ=None: SLOPE."""
 
@@ -410,7 +442,10 @@ class SwitchDR(BaseEstimator):
 
 class DRos(BaseEstimator):
     """DR with optimistic shrinkage: weight λw/(w² + λ) (λ=0 is DM, λ=∞ is DR).
-    ``shrinkage`` is λ; None chooses it by SLOPE."""
+    ``shrinkage`` is λ; None chooses it by ``selection``: ``slope`` (default) or ``mse``
+    (the plug-in MSE Su et al. 2020 derive λ from). On the shop simulation of
+    ``bench_ope_intervals`` (200 logs) SLOPE had the lower RMSE with the default logistic q̂
+    (0.0065 vs 0.0068), the MSE choice with the ridge q̂ (0.0070 vs 0.0077)."""
 
     name: ClassVar[str] = "dr-os"
     needs_reward_model: ClassVar[bool] = True
@@ -418,16 +453,26 @@ class DRos(BaseEstimator):
     shrinkage: float | None = Field(default=None, ge=0)
     candidates: tuple[float, ...] = DEFAULT_GRID
     delta: float = Field(default=0.05, gt=0, lt=1)
+    selection: Literal["slope", "mse"] = "slope"
 
     def terms(self, t: Terms) -> tuple[FloatArray, FloatArray, dict[str, Any]]:
         q_pi, q_a = t.need_q(self.name)
 
-        def rounds(lam: float) -> FloatArray:
-            shrunk = t.w if np.isinf(lam) else lam * t.w / (t.w ** 2 + lam)
-            return q_pi + shrunk * (t.r - q_a)
+        def shrunk(lam: float) -> FloatArray:
+            return t.w if np.isinf(lam) else lam * t.w / (t.w ** 2 + lam)
 
-        lam = self.shrinkage if self.shrinkage is not None else slope_select(
-            self.candidates, rounds, self.delta)
+        def rounds(lam: float) -> FloatArray:
+            return q_pi + shrunk(lam) * (t.r - q_a)
+
+        def bias(lam: float) -> FloatArray:
+            return (shrunk(lam) - t.w) * (t.r - q_a)
+
+        if self.shrinkage is not None:
+            lam = self.shrinkage
+        elif self.selection == "mse":
+            lam = mse_select(self.candidates, rounds, bias)
+        else:
+            lam = slope_select(self.candidates, rounds, self.delta)
         return rounds(lam), _ones(t), {"shrinkage": lam}
 
 
@@ -436,8 +481,8 @@ ESTIMATORS: dict[str, type[BaseEstimator]] = {
 }
 DEFAULT_ESTIMATORS: tuple[str, ...] = ("ips", "snips", "dm", "dr", "switch-dr", "dr-os")
 #: the estimator to report when only one is wanted: in bench_ope_intervals (200 simulated logs
-#: each of the shop generator and obp's) its 95% hull intervals covered 0.956 / 0.963 of the
-#: time and its RMSE was the lowest of those in [0.90, 0.98] on the shop (DR: 0.926, 12% higher)
+#: each of the shop generator and obp's) its 95% hull intervals covered 0.950 / 0.968 of the
+#: time and its RMSE was the lowest of those in [0.90, 0.98] on the shop (DR: 0.926, 17% higher)
 RECOMMENDED_ESTIMATOR = "switch-dr"
 
 
@@ -472,15 +517,15 @@ def evaluate_policy(
     ``interval`` is ``"analytic"``, ``"bootstrap"``, ``"hull"`` or None (each estimator's
     calibrated default). With ``bootstrap="refit"`` every interval is the refit bootstrap.
 
-    When an estimator needs q̂ and ``q_hat`` is not given, ``reward_model`` (default: a
-    :class:`RidgeRewardModel` with empirical-Bayes shrinkage) is cross-fitted on the log.
+    When an estimator needs q̂ and ``q_hat`` is not given, ``reward_model`` (default:
+    :func:`default_reward_model`) is cross-fitted on the log.
     ``bootstrap="rows"`` resamples per-round terms with q̂ and tuned τ/λ fixed (fast, as obp);
     ``"refit"`` re-cross-fits q̂ and re-tunes in every replicate, so the CI also carries the
     reward model's own variability (costs ``n_bootstrap`` model fits; needs no ``q_hat``).
     """
     ests = [make_estimator(e) if isinstance(e, str) else e for e in estimators]
     needs_q = any(e.needs_reward_model for e in ests)
-    model = reward_model or RidgeRewardModel(n_actions=log.n_actions)
+    model = reward_model or default_reward_model(log)
     if bootstrap == "refit" and q_hat is not None:
         raise ConfigError("bootstrap='refit' refits the reward model; do not pass q_hat")
     if interval is not None and interval not in INTERVALS:
