@@ -129,3 +129,25 @@ def test_ready_is_503_until_warm_then_200(client: TestClient) -> None:
         time.sleep(0.1)
     assert body["ready"], body
     assert client.post("/v1/search", json={"query": "keyboard"}).status_code == 200
+
+
+def test_limit_threads_caps_every_numeric_library_here_and_for_workers() -> None:
+    """In a fresh process (the cap is process-wide), with no *_NUM_THREADS inherited."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, torch, faiss\n"
+            "from threadpoolctl import threadpool_info\n"
+            "from shelfwise.serving.threads import limit_threads\n"
+            "env = limit_threads(1)\n"
+            "print(json.dumps({'env': env, 'torch': torch.get_num_threads(),\n"
+            "                  'faiss': faiss.omp_get_max_threads(),\n"
+            "                  'pools': [p['num_threads'] for p in threadpool_info()]}))\n")
+    clean = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=clean, timeout=120, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["torch"] == 1 and got["faiss"] == 1 and set(got["pools"]) == {1}
+    assert got["env"]["OMP_NUM_THREADS"] == "1" and got["env"]["OPENBLAS_NUM_THREADS"] == "1"

@@ -137,6 +137,9 @@ class ServeConfig(_Section):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64, description="server processes on the port, "
                          "each with the bundle loaded, sharing the store (one per core)")
+    threads: int = Field(default=1, ge=1, le=64, description="threads each numeric library "
+                         "(BLAS, OpenMP, torch, faiss) may use per server process; 1 keeps "
+                         "concurrent requests from oversubscribing the cores")
     exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
     promotions: PromotionsConfig = Field(default_factory=PromotionsConfig)
     cart: CartConfig = Field(default_factory=CartConfig)

@@ -95,7 +95,9 @@ def register(app: typer.Typer) -> None:
             import uvicorn
 
             from shelfwise.serving.app import create_app
+            from shelfwise.serving.threads import limit_threads
 
+            limit_threads(cfg.serve.threads)  # training is done: one thread per request now
             app_ = create_app(config=cfg)
             typer.echo(f"serving on {base} (Ctrl-C to stop)")
             uvicorn.run(app_, host=cfg.serve.host, port=cfg.serve.port, log_level="warning")

@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from shelfwise.serving.app import create_app
+        from shelfwise.serving.threads import limit_threads
 
         try:
             loaded = resolve_config(config, set_, {
@@ -70,6 +71,7 @@ def register(app: typer.Typer) -> None:
                 "serve.exploration.slots": ("--explore-slots", explore_slots),
                 "serve.exploration.policy": ("--explore-policy", explore_policy)})
             cfg = loaded.config
+            limit_threads(cfg.serve.threads)  # here and, by the environment, in the workers
             keyless = keyless_mode(cfg.storage.url, cfg.serve.host)  # before the bundle loads
             if cfg.serve.workers > 1:
                 # no per-worker history cache: another worker may have stored the user's event

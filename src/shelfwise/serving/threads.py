@@ -1,0 +1,32 @@
+"""How many threads one server process lets each numeric library use (``[serve] threads``).
+
+A server answers many requests at once from a thread pool; if every request's matrix product
+also starts one BLAS / OpenMP / torch thread per core, 32 concurrent feeds start 32 × cores
+threads that fight over the cores. ``benchmarks/bench_serve_threads.py`` on the 100k-item
+shop (2 cores, one process): 32 concurrent clients got 16.9 feeds/s with a 5.8 s p99 at two
+threads, 41.4 feeds/s with a 1.3 s p99 at one; one client alone pays for it (p50 24 ms
+against 17 ms). Concurrency then comes from requests and worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+
+_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def limit_threads(n: int) -> dict[str, str]:
+    """Cap the numeric libraries of this process at ``n`` threads now (OpenBLAS/OpenMP via
+    threadpoolctl, torch, faiss) and return the environment that caps them in child
+    processes (uvicorn workers) before they load."""
+    from threadpoolctl import threadpool_limits
+
+    env = {k: str(n) for k in _ENV}
+    os.environ.update(env)
+    threadpool_limits(limits=n)
+    import faiss
+    import torch
+
+    torch.set_num_threads(n)
+    faiss.omp_set_num_threads(n)
+    return env
