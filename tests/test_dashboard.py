@@ -142,8 +142,9 @@ def test_an_experiment_started_on_the_page_runs_in_the_api(client: TestClient) -
     assert client.get("/v1/experiments/page-exp").json()["status"] == "stopped"
 
 
-def test_without_the_admin_key_the_dashboard_is_refused(shop: tuple[str, Path]) -> None:
-    with _client(shop, auth={"cache_seconds": 0}) as c:
+def test_without_the_admin_key_the_dashboard_is_refused(tmp_path: Path) -> None:
+    with _client(build(two_group_frame(), tmp_path), auth={"cache_seconds": 0}) as c:
+        # its own shop: the keys made here would lock the other tests out of the shared one
         store = c.app.state.engine.store  # type: ignore[attr-defined]
         _, admin = create_key(store, Scope.ADMIN, "dashboard")
         _, read = create_key(store, Scope.READ, "storefront")
@@ -186,3 +187,25 @@ def test_latency_quantiles_interpolate_the_histogram() -> None:
     assert _quantile(buckets, 0.5) == 10.0
     assert _quantile(buckets, 0.75) == 55.0
     assert _quantile([], 0.5) is None
+
+
+def test_item_page_plots_its_daily_counts_and_rates(client: TestClient) -> None:
+    now = datetime.now(UTC).isoformat()
+    assert client.post("/v1/items", json={"items": [
+        {"id": "fresh", "title": "Fresh cast iron skillet"}]}).status_code == 200
+    client.post("/v1/events", json={"events": [
+        {"type": "impression", "user_id": "u0", "item_id": "fresh", "request_id": "r1",
+         "timestamp": now},
+        {"type": "impression", "user_id": "u1", "item_id": "fresh", "request_id": "r2",
+         "timestamp": now},
+        {"type": "click", "user_id": "u0", "item_id": "fresh", "request_id": "r1",
+         "timestamp": now},
+        {"type": "purchase", "user_id": "u0", "item_id": "fresh", "timestamp": now}]})
+    html = client.get("/dashboard/item", params={"item": "fresh", "lang": "en"}).text
+    figures = {f["data"][-1]["name"]: f for f in
+               (json.loads(x) for x in re.findall(r"data-figure='([^']*)'", html))}
+    rates = next(f for f in figures.values() if f["layout"]["yaxis"].get("tickformat"))
+    ctr = next(s for s in rates["data"] if s["name"] == "CTR")
+    conversion = next(s for s in rates["data"] if s["name"] == "Conversion")
+    assert ctr["y"][-1] == 0.5 and conversion["y"][-1] == 0.5  # 1 of 2 shown
+    assert "50.00%" in html  # the CTR tile

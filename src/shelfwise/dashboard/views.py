@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 
 #: Days of history the over-time plots show at most.
 MAX_DAYS = 366
+#: Words left out of the queries made from an item's title.
+_STOP = frozenset(["a", "an", "and", "as", "at", "by", "for", "from", "in", "is", "of", "on",
+                   "or", "the", "to", "with"])
 HISTORY_TYPES = [EventType.VIEW, EventType.CLICK, EventType.CART, EventType.PURCHASE,
                  EventType.SEARCH]
 ACTIVITY_TYPES = ("impression", "view", "click", "cart", "purchase", "search")
@@ -255,6 +259,7 @@ def item(engine: Engine, item_id: str, lang: str, t: dict[str, str],
             t["impressions"]: col["impression"], t["clicks"]: col["click"],
             t["carts"]: col["cart"], t["purchases"]: col["purchase"]},
             ytitle=t["count"], x_label=t["day"])
+        ctx["rates"] = _item_rates(days, col, t)
         shown = sum(col["impression"])
         seen = sum(col["impression"]) or sum(col["view"])
         ctx["totals"] = {"impressions": shown, "views": sum(col["view"]),
@@ -264,6 +269,24 @@ def item(engine: Engine, item_id: str, lang: str, t: dict[str, str],
                          "conversion": sum(col["purchase"]) / seen if seen else None}
     ctx["queries"] = _item_queries(engine, found, item_id, lang)
     return ctx
+
+
+def _item_rates(days: list[int], col: dict[str, list[int]], t: dict[str, str]) -> Chart:
+    """CTR (clicks / impressions) and conversion (purchases / impressions, or / views when
+    nothing was logged as shown) per day, per week when the span is over four weeks."""
+    step = 7 if len(days) > 28 else 1
+    labels, ctr, conv = [], [], []
+    for start in range(0, len(days), step):
+        part = {k: sum(v[start:start + step]) for k, v in col.items()}
+        base = part["impression"] or part["view"]
+        labels.append(day_label(days[start]))
+        ctr.append(part["click"] / part["impression"] if part["impression"] else None)
+        conv.append(part["purchase"] / base if base else None)
+    chart = lines("item-rates", f"{t['ctr']} · {t['conversion']}", labels,
+                  {t["ctr"]: ctr, t["conversion"]: conv},
+                  x_label=t["day"] + (" (7)" if step == 7 else ""))
+    chart.figure["layout"]["yaxis"]["tickformat"] = ".1%"
+    return chart
 
 
 def _item_queries(engine: Engine, found: Any, item_id: str, lang: str,
@@ -279,8 +302,9 @@ def _item_queries(engine: Engine, found: Any, item_id: str, lang: str,
             freq[str(query).strip().lower()] += 1
     picked = [(q, "from_log") for q, _ in freq.most_common(max_queries)]
     if len(picked) < 2:
-        words = (found.title or "").split()
-        guesses = [" ".join(words[:3]), words[0] if words else ""]
+        words = [w for w in re.findall(r"[^\W_]+", (found.title or "").lower())
+                 if w not in _STOP and (len(w) > 1 or not w.isascii())]
+        guesses = [" ".join(words[:3]), " ".join(words[:2])]
         if found.category:
             guesses.append(found.category[-1])
         for g in guesses:
