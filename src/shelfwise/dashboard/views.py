@@ -62,13 +62,8 @@ def overview(engine: Engine, activity: Activity, metrics_text: bytes | None,
              t: dict[str, str]) -> dict[str, Any]:
     snap = activity.snapshot()
     charts = []
-    ev = snap.events
-    if not ev.empty:
-        last = int(ev["day"].max())
-        ev = ev[ev["day"] > last - MAX_DAYS]
-        days = list(range(int(ev["day"].min()), last + 1))
-        table = ev.pivot_table(index="day", columns="type", values="n", aggfunc="sum",
-                               fill_value=0).reindex(days, fill_value=0)
+    if not snap.events.empty:
+        days, table = _per_day(snap.events)
         kinds = [k for k in ACTIVITY_TYPES if k in table.columns] + sorted(
             set(table.columns) - set(ACTIVITY_TYPES))
         charts.append(lines("events", t["events_over_time"], [day_label(d) for d in days],
@@ -96,6 +91,16 @@ def overview(engine: Engine, activity: Activity, metrics_text: bytes | None,
             "bundle": bundle, "routes": routes, "latency": latency,
             "monitoring": metrics_text is not None,
             "counted_at": datetime.fromtimestamp(snap.counted_at, UTC).strftime("%H:%M:%S")}
+
+
+def _per_day(counts: pd.DataFrame) -> tuple[list[int], pd.DataFrame]:
+    """Every day of the last :data:`MAX_DAYS` up to the latest one (days without events
+    included) and the counts per day (rows) and event type (columns)."""
+    last = int(counts["day"].max())
+    counts = counts[counts["day"] > last - MAX_DAYS]
+    days = list(range(int(counts["day"].min()), last + 1))
+    return days, counts.pivot_table(index="day", columns="type", values="n", aggfunc="sum",
+                                    fill_value=0).reindex(days, fill_value=0)
 
 
 def _growth(users: pd.Series, items: pd.Series, t: dict[str, str]) -> Chart | None:
@@ -247,11 +252,7 @@ def item(engine: Engine, item_id: str, lang: str, t: dict[str, str],
         ctx["error"] = str(exc)
     frame, _ = engine.store.daily_event_counts(item_id=item_id)
     if not frame.empty:
-        last = int(frame["day"].max())
-        frame = frame[frame["day"] > last - MAX_DAYS]
-        days = list(range(int(frame["day"].min()), last + 1))
-        table = frame.pivot_table(index="day", columns="type", values="n", aggfunc="sum",
-                                  fill_value=0).reindex(days, fill_value=0)
+        days, table = _per_day(frame)
         col = {k: (table[k].astype(int).tolist() if k in table.columns else [0] * len(days))
                for k in ("impression", "view", "click", "cart", "purchase")}
         labels = [day_label(d) for d in days]
