@@ -8,6 +8,7 @@ open to this machine only. A refused page answers 401 with the sign-in form.
 
 # No ``from __future__ import annotations``: FastAPI reads ``Require.__call__``'s annotations.
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -16,6 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import escape
 
 from shelfwise import __version__
 from shelfwise.apikeys import Scope
@@ -178,7 +180,7 @@ def shopper_feed(request: Request, user: Annotated[str, Query(min_length=1, max_
     try:
         feed = engine.feed(user, 12, diversity=diversity, lang=lang, preview=True)
     except ShelfwiseError as exc:
-        return HTMLResponse(f"<p class=error>{_escape(str(exc))}</p>", status_code=400)
+        return HTMLResponse(f"<p class=error>{escape(str(exc))}</p>", status_code=400)
     return render(request, "_feed.html", "shopper", feed=feed, user_id=user,
                   diversity=diversity)
 
@@ -212,8 +214,6 @@ def experiments_page(request: Request, error: str = "", spec: str = "") -> Respo
 async def create_experiment(request: Request) -> Response:
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     spec = (form.get("spec") or [""])[0]
-    import json
-
     try:
         doc = json.loads(spec)
         request.app.state.engine.experiments.create(ExperimentIn.model_validate(doc))
@@ -254,8 +254,3 @@ def evaluation_page(request: Request) -> Response:
     ctx = views.evaluation(st.results, strings(language(request)))
     return render(request, "evaluation.html", "evaluation", **ctx)
 
-
-def _escape(text: str) -> str:
-    from markupsafe import escape
-
-    return str(escape(text))

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shelfwise.dashboard.activity import Activity
 from shelfwise.dashboard.charts import Chart, bars, day_label, lines, scatter_lines
-from shelfwise.data.schemas import EventType
+from shelfwise.data.schemas import INTERACTION_TYPES, EventType
 from shelfwise.exceptions import ShelfwiseError
 from shelfwise.experiments.report import ratio_estimate
 from shelfwise.experiments.stats import proportion
@@ -36,8 +36,7 @@ MAX_DAYS = 366
 #: Words left out of the queries made from an item's title.
 _STOP = frozenset(["a", "an", "and", "as", "at", "by", "for", "from", "in", "is", "of", "on",
                    "or", "the", "to", "with"])
-HISTORY_TYPES = [EventType.VIEW, EventType.CLICK, EventType.CART, EventType.PURCHASE,
-                 EventType.SEARCH]
+HISTORY_TYPES = [*sorted(INTERACTION_TYPES), EventType.SEARCH]
 ACTIVITY_TYPES = ("impression", "view", "click", "cart", "purchase", "search")
 
 
@@ -154,7 +153,7 @@ def _routes(text: bytes) -> list[dict[str, Any]]:
                 counts[key][status[:1] + "xx"] += int(s.value)
             elif s.name.endswith("_bucket"):
                 buckets[key][float(s.labels["le"])] += s.value
-    out = []
+    out: list[dict[str, Any]] = []
     for key, c in counts.items():
         if not c["all"]:
             continue
@@ -162,12 +161,8 @@ def _routes(text: bytes) -> list[dict[str, Any]]:
         out.append({"route": key, "requests": c["all"], "4xx": c["4xx"], "5xx": c["5xx"],
                     "error_rate": c["5xx"] / c["all"], "p50": _quantile(b, 0.5),
                     "p95": _quantile(b, 0.95)})
-    out.sort(key=lambda r: -c_requests(r))
+    out.sort(key=lambda r: -r["requests"])
     return out[:20]
-
-
-def c_requests(route: dict[str, Any]) -> int:
-    return int(route["requests"])
 
 
 def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
@@ -216,8 +211,8 @@ def _changed(engine: Engine, key: str, events: list[Any], feed: Any, n: int
     """The model's feed before the user's last interaction against now: what entered and
     what left (diversity and exploration left out on both sides, so only the event counts)."""
     rec = engine.recommender
-    last = next((e for e in reversed(events) if e.item_id and str(e.type) in (
-        "view", "click", "cart", "purchase")), None)
+    last = next((e for e in reversed(events) if e.item_id and e.type in INTERACTION_TYPES),
+                None)
     if last is None:
         return None
     history = rec.history(key)
@@ -261,28 +256,34 @@ def item(engine: Engine, item_id: str, lang: str, t: dict[str, str],
             t["carts"]: col["cart"], t["purchases"]: col["purchase"]},
             ytitle=t["count"], x_label=t["day"])
         ctx["rates"] = _item_rates(days, col, t)
-        shown = sum(col["impression"])
-        seen = sum(col["impression"]) or sum(col["view"])
-        ctx["totals"] = {"impressions": shown, "views": sum(col["view"]),
-                         "clicks": sum(col["click"]), "carts": sum(col["cart"]),
-                         "purchases": sum(col["purchase"]),
-                         "ctr": sum(col["click"]) / shown if shown else None,
-                         "conversion": sum(col["purchase"]) / seen if seen else None}
-    ctx["queries"] = _item_queries(engine, found, item_id, lang)
+        total = {k: sum(v) for k, v in col.items()}
+        ctr, conversion = _rates(total)
+        ctx["totals"] = {"impressions": total["impression"], "views": total["view"],
+                         "clicks": total["click"], "carts": total["cart"],
+                         "purchases": total["purchase"], "ctr": ctr, "conversion": conversion}
+    ctx["queries"] = _item_queries(engine, found, item_id)
     return ctx
 
 
-def _item_rates(days: list[int], col: dict[str, list[int]], t: dict[str, str]) -> Chart:
+def _rates(counts: dict[str, int]) -> tuple[float | None, float | None]:
     """CTR (clicks / impressions) and conversion (purchases / impressions, or / views when
-    nothing was logged as shown) per day, per week when the span is over four weeks."""
+    nothing was logged as shown); None without a denominator."""
+    base = counts["impression"] or counts["view"]
+    return (counts["click"] / counts["impression"] if counts["impression"] else None,
+            counts["purchase"] / base if base else None)
+
+
+def _item_rates(days: list[int], col: dict[str, list[int]], t: dict[str, str]) -> Chart:
+    """:func:`_rates` per day, per week when the span is over four weeks."""
     step = 7 if len(days) > 28 else 1
-    labels, ctr, conv = [], [], []
+    labels: list[str] = []
+    ctr: list[float | None] = []
+    conv: list[float | None] = []
     for start in range(0, len(days), step):
-        part = {k: sum(v[start:start + step]) for k, v in col.items()}
-        base = part["impression"] or part["view"]
+        c, v = _rates({k: sum(x[start:start + step]) for k, x in col.items()})
         labels.append(day_label(days[start]))
-        ctr.append(part["click"] / part["impression"] if part["impression"] else None)
-        conv.append(part["purchase"] / base if base else None)
+        ctr.append(c)
+        conv.append(v)
     chart = lines("item-rates", f"{t['ctr']} · {t['conversion']}", labels,
                   {t["ctr"]: ctr, t["conversion"]: conv},
                   x_label=t["day"] + (" (7)" if step == 7 else ""))
@@ -290,11 +291,10 @@ def _item_rates(days: list[int], col: dict[str, list[int]], t: dict[str, str]) -
     return chart
 
 
-def _item_queries(engine: Engine, found: Any, item_id: str, lang: str,
+def _item_queries(engine: Engine, found: Any, item_id: str,
                   max_queries: int = 5) -> list[dict[str, Any]]:
     """The item's popular queries (searches of the last 90 days that showed it, most frequent
     first; else queries made from its title and category) and where search ranks it now."""
-    del lang
     since = datetime.now(UTC) - timedelta(days=90)
     logged = engine.store.events_window([EventType.SEARCH], since)
     freq: Counter[str] = Counter()
