@@ -483,6 +483,7 @@ def run(args: argparse.Namespace, note: str | None = None) -> None:
               flush=True)
         mem = server.memory_mb()
         rec["server_rss_mb"], rec["server_peak_rss_mb"] = mem["tree"], mem["VmHWM"]
+        rec["server_private_mb"], rec["server_pss_mb"] = mem["tree_private"], mem["tree_pss"]
         rec["health_counts_end"] = httpx.get(f"{server.base}/health", timeout=30).json()[
             "counts"]
         rec["model_version"] = health.get("model_version")
@@ -598,6 +599,8 @@ def print_table(rec: dict[str, Any]) -> None:
             ("server RSS MB health/before/after/peak", f"{rec['server_rss_at_health_mb']} / "
              f"{rec['server_rss_before_load_mb']} / {rec['server_rss_mb']} / "
              f"{rec['server_peak_rss_mb']}"),
+            ("server private / PSS MB after load",
+             f"{rec.get('server_private_mb')} / {rec.get('server_pss_mb')}"),
             ("first search ms", rec["first_search_ms"])]
     print("\n" + "\n".join(f"{k:<40} {v}" for k, v in rows))
     print(f"\n{'surface':<22}{'clients':>8}{'n':>7}{'p50':>8}{'p95':>8}{'p99':>8}{'req/s':>8}"

@@ -79,8 +79,10 @@ def games_pools(data: Interactions, split: Split) -> tuple[Split, list[np.ndarra
     return sub, [pools[int(u)] for u in sub.test.users]
 
 
-def tree_rss_mb(pid: int) -> float:
-    """VmRSS summed over ``pid`` and all its descendants (0 for processes already gone)."""
+def tree_rss_mb(pid: int, key: str = "VmRSS") -> float:
+    """``key`` of ``/proc/<pid>/status`` (VmRSS; RssAnon: private memory, without the pages
+    of memory-mapped files) summed over ``pid`` and all its descendants (0 for processes
+    already gone)."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
@@ -90,7 +92,25 @@ def tree_rss_mb(pid: int) -> float:
         except OSError:
             continue
         for line in status.splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{key}:"):
+                total += int(line.split()[1])
+        todo += [int(k) for k in kids]
+    return total / 1024
+
+
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size summed over ``pid`` and its descendants: pages shared between
+    them (a memory-mapped bundle, copy-on-write memory) count once in total."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            if line.startswith("Pss:"):
                 total += int(line.split()[1])
         todo += [int(k) for k in kids]
     return total / 1024
@@ -142,6 +162,8 @@ class Server:
             if key in ("VmRSS", "VmHWM"):
                 out[key] = round(int(value.split()[0]) / 1024, 1)
         out["tree"] = round(tree_rss_mb(self.proc.pid), 1)
+        out["tree_private"] = round(tree_rss_mb(self.proc.pid, "RssAnon"), 1)
+        out["tree_pss"] = round(tree_pss_mb(self.proc.pid), 1)
         return out
 
     def stop(self) -> None:

@@ -239,3 +239,65 @@ def test_candidates_fuse_within_depth_only_when_rebuilding_a_search() -> None:
     assert (deep.fused > 0).sum() == 2, "both lexical matches count for a shop's own list"
     assert (cut.fused > 0).sum() == 1, "retrieval at depth 1 would have fused only the top"
     assert cut.fused.max() == pytest.approx(deep.fused.max())
+
+
+def test_catalog_ranks_match_a_full_sort() -> None:
+    from shelfwise.search.index import _rank_within_catalog
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(1, 400))
+        scores = (rng.integers(0, 5, size=n) if trial % 2 else rng.random(n)).astype(np.float32)
+        index = rng.choice(n, size=int(rng.integers(1, n + 1)))
+        by_sort = np.sort(scores)[::-1]
+        want = np.searchsorted(-by_sort, -scores[index], side="left") + 1  # ties share a rank
+        np.testing.assert_array_equal(_rank_within_catalog(scores, index), want)
+
+
+def _dense_index(n: int = 3000, **options: object) -> tuple[SearchIndex, np.ndarray]:
+    """An index over ``n`` texts with random unit vectors; a query's vector is that of the
+    item it names ("item 17") nudged, so its neighbours are known."""
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(n, 24)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+
+    def encode(q: str) -> np.ndarray:
+        v = vecs[int(q.split()[-1])] + 0.3 * vecs[0]
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
+    texts = [f"thing {i % 97} colour{i % 13}" for i in range(n)]
+    return SearchIndex(**options).fit(texts, vecs, encode), vecs  # type: ignore[arg-type]
+
+
+def test_large_catalogs_retrieve_dense_candidates_by_hnsw_with_exact_scores() -> None:
+    exact, vecs = _dense_index()
+    approx, _ = _dense_index(dense_exact_items=1000, dense_candidates=200)
+    assert approx.approximate and not exact.approximate
+    for query in ("item 17", "item 2222", "colour3 item 5"):
+        want, got = exact.retrieve(query, depth=50), approx.retrieve(query, depth=50)
+        dense_top = set(want.index[np.argsort(-want.scores["dense"])[:20]].tolist())
+        assert len(dense_top & set(got.index.tolist())) >= 19
+        q = approx.encode_query(query)  # type: ignore[misc]
+        np.testing.assert_allclose(got.scores["dense"], vecs[got.index] @ q, atol=1e-5)
+        full = vecs @ q
+        true_rank = 1 + (full[None, :] > full[got.index][:, None]).sum(axis=1)
+        near = true_rank <= 100
+        np.testing.assert_array_equal(got.ranks["dense"][near], true_rank[near])
+        far = ~near
+        assert np.all(np.abs(np.log(got.ranks["dense"][far]) - np.log(true_rank[far])) < 0.7)
+
+
+def test_the_hnsw_index_travels_in_the_state_and_grows_with_items() -> None:
+    approx, vecs = _dense_index(dense_exact_items=1000)
+    state = approx.state()
+    assert "ann" in state and state["ann"].dtype == np.uint8
+    again = SearchIndex.from_state(state, approx.config)
+    again.set_vectors(vecs, approx.encode_query)
+    assert len(again.ann()) == 3000
+    rng = np.random.default_rng(4)
+    new = rng.normal(size=(5, 24)).astype(np.float32)
+    new /= np.linalg.norm(new, axis=1, keepdims=True)
+    again.add([f"fresh {i}" for i in range(5)], new)
+    again.encode_query = lambda q: new[0]
+    got = again.retrieve("fresh", depth=20)
+    assert 3000 in got.index.tolist() and len(again.ann()) == 3005

@@ -127,3 +127,76 @@ def test_a_fine_tuned_encoder_travels_in_the_bundle(tmp_path: Path) -> None:
     assert again.encoder.id == sem.encoder_id_
     np.testing.assert_allclose(again.embed([CATALOG["kettle"]])[0],
                                sem.raw_vectors_[list(CATALOG).index("kettle")], atol=1e-5)
+
+def _large(n: int = 3000, dim: int = 32, **params: object) -> Semantic:
+    """A semantic generator over ``n`` random unit vectors (no encoder needed)."""
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(n, dim)).astype(np.float32)
+    v[:n // 2] += 1.5 * np.eye(dim, dtype=np.float32)[0]  # a cluster, so profiles have a top
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    gen = Semantic(**params)  # type: ignore[arg-type]
+    gen._set_state({"vectors": v, "raw_vectors": v, "script_means": np.zeros((2, dim)),
+                    "encoder_id": np.asarray("test")})
+    gen._n_items = n
+    return gen
+
+
+def test_large_catalogs_score_ann_candidates_exactly_and_the_rest_below_them() -> None:
+    exact = _large()
+    approx = _large(exact_items=1000, ann_candidates=100)
+    assert not approx.index.exact and exact.index.exact
+    histories = [np.array([0, 5, 9]), np.array([2000, 2500]), np.array([7])]
+    want, got = exact.score(histories), approx.score(histories)
+    assert got.shape == want.shape == (3, 3000)
+    for w, g in zip(want, got, strict=True):
+        top = np.argsort(-w)[:10]
+        assert set(np.argsort(-g)[:10]) == set(top), "the top of the list is the exact top"
+        np.testing.assert_allclose(g[top], w[top], atol=1e-5)
+        cand = np.flatnonzero(np.isclose(g, w, atol=1e-6) & (g > np.median(g)))
+        assert len(cand) >= 90
+        rest = np.setdiff1d(np.arange(3000), cand)
+        assert g[rest].max() <= g[cand].min() + 1e-6, "nothing outside the list outranks it"
+        assert w.min() <= g.min() <= np.sort(w)[30], "the row's range is nearly the exact one"
+    assert not approx.score([np.empty(0, np.int64)]).any(), "an empty history has no opinion"
+
+
+def test_small_catalogs_stay_exact() -> None:
+    gen = _large(n=500)
+    h = [np.array([1, 2])]
+    np.testing.assert_allclose(gen.score(h), gen.profile(h[0])[None, :] @ gen.vectors_.T,
+                               atol=1e-6)
+
+
+class _Sparse:
+    """A co-occurrence-like part: a few hundred items with positive scores, the rest 0."""
+
+    name = "sparse"
+
+    def __init__(self, n: int) -> None:
+        rng = np.random.default_rng(2)
+        self.row = np.zeros(n, np.float32)
+        self.row[rng.choice(n, 300, replace=False)] = rng.random(300).astype(np.float32)
+        self.n_items_ = n
+
+    def score(self, histories: object) -> np.ndarray:
+        return np.tile(self.row, (len(histories), 1))  # type: ignore[arg-type]
+
+
+def test_a_blend_scores_the_other_parts_best_items_exactly() -> None:
+    from shelfwise.retrieval.blend import Blend
+
+    exact, approx = _large(), _large(exact_items=1000, ann_candidates=50)
+    sparse = _Sparse(3000)
+    histories = [np.array([0, 5, 9]), np.array([2000, 2500])]
+    want = Blend.fitted({"sparse": sparse, "semantic": exact}, {"sparse": 1.0, "semantic": 1.0})
+    got = Blend.fitted({"sparse": sparse, "semantic": approx}, {"sparse": 1.0, "semantic": 1.0})
+    w, g = want.score(histories), got.score(histories)
+    for row in range(2):
+        top = np.argsort(-w[row])[:10]
+        assert len(set(np.argsort(-g[row])[:10]) & set(top)) >= 9
+    # without the focus the sparse part's items would sit at the semantic fill value
+    raw = approx.score(histories)
+    focused = approx.score_focused(histories, [np.flatnonzero(sparse.row)] * 2)
+    on = np.flatnonzero(sparse.row)
+    np.testing.assert_allclose(focused[:, on], exact.score(histories)[:, on], atol=1e-5)
+    assert not np.allclose(raw[:, on], focused[:, on])

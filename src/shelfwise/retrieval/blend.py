@@ -25,7 +25,9 @@ from shelfwise.retrieval.base import BaseGenerator, CandidateGenerator, Scores, 
 from shelfwise.retrieval.registry import make_generator
 from shelfwise.retrieval.spec import GeneratorSpec
 
-PartScorer = Callable[[str, CandidateGenerator, Sequence[History]], Scores]
+Focus = list[NDArray[np.int64]]
+"""Per history, items a part must score exactly (see :meth:`Blend.score_parts`)."""
+PartScorer = Callable[[str, CandidateGenerator, Sequence[History], Focus | None], Scores]
 
 #: Relative weights tried per generator (the grid is their product, all-zero excluded).
 WEIGHT_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
@@ -35,6 +37,15 @@ MIN_VALIDATION_USERS = 50
 
 TUNE_CHUNK_BYTES = 256 * 2**20
 """Score memory per chunk of validation users while tuning blend weights."""
+
+
+FOCUS = 1000
+"""Items of the other parts' blend that a focused part scores exactly, per history."""
+
+
+def focused(gen: CandidateGenerator) -> bool:
+    """Whether ``gen`` scores exactly only a top list of its own (and what it is asked to)."""
+    return bool(getattr(gen, "approximate", False))
 
 
 def normalise_rows(scores: NDArray[np.floating]) -> NDArray[np.float32]:
@@ -334,14 +345,30 @@ class Blend:
     def score_parts(self, histories: Sequence[History], score: PartScorer | None = None
                     ) -> tuple[Scores, NDArray[np.int64]]:
         """Blended scores, and per item the index of the part that contributed most.
-        ``score(name, generator, histories)`` replaces ``generator.score`` (a caller that has
-        the parts' raw scores already, e.g. memoised, need not compute them twice)."""
+        ``score(name, generator, histories, focus)`` replaces ``generator.score`` (a caller
+        that has the parts' raw scores already, e.g. memoised, need not compute them twice).
+
+        A part that scores only its own top list exactly (the semantic generator on a large
+        catalog, :func:`focused`) is scored after the others and also exactly on their
+        blend's best :data:`FOCUS` items, so every item that can reach the top keeps its
+        exact score."""
         total: Scores | None = None
         best: Scores | None = None
         label: NDArray[np.int64] | None = None
         n = self.n_items_
-        for k, (name, gen, weight) in enumerate(self.parts):
-            s = gen.score(histories) if score is None else score(name, gen, histories)
+        order = sorted(range(len(self.parts)), key=lambda k: focused(self.parts[k][1]))
+        for k in order:
+            name, gen, weight = self.parts[k]
+            focus = None
+            if focused(gen) and total is not None:
+                m = min(FOCUS, total.shape[1])
+                focus = list(np.argpartition(-total, m - 1, axis=1)[:, :m].astype(np.int64))
+            if score is not None:
+                s = score(name, gen, histories, focus)
+            elif focus is not None:
+                s = gen.score_focused(histories, focus)  # type: ignore[attr-defined]
+            else:
+                s = gen.score(histories)
             if s.shape[1] < n:
                 s = np.pad(s, ((0, 0), (0, n - s.shape[1])))
             s = weight * normalise_rows(s)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,12 +16,14 @@ from pydantic import Field
 
 from shelfwise.data.interactions import History, Interactions
 from shelfwise.exceptions import ConfigError
-from shelfwise.retrieval.ann import VectorIndex
+from shelfwise.retrieval.ann import EXACT_THRESHOLD, VectorIndex
 from shelfwise.retrieval.base import BaseGenerator, GeneratorConfig, Scores
 from shelfwise.retrieval.text_items import TextItems
 from shelfwise.text.base import TextEncoder
 
 SCRIPTS = ("han", "other")
+MAPPED = ("vectors", "raw_vectors")
+"""State arrays saved as ``.npy`` and memory-mapped on load."""
 CENTER_SHRINK = 5.0
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
@@ -45,6 +49,15 @@ class SemanticConfig(GeneratorConfig):
         description="subtract each script's mean item vector (removes language identity, which "
         "otherwise dominates item-item similarity in mixed zh/en catalogs)",
     )
+    exact_items: int = Field(
+        default=EXACT_THRESHOLD, ge=0,
+        description="catalogs up to this many items are scored against every item vector and "
+        "indexed exactly; larger ones use an HNSW index and score each profile exactly only on "
+        "its `ann_candidates` nearest items (the rest get a typical score), so a request costs "
+        "the same at 100k items as at 10k")
+    ann_candidates: int = Field(
+        default=400, ge=10,
+        description="items scored exactly per profile above `exact_items` (HNSW top list)")
 
 
 class Semantic(TextItems, BaseGenerator):
@@ -63,6 +76,8 @@ class Semantic(TextItems, BaseGenerator):
         super().__init__(**params)
         self._encoder: TextEncoder | None = None
         self._index: VectorIndex | None = None
+        self._index_lock = threading.Lock()  # faiss must not search while rows are added
+        self._sample: tuple[NDArray[np.int64], NDArray[np.float32]] | None = None
 
     # ---- fitting and scoring -------------------------------------------------------------
     def _fit(self, data: Interactions) -> None:
@@ -85,6 +100,7 @@ class Semantic(TextItems, BaseGenerator):
         self.vectors_ = self._centered(raw, data.item_text)
         self.encoder_id_ = self.encoder.id
         self._index = None
+        self._sample = None
 
     def _centered(self, raw: NDArray[np.float32], texts: Sequence[str]) -> NDArray[np.float32]:
         if not self.config.center:
@@ -104,8 +120,9 @@ class Semantic(TextItems, BaseGenerator):
         self.raw_vectors_ = np.vstack([self.raw_vectors_, raw])
         self.vectors_ = np.vstack([self.vectors_, new])
         self._n_items = self.vectors_.shape[0]
-        if self._index is not None:
-            self._index.add(new)
+        with self._index_lock:
+            if self._index is not None:
+                self._index.add(new)
 
     def profile(self, history: History) -> NDArray[np.float32]:
         """Recency-weighted, L2-normalised mean of the history's item vectors (zeros if none)."""
@@ -119,23 +136,96 @@ class Semantic(TextItems, BaseGenerator):
         out: NDArray[np.float32] = (p / norm if norm > 0 else p).astype(np.float32)
         return out
 
-    def _score(self, histories: Sequence[History]) -> Scores:
-        profiles = np.vstack([self.profile(h) for h in histories]) if histories else np.zeros(
+    @property
+    def approximate(self) -> bool:
+        """Whether scores are exact only on top lists (catalog above ``exact_items``)."""
+        return bool(self.vectors_.shape[0] > self.config.exact_items)
+
+    def _profiles(self, histories: Sequence[History]) -> NDArray[np.float32]:
+        return np.vstack([self.profile(h) for h in histories]) if histories else np.zeros(
             (0, self.vectors_.shape[1]), np.float32)
+
+    def _score(self, histories: Sequence[History]) -> Scores:
+        profiles = self._profiles(histories)
+        if self.approximate and len(histories):
+            return self._score_candidates(profiles)
         scores: Scores = np.asarray(profiles @ self.vectors_.T, dtype=np.float32)
         return scores
 
+    def score_focused(self, histories: Sequence[History],
+                      focus: Sequence[NDArray[np.int64]]) -> Scores:
+        """:meth:`score`, and exact on each history's ``focus`` items too (a blend's other
+        parts' best items: see :meth:`~shelfwise.retrieval.blend.Blend.score_parts`)."""
+        if not self.approximate or not len(histories):
+            return self.score(histories)
+        profiles = self._profiles(histories)
+        out = self._score_candidates(profiles)
+        for row, items in enumerate(focus):
+            items = items[(items >= 0) & (items < out.shape[1])]
+            if len(items) and profiles[row].any():
+                out[row, items] = self.vectors_[items] @ profiles[row]
+        return out
+
+    def _score_candidates(self, profiles: NDArray[np.float32]) -> Scores:
+        """Large catalogs: exact cosines for each profile's ANN top list and a fixed sample of
+        items; every other item gets the sample's median. A blend's per-row min-max then sees
+        nearly the same range as with every cosine (the sample's minimum stands in for the
+        catalog's), and the items that can reach the top of a list keep their exact score.
+        Measured against exact scoring by ``benchmarks/bench_semantic_ann.py``."""
+        n = self.vectors_.shape[0]
+        sample, vecs = self._fill_sample()
+        s_scores = profiles @ vecs.T
+        idx, val = self.search_vectors(profiles, self.config.ann_candidates)
+        ok = idx >= 0
+        # no item outside a top list scores above its last entry
+        last = np.where(ok, val, np.inf).min(axis=1, keepdims=True)
+        fill = np.minimum(np.median(s_scores, axis=1, keepdims=True), last)
+        out = np.repeat(fill.astype(np.float32), n, axis=1)
+        rows = np.arange(profiles.shape[0])[:, None]
+        out[rows, sample[None, :]] = s_scores
+        out[np.nonzero(ok)[0], idx[ok]] = val[ok]
+        empty = ~profiles.any(axis=1)
+        out[empty] = 0.0
+        return out
+
+    def _fill_sample(self) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Evenly spaced items (at most 2,048) whose exact scores set a row's range and fill."""
+        n = self.vectors_.shape[0]
+        if self._sample is None:
+            idx = np.unique(np.linspace(0, n - 1, min(n, 2048)).astype(np.int64))
+            self._sample = idx, np.ascontiguousarray(self.vectors_[idx], dtype=np.float32)
+        return self._sample
+
     @property
     def index(self) -> VectorIndex:
-        """ANN index over the item vectors (built on first use)."""
-        if self._index is None:
-            self._index = VectorIndex(self.vectors_.shape[1], n_hint=self.vectors_.shape[0])
-            self._index.add(self.vectors_)
-        return self._index
+        """ANN index over the item vectors (built on first use): exact up to
+        ``config.exact_items`` items, HNSW above."""
+        with self._index_lock:
+            if self._index is None:
+                n = self.vectors_.shape[0]
+                index = VectorIndex(self.vectors_.shape[1], exact=n <= self.config.exact_items,
+                                    quantized=True)
+                index.add(self.vectors_)
+                self._index = index
+            return self._index
 
     def search_vectors(self, queries: NDArray[np.float32], k: int) -> tuple[
             NDArray[np.int64], NDArray[np.float32]]:
-        return self.index.search(queries, k)
+        """Nearest items by cosine, best first (-1 pads); scores exact even when the index
+        stores 8-bit vectors (its list is rescored with the item vectors)."""
+        index = self.index
+        with self._index_lock:
+            idx, val = index.search(queries, k)
+        if not index.quantized:
+            return idx, val
+        q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        ok = idx >= 0
+        val = np.where(ok, np.einsum("rkd,rd->rk", self.vectors_[np.maximum(idx, 0)], q),
+                       -np.inf).astype(np.float32)
+        order = np.argsort(-val, axis=1, kind="stable")
+        idx, val = np.take_along_axis(idx, order, 1), np.take_along_axis(val, order, 1)
+        idx[~np.isfinite(val)] = -1
+        return idx, val
 
     def search_text(self, query: str, k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """Items closest to a free-text query (any language the encoder knows); the query is
@@ -153,22 +243,45 @@ class Semantic(TextItems, BaseGenerator):
                 "script_means": self.script_means_, "encoder_id": np.asarray(self.encoder_id_)}
 
     def _set_state(self, state: dict[str, NDArray[Any]]) -> None:
-        self.vectors_ = state["vectors"].astype(np.float32)
-        self.raw_vectors_ = state["raw_vectors"].astype(np.float32)
+        self.vectors_ = np.asarray(state["vectors"], dtype=np.float32)  # no copy of a mapping
+        self.raw_vectors_ = np.asarray(state["raw_vectors"], dtype=np.float32)
         self.script_means_ = state["script_means"].astype(np.float32)
         self.encoder_id_ = str(state["encoder_id"])
+        self._sample = None
 
     def save(self, path: Path) -> None:
-        from shelfwise.text.finetune import is_tuned_dir
+        """Config, the small arrays in ``state.npz``, the two vector matrices as ``.npy``
+        (memory-mapped by :meth:`load`) and the index."""
+        from shelfwise.text.base import is_tuned_dir
 
-        super().save(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(
+            json.dumps({**self.to_config(), "n_items": self.n_items_}))
+        state = self._state()
+        for key in MAPPED:
+            np.save(path / f"{key}.npy", np.ascontiguousarray(state.pop(key), np.float32))
+        np.savez(path / "state.npz", allow_pickle=False, **state)
         self.index.save(path / "index.faiss")
         if is_tuned_dir(self.config.encoder):  # the bundle carries its tuned encoder
             shutil.copytree(self.config.encoder, path / "encoder", dirs_exist_ok=True)
 
     @classmethod
     def load(cls, path: Path) -> Semantic:
-        obj = super().load(path)
+        """A saved generator; its vector matrices memory-mapped read-only (only the rows a
+        request touches become resident), bundles of older versions read from the npz."""
+        if not (path / "vectors.npy").is_file():
+            obj = super().load(path)
+        else:
+            cfg = json.loads((path / "config.json").read_text())
+            cfg.pop("name", None)
+            n_items = int(cfg.pop("n_items"))
+            obj = cls(**cfg)
+            with np.load(path / "state.npz", allow_pickle=False) as npz:
+                state = {k: npz[k] for k in npz.files}
+            for key in MAPPED:
+                state[key] = np.load(path / f"{key}.npy", mmap_mode="r").view(np.ndarray)
+            obj._set_state(state)
+            obj._n_items = n_items
         if (path / "index.faiss").is_file():
             obj._index = VectorIndex.load(path / "index.faiss")
         if (path / "encoder").is_dir():

@@ -29,7 +29,7 @@ def shared_encoder(name: str) -> TextEncoder:
             from shelfwise.text.factory import get_encoder
 
             threads = int(os.environ.get("SHELFWISE_TORCH_THREADS", "1"))
-            from shelfwise.text.finetune import is_tuned_dir
+            from shelfwise.text.base import is_tuned_dir
 
             if is_tuned_dir(name):
                 from shelfwise.text.cache import CachedEncoder, EmbeddingCache

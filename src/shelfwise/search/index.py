@@ -8,6 +8,7 @@ weigh them (see :mod:`shelfwise.search.features`).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.exceptions import ConfigError
+from shelfwise.retrieval.ann import EXACT_THRESHOLD, VectorIndex
 from shelfwise.search.columns import State, TextColumn
 from shelfwise.text.bm25 import BM25Config, BM25Index, put_growing
 
@@ -39,6 +41,41 @@ class SearchConfig(BaseModel):
         default=0.6, ge=0, le=1,
         description="share of a misspelled word's n-grams a title must contain for the "
         "n-gram retriever to propose it")
+    dense_exact_items: int = Field(
+        default=EXACT_THRESHOLD, ge=0,
+        description="catalogs up to this many items compare each query with every item "
+        "vector; larger ones search an 8-bit HNSW index for the `dense_candidates` nearest "
+        "items and score those exactly (a candidate outside that list gets its exact score and "
+        "a catalog rank estimated from a sample)")
+    dense_candidates: int = Field(default=400, ge=10,
+                                  description="items the HNSW search returns per query")
+
+
+@dataclass
+class DenseList:
+    """A query's dense scores on a large catalog: exact on the HNSW list and a fixed sample,
+    one fill value (no higher than the list's last) elsewhere."""
+
+    query: NDArray[np.float32]
+    items: NDArray[np.int64]
+    scores: NDArray[np.float32]
+    sample_scores: NDArray[np.float32]
+
+    def ranks(self, scores: NDArray[np.float32], n_docs: int) -> NDArray[np.float32]:
+        """1-based catalog ranks of these exact scores: counted in the list where a score
+        reaches it, else estimated as the share of the sample above it (at least the list)."""
+        desc = np.sort(self.scores)[::-1]
+        in_list = np.searchsorted(-desc, -scores, side="left").astype(np.float64)
+        asc = np.sort(self.sample_scores)
+        share = 1.0 - np.searchsorted(asc, scores, side="right") / max(len(asc), 1)
+        low = scores < (desc[-1] if len(desc) else np.inf)
+        est = np.maximum(len(desc), np.round(share * n_docs))
+        out: NDArray[np.float32] = (np.where(low, est, in_list) + 1).astype(np.float32)
+        return out
+
+
+SAMPLE = 2048
+"""Items whose exact dense scores stand in for the catalog's distribution (large catalogs)."""
 
 
 @dataclass
@@ -69,6 +106,9 @@ class SearchIndex:
         self.config = config if config is not None else SearchConfig(**options)
         self._words: BM25Index | None = None
         self._vectors: NDArray[np.float32] | None = None  # rows past n_docs are spare capacity
+        self._ann: VectorIndex | None = None  # over the first len(_ann) vectors
+        self._ann_saved: NDArray[np.uint8] | None = None  # serialised, until vectors are set
+        self._ann_lock = threading.Lock()
         self.encode_query: QueryEncoder | None = None
         self.texts = TextColumn()
         self.n_docs = 0
@@ -103,12 +143,40 @@ class SearchIndex:
             raise ConfigError("dense search needs both item vectors and a query encoder")
         self._vectors = None if vectors is None else np.asarray(vectors, dtype=np.float32)
         self.encode_query = encode_query
+        with self._ann_lock:
+            self._ann = None
+            if self._ann_saved is not None and vectors is not None:
+                ann = VectorIndex.from_array(self._ann_saved)
+                if ann.dim == vectors.shape[1] and len(ann) <= self.n_docs:
+                    self._ann = ann
+            self._ann_saved = None
         return self
 
+    @property
+    def approximate(self) -> bool:
+        """Whether dense retrieval searches an HNSW index (catalog above
+        ``dense_exact_items``) instead of comparing the query with every vector."""
+        return self._vectors is not None and self.n_docs > self.config.dense_exact_items
+
+    def ann(self) -> VectorIndex:
+        """The HNSW index over the item vectors, built or grown to every item now."""
+        vectors = self.vectors
+        assert vectors is not None
+        with self._ann_lock:
+            if self._ann is None:
+                self._ann = VectorIndex(vectors.shape[1], exact=False, quantized=True)
+            if len(self._ann) < self.n_docs:
+                self._ann.add(vectors[len(self._ann):])
+            return self._ann
+
     def state(self) -> State:
-        """The texts and the word and n-gram postings (not the vectors)."""
-        return {"n_docs": self.n_docs, "char_ngrams": self.config.char_ngrams,
-                "texts": self.texts.state(), "bm25": self._bm25().state()}
+        """The texts, the word and n-gram postings and, for a large dense catalog, the HNSW
+        index serialised (not the vectors)."""
+        out: State = {"n_docs": self.n_docs, "char_ngrams": self.config.char_ngrams,
+                      "texts": self.texts.state(), "bm25": self._bm25().state()}
+        if self.approximate:
+            out["ann"] = self.ann().to_array()
+        return out
 
     @classmethod
     def from_state(cls, state: State, config: SearchConfig | None = None) -> SearchIndex:
@@ -121,6 +189,7 @@ class SearchIndex:
         ix._words = BM25Index.from_state(state["bm25"])
         ix.texts = TextColumn.from_state(state["texts"])
         ix.n_docs = int(state["n_docs"])
+        ix._ann_saved = state.get("ann")
         if not ix.n_docs == ix._words.n_docs == len(ix.texts):
             raise ValueError(f"{ix.n_docs} items, {ix._words.n_docs} in the postings and "
                              f"{len(ix.texts)} texts")
@@ -165,16 +234,40 @@ class SearchIndex:
         return self._words
 
     def all_scores(self, query: str) -> dict[str, NDArray[np.float32]]:
-        """Every retriever's score for every document."""
+        """Every retriever's score for every document (dense ones exact)."""
+        return self._scores(query, exact=True)[0]
+
+    def _scores(self, query: str, *, exact: bool = False
+                ) -> tuple[dict[str, NDArray[np.float32]], DenseList | None]:
+        """Every retriever's scores; on a large catalog (unless ``exact``) the dense row is
+        exact only on the HNSW list and the sample, described by the :class:`DenseList`."""
         bm25 = self._bm25()
         out = {"bm25": bm25.word_score(query)}
         if self.config.char_ngrams:
             out["ngram"] = bm25.ngram_score(query)
         vectors = self.vectors
+        dense = None
         if vectors is not None and self.encode_query is not None:
-            q = self.encode_query(query)
-            out["dense"] = (vectors @ q).astype(np.float32)
-        return out
+            q = np.asarray(self.encode_query(query), dtype=np.float32)
+            if exact or not self.approximate:
+                out["dense"] = (vectors @ q).astype(np.float32)
+            else:
+                dense = self._dense_list(vectors, q)
+                out["dense"] = dense_row(dense, self.n_docs)
+        return out, dense
+
+    def _dense_list(self, vectors: NDArray[np.float32], q: NDArray[np.float32]) -> DenseList:
+        from shelfwise.services.cold_start import single_threaded_ann
+
+        single_threaded_ann()
+        ann = self.ann()
+        with self._ann_lock:
+            idx = ann.search(q, self.config.dense_candidates)[0][0]
+        idx = idx[idx >= 0]
+        sample = np.unique(np.linspace(0, self.n_docs - 1, min(self.n_docs, SAMPLE)).astype(
+            np.int64))
+        return DenseList(q, idx, (vectors[idx] @ q).astype(np.float32),
+                         (vectors[sample] @ q).astype(np.float32))
 
     def retrieve(self, query: str, *, allowed: NDArray[np.bool_] | None = None,
                  depth: int | None = None) -> Candidates:
@@ -182,8 +275,13 @@ class SearchIndex:
         if not query.strip():
             raise ConfigError("query: empty; send some text to search for")
         depth = depth or self.config.depth
-        scores = self.all_scores(query)
+        scores, dense = self._scores(query)
         ok = np.ones(self.n_docs, bool) if allowed is None else allowed
+        if dense is not None and allowed is not None and ok[dense.items].sum() < depth:
+            # filters left too little of the list: compare with every item
+            vectors = self.vectors
+            assert vectors is not None
+            scores["dense"], dense = (vectors @ dense.query).astype(np.float32), None
         fused = np.zeros(self.n_docs, np.float64)
         pooled = np.zeros(self.n_docs, bool)
         unknown = self._bm25().unknown_words(query) if "ngram" in scores else []
@@ -191,8 +289,10 @@ class SearchIndex:
             w = self.config.weights.get(name, 0.0)
             if name == "ngram" and not unknown:
                 continue  # every word matched as spelled: n-grams would only add noise
-            live = ok & (s > 0) if name != "dense" else ok.copy()
-            cand = np.flatnonzero(live)
+            if name == "dense" and dense is not None:  # only the list has exact scores
+                cand = dense.items[ok[dense.items]]
+            else:
+                cand = np.flatnonzero(ok & (s > 0) if name != "dense" else ok)
             if len(cand) == 0:
                 continue
             top = _top(cand, s[cand], depth * (4 if name == "ngram" else 1))
@@ -203,7 +303,7 @@ class SearchIndex:
             pooled[top] = True
             fused[top] += w / (self.config.rrf_k + np.arange(1, len(top) + 1))
         index = np.flatnonzero(pooled).astype(np.int64)
-        return self.candidates(index, scores, fused=fused[index])
+        return self.candidates(index, scores, fused=fused[index], dense=dense)
 
     def _covering(self, docs: NDArray[np.int64], words: list[str]) -> NDArray[np.int64]:
         """Those of ``docs`` whose text contains enough of some misspelled word's n-grams."""
@@ -219,17 +319,25 @@ class SearchIndex:
 
     def candidates(self, index: NDArray[np.int64], scores: dict[str, NDArray[np.float32]] |
                    None = None, *, query: str | None = None,
-                   fused: NDArray[np.float64] | None = None, within_depth: bool = False
-                   ) -> Candidates:
+                   fused: NDArray[np.float64] | None = None, within_depth: bool = False,
+                   dense: DenseList | None = None) -> Candidates:
         """A candidate set for given documents (the shop's own list, for re-ranking).
         ``within_depth`` fuses only ranks inside each retriever's depth, as :meth:`retrieve`
-        does (for rebuilding the features of a logged search)."""
+        does (for rebuilding the features of a logged search). ``dense`` describes an
+        approximate dense row in ``scores``: the candidates get exact scores and estimated
+        catalog ranks from it."""
         if scores is None:
             if query is None:
                 raise ConfigError("candidates() needs the query or precomputed scores")
-            scores = self.all_scores(query)
+            scores, dense = self._scores(query)
         per = {name: s[index] for name, s in scores.items()}
-        ranks = {name: _rank_within_catalog(s, index) for name, s in scores.items()}
+        ranks = {name: _rank_within_catalog(s, index) for name, s in scores.items()
+                 if name != "dense" or dense is None}
+        if dense is not None:
+            vectors = self.vectors
+            assert vectors is not None
+            per["dense"] = (vectors[index] @ dense.query).astype(np.float32)
+            ranks["dense"] = dense.ranks(per["dense"], self.n_docs)
         if fused is None:  # catalog ranks (a shop's list may sit deep), and n-grams only
             # for words the index does not know, as retrieve() fuses
             fused = np.zeros(len(index), np.float64)
@@ -245,6 +353,15 @@ class SearchIndex:
         return Candidates(index, np.asarray(fused, np.float64), per, ranks)
 
 
+def dense_row(dense: DenseList, n_docs: int) -> NDArray[np.float32]:
+    """A full row from a :class:`DenseList`: its exact scores, the fill elsewhere."""
+    fill = min(float(np.median(dense.sample_scores)) if len(dense.sample_scores) else 0.0,
+               float(dense.scores.min(initial=np.inf)))
+    row = np.full(n_docs, fill, np.float32)
+    row[dense.items] = dense.scores
+    return row
+
+
 def _top(docs: NDArray[np.int64], scores: NDArray[np.float32], m: int) -> NDArray[np.int64]:
     """The ``m`` best of ``docs`` by score, best first, ties by document order (partial sort:
     only the documents at or above the m-th score are sorted)."""
@@ -258,7 +375,14 @@ def _top(docs: NDArray[np.int64], scores: NDArray[np.float32], m: int) -> NDArra
 def _rank_within_catalog(scores: NDArray[np.float32], index: NDArray[np.int64]
                          ) -> NDArray[np.float32]:
     """1-based rank of each of ``index`` in the whole catalog by ``scores`` (ties share)."""
-    sorted_desc = np.sort(scores)[::-1]
-    # number of documents with a strictly higher score, plus one
-    higher = np.searchsorted(-sorted_desc, -scores[index], side="left")
-    return (higher + 1).astype(np.float32)
+    # each document's place among the few candidate scores instead of sorting the catalog:
+    # below[d] = how many candidate values lie strictly under document d's score
+    values = np.sort(scores[index])
+    scores_above = scores[scores > values[0]] if len(values) else scores  # the rest are lower
+    below = np.searchsorted(values, scores_above, side="left")
+    at_most = np.cumsum(np.bincount(below, minlength=len(values) + 1))
+    # documents strictly above values[j] are those with below > j
+    higher = scores_above.shape[0] - at_most[np.searchsorted(values, scores[index],
+                                                             side="left")]
+    out: NDArray[np.float32] = (higher + 1).astype(np.float32)
+    return out

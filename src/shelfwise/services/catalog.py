@@ -24,6 +24,7 @@ from shelfwise.data.schemas import Item
 FIELDS = ("title", "description", "category", "brand", "price", "tags", "language",
           "created_at", "available", "attributes")
 _CATEGORY, _AVAILABLE = FIELDS.index("category"), FIELDS.index("available")
+_BRAND = FIELDS.index("brand")
 Row = tuple[Any, ...]
 
 
@@ -83,6 +84,16 @@ class Catalog:
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._rows
+
+    def available(self, item_id: str) -> bool | None:
+        """Whether the item may be shown (None: not in the catalog), without building it."""
+        row = self._rows.get(item_id)
+        return None if row is None else bool(row[_AVAILABLE])
+
+    def labels(self, item_id: str) -> tuple[tuple[str, ...], str | None] | None:
+        """(category path, brand) of an item without building it (None: not in the catalog)."""
+        row = self._rows.get(item_id)
+        return None if row is None else (row[_CATEGORY] or (), row[_BRAND] or None)
 
     def __len__(self) -> int:
         return len(self._rows)

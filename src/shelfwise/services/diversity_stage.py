@@ -49,12 +49,11 @@ class Diversity:
         pool = slate.items[: max(self.config.pool, k)]
         ids = [c.item_id for c in pool]
         labels = _Labels()
-        items = [self.rec.catalog.get(i) for i in ids]
-        cats = np.asarray([labels.of(tuple(it.category)) if it and it.category else -1
-                           for it in items], np.int64)
+        got = [self.rec.catalog.labels(i) for i in ids]
+        cats = np.asarray([labels.of(tuple(g[0])) if g and g[0] else -1 for g in got],
+                          np.int64)
         brands = _Labels()
-        brand = np.asarray([brands.of(it.brand) if it and it.brand else -1 for it in items],
-                           np.int64)
+        brand = np.asarray([brands.of(g[1]) if g and g[1] else -1 for g in got], np.int64)
         history = None
         if self.config.method == "calibrated" and slate.surface in ("feed", "search"):
             h = slate.history if len(slate.history) or slate.user_id is None \

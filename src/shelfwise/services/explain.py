@@ -85,7 +85,8 @@ def removal_rows(gen: CandidateGenerator, histories: Sequence[NDArray[np.int64]]
              history_matrix(histories, n, decay=gen.config.history_decay,
                             max_history=gen.config.max_history))
         ok = items < n
-        out[:, ok] = (h @ m)[:, items[ok]].toarray()
+        used = np.unique(h.indices)  # only the history items' rows of the matrix matter
+        out[:, ok] = (h[:, used] @ m[used][:, items[ok]]).toarray()
         return out
     if isinstance(gen, Semantic):
         ok = items < gen.vectors_.shape[0]

@@ -19,6 +19,7 @@ from shelfwise.data.schemas import INTERACTION_TYPES, Event, Item
 from shelfwise.exceptions import NotFoundError
 from shelfwise.pipeline import Pipeline
 from shelfwise.retrieval.base import sorted_unique, top_k
+from shelfwise.retrieval.blend import focused
 from shelfwise.retrieval.popular import Popularity
 from shelfwise.retrieval.semantic import Semantic
 from shelfwise.services.catalog import Catalog
@@ -96,7 +97,8 @@ class Recommender:
         self.cache_size = cache_size
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, NDArray[np.int64]] = OrderedDict()
-        self._scored: OrderedDict[tuple[str, int, bytes], NDArray[np.float32]] = OrderedDict()
+        self._scored: OrderedDict[tuple[str, int, bytes, bytes | None],
+                                  NDArray[np.float32]] = OrderedDict()
         self.history_stats, self.score_stats = CacheStats(), CacheStats()
         self._generation = 0  # bumped when users are forgotten: a read begun before is not cached
         self.items: IdMap = bundle.items
@@ -278,12 +280,15 @@ class Recommender:
         return self.forget_users(lambda _user: True)
 
     # ---- recommendations -----------------------------------------------------------------
-    def generator_scores(self, name: str, history: NDArray[np.int64]) -> NDArray[np.float32]:
-        """Bundle generator ``name``'s raw scores for one history (read-only). The last few
-        answers are kept, so a feed with exploration slots, which asks the blend's generators
-        and then the slots' sources, scores each generator once."""
+    def generator_scores(self, name: str, history: NDArray[np.int64],
+                         focus: NDArray[np.int64] | None = None) -> NDArray[np.float32]:
+        """Bundle generator ``name``'s raw scores for one history (read-only), exact also on
+        ``focus`` items where the generator scores only its own top list exactly. The last
+        few answers are kept, so a feed with exploration slots, which asks the blend's
+        generators and then the slots' sources, scores each generator once."""
         gen = self.bundle.generators[name]
-        key = (name, gen.n_items_, np.ascontiguousarray(history, np.int64).tobytes())
+        key = (name, gen.n_items_, np.ascontiguousarray(history, np.int64).tobytes(),
+               None if focus is None else np.sort(focus).tobytes())
         with self._lock:
             hit = self._scored.get(key)
             if hit is not None:
@@ -291,7 +296,10 @@ class Recommender:
                 self.score_stats.hits += 1
                 return hit
             self.score_stats.misses += 1
-        scores = np.asarray(gen.score([history])[0], dtype=np.float32)
+        single_threaded_ann()
+        scored = (gen.score_focused([history], [focus])  # type: ignore[attr-defined]
+                  if focus is not None and focused(gen) else gen.score([history]))
+        scores = np.asarray(scored[0], dtype=np.float32)
         scores.flags.writeable = False
         with self._lock:
             self._scored[key] = scores
@@ -303,7 +311,8 @@ class Recommender:
                                                           NDArray[np.int64]]:
         """The bundle's feed blend for one history; also who contributed most to each item."""
         scores, label = self.blend.score_parts(
-            [history], lambda name, _gen, _h: self.generator_scores(name, history)[None, :])
+            [history], lambda name, _gen, _h, focus: self.generator_scores(
+                name, history, None if focus is None else focus[0])[None, :])
         return scores[0], self.blend.names, label[0]
 
     def _finish(

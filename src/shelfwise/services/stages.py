@@ -201,9 +201,8 @@ class Rules:
         seen: set[str] = set()
         kept = []
         for c in slate.items:
-            it = self.catalog.get(c.item_id)
             if c.item_id in seen or c.item_id in slate.exclude or (
-                    it is not None and not it.available):
+                    self.catalog.available(c.item_id) is False):
                 continue
             seen.add(c.item_id)
             kept.append(c)

