@@ -151,3 +151,15 @@ def test_limit_threads_caps_every_numeric_library_here_and_for_workers() -> None
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["torch"] == 1 and got["faiss"] == 1 and set(got["pools"]) == {1}
     assert got["env"]["OMP_NUM_THREADS"] == "1" and got["env"]["OPENBLAS_NUM_THREADS"] == "1"
+    # a server that has not loaded torch does not load it for this (~180 MB); when it does
+    # load it later (to embed posted items) the cap holds
+    later = ("import json, sys\n"
+             "from shelfwise.serving.threads import limit_threads\n"
+             "limit_threads(1)\n"
+             "before = 'torch' in sys.modules\n"
+             "import torch\n"
+             "print(json.dumps({'before': before, 'torch': torch.get_num_threads()}))\n")
+    out = subprocess.run([sys.executable, "-c", later], capture_output=True, text=True,
+                         env=clean, timeout=120, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"before": False, "torch": 1}

@@ -150,3 +150,14 @@ def test_scores_equal_bm25s_on_real_titles() -> None:
                         else np.zeros(len(titles), np.float32))
                 np.testing.assert_allclose(score(q), want, rtol=1e-5, atol=1e-6,
                                            err_msg=f"{method}: {q!r}")
+
+
+def test_gram_counts_equal_counting_each_documents_own_ngrams() -> None:
+    texts = ["stainless steel kettle", "steel toe boots", "porcelain floor tile 12x12",
+             "无线蓝牙耳机", "kettlebell 12 kg", "tile spacers", ""]
+    index = BM25Index(char_ngrams=3).fit(texts)
+    docs = np.array([6, 0, 2, 4, 1, 3, 5])
+    for word in ("porcelian", "kettel", "steal", "蓝牙", "zzz"):
+        grams = set(index.ngrams(word))
+        want = [len(grams & set(index.ngrams(texts[d]))) for d in docs]
+        np.testing.assert_array_equal(index.gram_counts(docs, grams), want)

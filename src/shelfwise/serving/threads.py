@@ -11,6 +11,7 @@ against 17 ms). Concurrency then comes from requests and worker processes.
 from __future__ import annotations
 
 import os
+import sys
 
 _ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -25,8 +26,9 @@ def limit_threads(n: int) -> dict[str, str]:
     os.environ.update(env)
     threadpool_limits(limits=n)
     import faiss
-    import torch
 
-    torch.set_num_threads(n)
     faiss.omp_set_num_threads(n)
+    torch = sys.modules.get("torch")  # not imported for it: a server may never need torch
+    if torch is not None:           # (~180 MB); loaded later, it reads OMP_NUM_THREADS
+        torch.set_num_threads(n)
     return env

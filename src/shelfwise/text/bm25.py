@@ -401,6 +401,24 @@ class BM25Index:
             return scores
         return scores[np.asarray(doc_indices, dtype=np.int64)]
 
+    def gram_counts(self, docs: NDArray[np.int64], grams: Iterable[str]) -> NDArray[np.int64]:
+        """How many of the distinct ``grams`` each of ``docs`` contains, read from the n-gram
+        postings (no document text is re-split)."""
+        self._fitted()
+        out = np.zeros(len(docs), np.int64)
+        if self.grams_ is None or not len(docs):
+            return out
+        for gram in set(grams):
+            term = self.grams_.vocab.get(gram)
+            if term is None:
+                continue
+            have, _ = self.grams_.postings(term)  # documents ascending
+            if not len(have):
+                continue
+            at = np.minimum(np.searchsorted(have, docs), len(have) - 1)
+            out += have[at] == docs
+        return out
+
     def unknown_words(self, query: str) -> list[str]:
         """Query tokens that no indexed document contains (likely misspellings)."""
         vocab = self._fitted().words_.vocab

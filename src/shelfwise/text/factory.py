@@ -147,7 +147,7 @@ class LazyEncoder:
 def warm_encoder(encoder: TextEncoder) -> None:
     """Load what a lazily loaded encoder (behind the embedding cache, if any) needs to encode
     queries, now."""
-    inner = getattr(encoder, "encoder", encoder)
+    inner = encoder if isinstance(encoder, LazyEncoder) else getattr(encoder, "encoder", None)
     if isinstance(inner, LazyEncoder):
         inner.warm_queries()
 
