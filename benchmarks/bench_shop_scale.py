@@ -504,7 +504,9 @@ def run(args: argparse.Namespace, note: str | None = None) -> None:
                     args.phase_seconds if c == 1 else args.load_seconds)
                 print(f"  1 worker, feed at {c} clients: "
                       f"{fmt(latency[f'feed_known_{c}_1worker'])}", flush=True)
-            rec["server_rss_1worker_mb"] = single.memory_mb()["tree"]
+            one = single.memory_mb()
+            rec["server_rss_1worker_mb"] = one["tree"]
+            rec["server_private_1worker_mb"] = one["tree_private"]
         finally:
             single.stop()
 

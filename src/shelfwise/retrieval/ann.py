@@ -57,9 +57,10 @@ class VectorIndex:
             self._index.train(vectors)
         self._index.add(vectors)
 
-    def search(self, queries: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64],
-                                                                   NDArray[np.float32]]:
-        """Top-``k`` rows per query, best first; missing slots are -1."""
+    def search(self, queries: NDArray[np.float32], k: int, *, ef: int = 0
+               ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Top-``k`` rows per query, best first; missing slots are -1. ``ef`` widens an HNSW
+        search beyond its default (and beyond ``k``) for more recall."""
         import faiss
 
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
@@ -67,7 +68,7 @@ class VectorIndex:
         if self.exact:
             scores, idx = self._index.search(q, k)
         else:  # HNSW keeps only efSearch candidates: a longer list needs a wider search
-            ef = max(int(self._index.hnsw.efSearch), k)
+            ef = max(int(self._index.hnsw.efSearch), k, ef)
             params = faiss.SearchParametersHNSW(efSearch=ef)  # type: ignore[attr-defined]
             scores, idx = self._index.search(q, k, params=params)
         return idx.astype(np.int64), scores.astype(np.float32)

@@ -237,9 +237,10 @@ class Semantic(TextItems, BaseGenerator):
             idx, val = index.search(q, k)
         if not index.quantized:
             return idx, val
-        ok = idx >= 0
-        val = np.where(ok, np.einsum("rkd,rd->rk", self.vectors_[np.maximum(idx, 0)], q),
-                       -np.inf).astype(np.float32)
+        val = np.full(idx.shape, -np.inf, np.float32)
+        for row in range(idx.shape[0]):  # row by row: a batch's gathered rows stay small
+            ok = idx[row] >= 0
+            val[row, ok] = self.vectors_[idx[row, ok]] @ q[row]
         order = np.argsort(-val, axis=1, kind="stable")
         idx, val = np.take_along_axis(idx, order, 1), np.take_along_axis(val, order, 1)
         idx[~np.isfinite(val)] = -1

@@ -49,6 +49,10 @@ class SearchConfig(BaseModel):
         "a catalog rank estimated from a sample)")
     dense_candidates: int = Field(default=400, ge=10,
                                   description="items the HNSW search returns per query")
+    dense_ef: int = Field(
+        default=1000, ge=10,
+        description="HNSW search width (efSearch) for a query: on the 100k-item bench shop "
+        "1,000 finds 95% of the exact top 10, 400 finds 89% (~1.3 ms less)")
 
 
 @dataclass
@@ -262,7 +266,7 @@ class SearchIndex:
         single_threaded_ann()
         ann = self.ann()
         with self._ann_lock:
-            idx = ann.search(q, self.config.dense_candidates)[0][0]
+            idx = ann.search(q, self.config.dense_candidates, ef=self.config.dense_ef)[0][0]
         idx = idx[idx >= 0]
         sample = np.unique(np.linspace(0, self.n_docs - 1, min(self.n_docs, SAMPLE)).astype(
             np.int64))
