@@ -271,7 +271,8 @@ class Pipeline:
         n = max(g.n_items_ for g in gens.values())
         out: dict[str, Scores] = {}
         for alias, gen in gens.items():
-            s = gen.score(histories)
+            # features and cold candidates read arbitrary items: no top-list approximation
+            s = getattr(gen, "score_exact", gen.score)(histories)
             if s.shape[1] < n:  # a generator that knows fewer items has no opinion on the rest
                 s = np.pad(s, ((0, 0), (0, n - s.shape[1])), constant_values=-np.inf)
             out[alias] = s

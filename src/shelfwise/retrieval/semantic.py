@@ -71,6 +71,8 @@ class Semantic(TextItems, BaseGenerator):
     name = "semantic"
     Config = SemanticConfig
     config: SemanticConfig
+    fill_sample = 2048
+    """Items (evenly spaced) whose exact scores set a large catalog's row range and fill."""
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -155,6 +157,13 @@ class Semantic(TextItems, BaseGenerator):
         scores: Scores = np.asarray(profiles @ self.vectors_.T, dtype=np.float32)
         return scores
 
+    def score_exact(self, histories: Sequence[History]) -> Scores:
+        """Every item's exact cosine whatever the catalog size (a full scan): for callers
+        that read scores of arbitrary items, e.g. the two-stage pipeline's features and its
+        cold-item candidates."""
+        out: Scores = np.asarray(self._profiles(histories) @ self.vectors_.T, dtype=np.float32)
+        return out
+
     def score_focused(self, histories: Sequence[History],
                       focus: Sequence[NDArray[np.int64]]) -> Scores:
         """:meth:`score`, and exact on each history's ``focus`` items too (a blend's other
@@ -192,10 +201,10 @@ class Semantic(TextItems, BaseGenerator):
         return out
 
     def _fill_sample(self) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-        """Evenly spaced items (at most 2,048) whose exact scores set a row's range and fill."""
+        """The :attr:`fill_sample` items and their vectors (gathered once)."""
         n = self.vectors_.shape[0]
         if self._sample is None:
-            idx = np.unique(np.linspace(0, n - 1, min(n, 2048)).astype(np.int64))
+            idx = np.unique(np.linspace(0, n - 1, min(n, self.fill_sample)).astype(np.int64))
             self._sample = idx, np.ascontiguousarray(self.vectors_[idx], dtype=np.float32)
         return self._sample
 

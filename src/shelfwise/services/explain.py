@@ -37,6 +37,7 @@ from numpy.typing import NDArray
 
 from shelfwise.data.schemas import Item
 from shelfwise.retrieval.base import CandidateGenerator
+from shelfwise.retrieval.blend import focused
 from shelfwise.retrieval.cooccurrence import Cooccurrence
 from shelfwise.retrieval.ease import history_matrix
 from shelfwise.retrieval.itemknn import ItemKNN
@@ -130,8 +131,10 @@ class Explainer:
         n = rec.blend.n_items_
         idx = rec.items.indices([c.item_id for c in items])
         scale: dict[str, float] = {}
-        for name, _gen, weight in rec.blend.parts:
-            row = rec.generator_scores(name, history)[:n]
+        shown = idx[(idx >= 0) & (idx < n)]
+        for name, gen, weight in rec.blend.parts:
+            # a part exact only on its lists (large catalogs) is asked for these items too
+            row = rec.generator_scores(name, history, shown if focused(gen) else None)[:n]
             finite = np.isfinite(row)
             lo = float(row.min(where=finite, initial=np.inf))
             hi = float(row.max(where=finite, initial=-np.inf))
