@@ -79,41 +79,34 @@ def games_pools(data: Interactions, split: Split) -> tuple[Split, list[np.ndarra
     return sub, [pools[int(u)] for u in sub.test.users]
 
 
-def tree_rss_mb(pid: int, key: str = "VmRSS") -> float:
-    """``key`` of ``/proc/<pid>/status`` (VmRSS; RssAnon: private memory, without the pages
-    of memory-mapped files) summed over ``pid`` and all its descendants (0 for processes
-    already gone)."""
+def _tree_mb(pid: int, file: str, key: str) -> float:
+    """``key`` of ``/proc/<p>/<file>`` in MB, summed over ``pid`` and all its descendants
+    (0 for processes already gone)."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
         try:
-            status = Path(f"/proc/{p}/status").read_text()
+            text = Path(f"/proc/{p}/{file}").read_text()
             kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
         except OSError:
             continue
-        for line in status.splitlines():
+        for line in text.splitlines():
             if line.startswith(f"{key}:"):
                 total += int(line.split()[1])
         todo += [int(k) for k in kids]
     return total / 1024
 
 
+def tree_rss_mb(pid: int, key: str = "VmRSS") -> float:
+    """``key`` of ``/proc/<pid>/status`` (VmRSS; RssAnon: private memory, without the pages
+    of memory-mapped files) summed over ``pid`` and all its descendants."""
+    return _tree_mb(pid, "status", key)
+
+
 def tree_pss_mb(pid: int) -> float:
     """Proportional set size summed over ``pid`` and its descendants: pages shared between
     them (a memory-mapped bundle, copy-on-write memory) count once in total."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
-            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
-        for line in rollup.splitlines():
-            if line.startswith("Pss:"):
-                total += int(line.split()[1])
-        todo += [int(k) for k in kids]
-    return total / 1024
+    return _tree_mb(pid, "smaps_rollup", "Pss")
 
 
 def free_port() -> int:

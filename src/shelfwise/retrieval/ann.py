@@ -106,3 +106,21 @@ class VectorIndex:
         obj.exact = isinstance(raw, faiss.IndexFlat)
         obj._index = raw
         return obj
+
+
+def spread_sample(n: int, size: int) -> NDArray[np.int64]:
+    """At most ``size`` evenly spaced positions of ``0..n-1``: the items whose exact scores
+    stand in for a large catalog's score distribution."""
+    out: NDArray[np.int64] = np.unique(np.linspace(0, n - 1, min(n, size)).astype(np.int64))
+    return out
+
+
+def fill_value(sample_scores: NDArray[np.floating], list_scores: NDArray[np.floating]
+               ) -> NDArray[np.float32]:
+    """Per row, the score given to items outside an exactly scored top list: the sample's
+    median, never above the list's last entry (no such item scores higher than it)."""
+    last = np.where(np.isfinite(list_scores), list_scores, np.inf).min(axis=-1, initial=np.inf)
+    median = (np.median(sample_scores, axis=-1) if sample_scores.shape[-1]
+              else np.zeros(sample_scores.shape[:-1]))
+    out: NDArray[np.float32] = np.minimum(median, last).astype(np.float32)
+    return out

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from shelfwise.data.interactions import History, Interactions
 from shelfwise.exceptions import ConfigError
-from shelfwise.retrieval.ann import EXACT_THRESHOLD, VectorIndex
+from shelfwise.retrieval.ann import EXACT_THRESHOLD, VectorIndex, fill_value, spread_sample
 from shelfwise.retrieval.base import BaseGenerator, GeneratorConfig, Scores
 from shelfwise.retrieval.text_items import TextItems
 from shelfwise.text.base import TextEncoder
@@ -189,10 +189,7 @@ class Semantic(TextItems, BaseGenerator):
         s_scores = profiles @ vecs.T
         idx, val = self.search_vectors(profiles, self.config.ann_candidates)
         ok = idx >= 0
-        # no item outside a top list scores above its last entry
-        last = np.where(ok, val, np.inf).min(axis=1, keepdims=True)
-        fill = np.minimum(np.median(s_scores, axis=1, keepdims=True), last)
-        out = np.repeat(fill.astype(np.float32), n, axis=1)
+        out = np.repeat(fill_value(s_scores, np.where(ok, val, np.inf))[:, None], n, axis=1)
         rows = np.arange(profiles.shape[0])[:, None]
         out[rows, sample[None, :]] = s_scores
         out[np.nonzero(ok)[0], idx[ok]] = val[ok]
@@ -204,7 +201,7 @@ class Semantic(TextItems, BaseGenerator):
         """The :attr:`fill_sample` items and their vectors (gathered once)."""
         n = self.vectors_.shape[0]
         if self._sample is None:
-            idx = np.unique(np.linspace(0, n - 1, min(n, self.fill_sample)).astype(np.int64))
+            idx = spread_sample(n, self.fill_sample)
             self._sample = idx, np.ascontiguousarray(self.vectors_[idx], dtype=np.float32)
         return self._sample
 

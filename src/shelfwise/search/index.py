@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.exceptions import ConfigError
-from shelfwise.retrieval.ann import EXACT_THRESHOLD, VectorIndex
+from shelfwise.retrieval.ann import EXACT_THRESHOLD, VectorIndex, fill_value, spread_sample
 from shelfwise.search.columns import State, TextColumn
 from shelfwise.text.bm25 import BM25Config, BM25Index, put_growing
 
@@ -113,6 +113,7 @@ class SearchIndex:
         self._ann: VectorIndex | None = None  # over the first len(_ann) vectors
         self._ann_saved: NDArray[np.uint8] | None = None  # serialised, until vectors are set
         self._ann_lock = threading.Lock()
+        self._sample: tuple[int, NDArray[np.float32]] | None = None  # (n_docs, rows)
         self.encode_query: QueryEncoder | None = None
         self.texts = TextColumn()
         self.n_docs = 0
@@ -148,7 +149,7 @@ class SearchIndex:
         self._vectors = None if vectors is None else np.asarray(vectors, dtype=np.float32)
         self.encode_query = encode_query
         with self._ann_lock:
-            self._ann = None
+            self._ann, self._sample = None, None
             if self._ann_saved is not None and vectors is not None:
                 ann = VectorIndex.from_array(self._ann_saved)
                 if ann.dim == vectors.shape[1] and len(ann) <= self.n_docs:
@@ -268,10 +269,13 @@ class SearchIndex:
         with self._ann_lock:
             idx = ann.search(q, self.config.dense_candidates, ef=self.config.dense_ef)[0][0]
         idx = idx[idx >= 0]
-        sample = np.unique(np.linspace(0, self.n_docs - 1, min(self.n_docs, SAMPLE)).astype(
-            np.int64))
+        with self._ann_lock:  # the sample's rows, gathered once per catalog size
+            if self._sample is None or self._sample[0] != self.n_docs:
+                self._sample = (self.n_docs, np.ascontiguousarray(
+                    vectors[spread_sample(self.n_docs, SAMPLE)], dtype=np.float32))
+            sample = self._sample[1]
         return DenseList(q, idx, (vectors[idx] @ q).astype(np.float32),
-                         (vectors[sample] @ q).astype(np.float32))
+                         (sample @ q).astype(np.float32))
 
     def retrieve(self, query: str, *, allowed: NDArray[np.bool_] | None = None,
                  depth: int | None = None) -> Candidates:
@@ -360,9 +364,7 @@ class SearchIndex:
 
 def dense_row(dense: DenseList, n_docs: int) -> NDArray[np.float32]:
     """A full row from a :class:`DenseList`: its exact scores, the fill elsewhere."""
-    fill = min(float(np.median(dense.sample_scores)) if len(dense.sample_scores) else 0.0,
-               float(dense.scores.min(initial=np.inf)))
-    row = np.full(n_docs, fill, np.float32)
+    row = np.full(n_docs, float(fill_value(dense.sample_scores, dense.scores)), np.float32)
     row[dense.items] = dense.scores
     return row
 
