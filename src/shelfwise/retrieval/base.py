@@ -52,6 +52,9 @@ class BaseGenerator(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[GeneratorConfig]]
+    mapped: ClassVar[tuple[str, ...]] = ()
+    """State arrays saved as ``<key>.npy`` and memory-mapped read-only on load (large ones
+    a request reads a few rows of); the rest go to ``state.npz``."""
 
     def __init__(self, **params: Any) -> None:
         try:
@@ -100,16 +103,25 @@ class BaseGenerator(ABC):
         (path / "config.json").write_text(
             json.dumps({**self.to_config(), "n_items": self.n_items_})
         )
-        np.savez(path / "state.npz", allow_pickle=False, **self._state())
+        state = self._state()
+        for key in self.mapped:
+            np.save(path / f"{key}.npy", np.ascontiguousarray(state.pop(key)))
+        np.savez(path / "state.npz", allow_pickle=False, **state)
 
     @classmethod
     def load(cls, path: Path) -> Self:
+        """A saved generator; :attr:`mapped` arrays memory-mapped where saved as ``.npy``
+        (older bundles hold them in the npz)."""
         cfg = json.loads((path / "config.json").read_text())
         cfg.pop("name", None)
         n_items = int(cfg.pop("n_items"))
         obj = cls(**cfg)
         with np.load(path / "state.npz", allow_pickle=False) as npz:
-            obj._set_state({k: npz[k] for k in npz.files})
+            state = {k: npz[k] for k in npz.files}
+        for key in cls.mapped:
+            if (path / f"{key}.npy").is_file():
+                state[key] = np.load(path / f"{key}.npy", mmap_mode="r").view(np.ndarray)
+        obj._set_state(state)
         obj._n_items = n_items
         return obj
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import threading
@@ -22,8 +21,6 @@ from shelfwise.retrieval.text_items import TextItems
 from shelfwise.text.base import TextEncoder
 
 SCRIPTS = ("han", "other")
-MAPPED = ("vectors", "raw_vectors")
-"""State arrays saved as ``.npy`` and memory-mapped on load."""
 CENTER_SHRINK = 5.0
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
@@ -71,6 +68,7 @@ class Semantic(TextItems, BaseGenerator):
     name = "semantic"
     Config = SemanticConfig
     config: SemanticConfig
+    mapped = ("vectors", "raw_vectors")  # only the rows a request touches become resident
     fill_sample = 2048
     """Items (evenly spaced) whose exact scores set a large catalog's row range and fill."""
 
@@ -151,11 +149,9 @@ class Semantic(TextItems, BaseGenerator):
             (0, self.vectors_.shape[1]), np.float32)
 
     def _score(self, histories: Sequence[History]) -> Scores:
-        profiles = self._profiles(histories)
         if self.approximate and len(histories):
-            return self._score_candidates(profiles)
-        scores: Scores = np.asarray(profiles @ self.vectors_.T, dtype=np.float32)
-        return scores
+            return self._score_candidates(self._profiles(histories))
+        return self.score_exact(histories)
 
     def score_exact(self, histories: Sequence[History]) -> Scores:
         """Every item's exact cosine whatever the catalog size (a full scan): for callers
@@ -276,38 +272,16 @@ class Semantic(TextItems, BaseGenerator):
         self._recent = {}
 
     def save(self, path: Path) -> None:
-        """Config, the small arrays in ``state.npz``, the two vector matrices as ``.npy``
-        (memory-mapped by :meth:`load`) and the index."""
         from shelfwise.text.base import is_tuned_dir
 
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(
-            json.dumps({**self.to_config(), "n_items": self.n_items_}))
-        state = self._state()
-        for key in MAPPED:
-            np.save(path / f"{key}.npy", np.ascontiguousarray(state.pop(key), np.float32))
-        np.savez(path / "state.npz", allow_pickle=False, **state)
+        super().save(path)
         self.index.save(path / "index.faiss")
         if is_tuned_dir(self.config.encoder):  # the bundle carries its tuned encoder
             shutil.copytree(self.config.encoder, path / "encoder", dirs_exist_ok=True)
 
     @classmethod
     def load(cls, path: Path) -> Semantic:
-        """A saved generator; its vector matrices memory-mapped read-only (only the rows a
-        request touches become resident), bundles of older versions read from the npz."""
-        if not (path / "vectors.npy").is_file():
-            obj = super().load(path)
-        else:
-            cfg = json.loads((path / "config.json").read_text())
-            cfg.pop("name", None)
-            n_items = int(cfg.pop("n_items"))
-            obj = cls(**cfg)
-            with np.load(path / "state.npz", allow_pickle=False) as npz:
-                state = {k: npz[k] for k in npz.files}
-            for key in MAPPED:
-                state[key] = np.load(path / f"{key}.npy", mmap_mode="r").view(np.ndarray)
-            obj._set_state(state)
-            obj._n_items = n_items
+        obj = super().load(path)
         if (path / "index.faiss").is_file():
             obj._index = VectorIndex.load(path / "index.faiss")
         if (path / "encoder").is_dir():
