@@ -302,6 +302,47 @@ class StoreContract:
         assert all(r.written + r.skipped == 200 for r in results)
         assert ids([e for b in store.iter_events() for e in b]) == ids(batch)
 
+    def test_concurrent_batches_on_one_handle_each_get_their_own_counts(
+        self, store: Store
+    ) -> None:
+        # Batches posted at once by a server's threads share commits (group commit), yet each
+        # caller learns what its own batch wrote, and a shared id is written once.
+        store.add_events([ev("old", t=0)])
+        batches = [[ev(f"b{b}-{k}", user=f"v{b}", t=k) for k in range(50)] + [ev("shared"),
+                   ev("old", t=0)] for b in range(12)]
+        start = threading.Barrier(len(batches))
+
+        def deliver(batch: list[Event]) -> WriteResult:
+            start.wait(timeout=30)
+            return store.add_events(batch)
+
+        with ThreadPoolExecutor(len(batches)) as pool:
+            results = list(pool.map(deliver, batches))
+        assert all(r.written + r.skipped == 52 for r in results)
+        assert sorted(r.written for r in results) == [50] * 11 + [51]
+        assert store.counts()["events"] == 1 + 12 * 50 + 1
+        for b in range(12):
+            assert [e.id for e in store.user_events(f"v{b}")] == [f"b{b}-{k}" for k in range(50)]
+
+    def test_a_refused_batch_among_concurrent_ones_fails_alone(self, store: Store) -> None:
+        bad = [ev("bad1"), ev("bad2", type=EventType.SEARCH, item=None, query="x\x00y")]
+        good = [[ev(f"g{b}-{k}", user=f"u{b}", t=k) for k in range(20)] for b in range(6)]
+        start = threading.Barrier(len(good) + 1)
+
+        def deliver(batch: list[Event]) -> WriteResult | Exception:
+            start.wait(timeout=30)
+            try:
+                return store.add_events(batch)
+            except StoreError as exc:
+                return exc
+
+        with ThreadPoolExecutor(len(good) + 1) as pool:
+            results = list(pool.map(deliver, [bad, *good]))
+        assert isinstance(results[0], StoreError) and "bad2" in str(results[0])
+        assert results[1:] == [WriteResult(20, 0)] * 6
+        assert store.existing_event_ids(["bad1", "bad2"]) == set()
+        assert store.counts()["events"] == 120
+
     def test_existing_event_ids_past_900(self, store: Store) -> None:
         store.add_events([ev(f"e{k:04d}", t=k) for k in range(1000)])
         asked = [f"e{k:04d}" for k in range(1000)] + [f"x{k}" for k in range(50)]

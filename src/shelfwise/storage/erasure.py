@@ -88,12 +88,18 @@ def tombstones(conn: Connection, metadata: sa.MetaData, after: int) -> list[Tomb
             for s, h, t in conn.execute(q)]
 
 
+def any_tombstone(conn: Connection, metadata: sa.MetaData) -> bool:
+    """Whether anybody was ever forgotten (the usual answer, no, spares per-row checks)."""
+    tomb = metadata.tables[FORGOTTEN]
+    return conn.execute(sa.select(tomb.c.seq).limit(1)).first() is not None
+
+
 def forgotten_at(conn: Connection, metadata: sa.MetaData,
                  users: Iterable[str]) -> dict[str, float]:
     """When each of ``users`` was last forgotten (epoch seconds), for those with a
     tombstone."""
     tomb = metadata.tables[FORGOTTEN]
-    if conn.execute(sa.select(tomb.c.seq).limit(1)).first() is None:
+    if not any_tombstone(conn, metadata):
         return {}  # nobody forgotten (the usual case): no per-row work on bulk imports
     hashes = {user_hash(u): u for u in users}
     keys = list(hashes)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
@@ -55,6 +55,7 @@ from shelfwise.storage.base import (
     WriteResult,
     attribute_value,
 )
+from shelfwise.storage.groupcommit import Checkpointer, GroupCommit, WriteGate
 
 metadata = sa.MetaData()
 _INTERACTIONS_SQL = "type IN ('cart', 'click', 'purchase', 'view')"
@@ -207,6 +208,12 @@ class SqlStore:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self._local = threading.local()
+        self._events_writer = GroupCommit(self._write_event_batches)
+        database = self.engine.url.database
+        on_file = bool(self.engine.dialect.name == "sqlite" and database
+                       and database != ":memory:" and not database.startswith("file:"))
+        self._gate = WriteGate(str(database)) if on_file else None
+        self._checkpointer = Checkpointer(str(database)) if on_file else None
         if create:
             metadata.create_all(self.engine)
         self._add_order_columns()
@@ -358,24 +365,48 @@ class SqlStore:
         text) with one driver-level ``executemany``: the bulk path of imports and ingestion.
 
         ``ON CONFLICT DO NOTHING`` skips ids already stored, repeats within ``rows`` and a
-        concurrent delivery of the same id; the driver's row count is what was written."""
+        concurrent delivery of the same id; the driver's row count is what was written.
+        Batches that threads post at the same time share one transaction and one commit
+        (:mod:`shelfwise.storage.groupcommit`), each still all or nothing."""
         if not rows:
             return WriteResult(0, 0)
         if self.scrub_pii:
             rows = [_scrubbed(r) for r in rows]
         _refuse_nul_rows(rows)
+        if getattr(self._local, "conn", None) is not None:  # inside the caller's transaction
+            return self._write_event_batches([rows])[0]
+        return self._events_writer.submit(rows)
+
+    def _write_event_batches(self, batches: Sequence[Sequence[EventRow]]) -> list[WriteResult]:
+        """Insert the batches in one transaction (one commit for the concurrent posts
+        :class:`GroupCommit` gathered), each batch counted apart."""
+        gate = self._gate.held() if self._gate is not None and getattr(
+            self._local, "conn", None) is None else nullcontext()
+        with gate, self.transaction(), self._conn() as conn:
+            erasure.lock(conn, exclusive=False)
+            written = [self._insert_event_rows(conn, rows) for rows in batches]
+            if erasure.any_tombstone(conn, metadata):  # after the inserts: see erasure.py
+                written = [w - erasure.drop_forgotten(conn, metadata, [(r[0], r[2], r[9])
+                                                                       for r in rows])
+                           for w, rows in zip(written, batches, strict=True)]
+            out = [WriteResult(w, len(rows) - w) for w, rows in zip(written, batches,
+                                                                   strict=True)]
+        if self._checkpointer is not None and getattr(self._local, "conn", None) is None:
+            self._checkpointer.poke()
+        return out
+
+    def _insert_event_rows(self, conn: Connection, rows: Sequence[EventRow]) -> int:
+        """``INSERT ... ON CONFLICT (id) DO NOTHING`` with one driver-level ``executemany``
+        per 50,000 rows; the rows written."""
         mark = "?" if self.engine.dialect.name == "sqlite" else "%s"
         names = ", ".join(f'"{c}"' for c in EVENT_ROW_COLUMNS)
         sql = (f"INSERT INTO events ({names}) VALUES "
                f"({', '.join([mark] * len(EVENT_ROW_COLUMNS))}) ON CONFLICT (id) DO NOTHING")
         written = 0
-        with self.transaction(), self._conn() as conn:
-            erasure.lock(conn, exclusive=False)
-            for start in range(0, len(rows), 50_000):
-                chunk = list(rows[start : start + 50_000])
-                written += max(conn.exec_driver_sql(sql, chunk).rowcount, 0)
-            written -= erasure.drop_forgotten(conn, metadata, [(r[0], r[2], r[9]) for r in rows])
-        return WriteResult(written, len(rows) - written)
+        for start in range(0, len(rows), 50_000):
+            chunk = list(rows[start : start + 50_000])
+            written += max(conn.exec_driver_sql(sql, chunk).rowcount, 0)
+        return written
 
     def set_meta(self, key: str, value: str) -> None:
         self._upsert(meta_t, [{"key": key, "value": value}])
@@ -770,7 +801,11 @@ class SqlStore:
                     conn.exec_driver_sql("PRAGMA busy_timeout = 30000")  # connect_args timeout
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self.engine.dispose()
+        if self._gate is not None:
+            self._gate.close()
 
 
 def _column_names(inspector: sa.Inspector, table: str) -> set[str]:
@@ -844,6 +879,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA wal_autocheckpoint=10000")  # servers checkpoint in the background
     cur.execute("PRAGMA secure_delete=ON")  # a forgotten user's rows are zeroed, not just freed
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
