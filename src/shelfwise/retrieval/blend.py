@@ -21,7 +21,13 @@ from numpy.typing import NDArray
 
 from shelfwise.data.interactions import History, Interactions
 from shelfwise.exceptions import ConfigError
-from shelfwise.retrieval.base import BaseGenerator, CandidateGenerator, Scores, top_k
+from shelfwise.retrieval.base import (
+    BaseGenerator,
+    CandidateGenerator,
+    Scores,
+    best_unordered,
+    top_k,
+)
 from shelfwise.retrieval.registry import make_generator
 from shelfwise.retrieval.spec import GeneratorSpec
 
@@ -362,7 +368,7 @@ class Blend:
             focus = None
             if focused(gen) and total is not None:
                 m = min(FOCUS, total.shape[1])
-                focus = list(np.argpartition(-total, m - 1, axis=1)[:, :m].astype(np.int64))
+                focus = [best_unordered(row, m) for row in total]
             if score is not None:
                 s = score(name, gen, histories, focus)
             elif focus is not None:

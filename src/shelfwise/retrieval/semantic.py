@@ -16,7 +16,7 @@ from pydantic import Field
 from shelfwise.data.interactions import History, Interactions
 from shelfwise.exceptions import ConfigError
 from shelfwise.retrieval.ann import EXACT_THRESHOLD, VectorIndex, fill_value, spread_sample
-from shelfwise.retrieval.base import BaseGenerator, GeneratorConfig, Scores
+from shelfwise.retrieval.base import BaseGenerator, GeneratorConfig, Scores, best_unordered
 from shelfwise.retrieval.text_items import TextItems
 from shelfwise.text.base import TextEncoder
 
@@ -253,8 +253,7 @@ class Semantic(TextItems, BaseGenerator):
         matched against the raw passage vectors, as the encoder was trained (asymmetric)."""
         q = self.encoder.encode_queries([query])[0]
         scores = self.raw_vectors_ @ q
-        k = min(k, scores.shape[0])
-        top = np.argpartition(-scores, k - 1)[:k]
+        top = best_unordered(scores, k)
         top = top[np.argsort(-scores[top], kind="stable")]
         return top.astype(np.int64), scores[top].astype(np.float32)
 
