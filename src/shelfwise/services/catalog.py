@@ -116,6 +116,13 @@ class Catalog:
     def titles(self, item_ids: Sequence[str]) -> list[str | None]:
         return [self.title(i) for i in item_ids]
 
+    def search_rows(self, item_ids: Sequence[str]
+                    ) -> list[tuple[str, str, tuple[str, ...], str | None, float | None] | None]:
+        """(title, description, category path, brand, price) of each id, None when unknown:
+        what search indexes, without building 100k items at start (2.4 s of 3.4)."""
+        rows = self._rows
+        return [rows[i][:5] if i in rows else None for i in item_ids]
+
     def items(self, item_ids: Sequence[str]) -> dict[str, Item]:
         """The known ones of ``item_ids`` (as the store's ``get_items`` answers)."""
         rows = self._rows

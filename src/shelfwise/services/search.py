@@ -115,16 +115,14 @@ class SearchService:
                                                  list[str | None], list[float]]:
         """Titles, texts, category paths, brands and prices of items ``start:n``."""
         ids = self.rec.items.ids[start:n]
-        catalog = self.rec.catalog.items(list(ids))
         titles, texts, cats, brands, prices = [], [], [], [], []
-        for item_id in ids:
-            it = catalog.get(item_id)
-            titles.append(it.title if it else "")
-            cats.append(tuple(it.category) if it else ())
-            brands.append(it.brand if it else None)
-            prices.append(it.price if it and it.price is not None else np.nan)
-            texts.append(item_text(it.title, it.category, it.brand, it.description)
-                         if it else "")
+        for row in self.rec.catalog.search_rows(list(ids)):
+            title, description, category, brand, price = row or ("", "", (), None, None)
+            titles.append(title)
+            cats.append(tuple(category))
+            brands.append(brand)
+            prices.append(price if price is not None else np.nan)
+            texts.append(item_text(title, category, brand, description) if row else "")
         return titles, texts, cats, brands, prices
 
     def _popularity(self, n: int) -> NDArray[np.float64] | None:
