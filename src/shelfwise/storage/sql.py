@@ -208,7 +208,7 @@ class SqlStore:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self._local = threading.local()
-        self._events_writer = GroupCommit(self._write_event_batches)
+        self._events_writer = GroupCommit(self._commit_event_batches)
         database = self.engine.url.database
         on_file = bool(self.engine.dialect.name == "sqlite" and database
                        and database != ":memory:" and not database.startswith("file:"))
@@ -377,23 +377,28 @@ class SqlStore:
             return self._write_event_batches([rows])[0]
         return self._events_writer.submit(rows)
 
+    def _commit_event_batches(self, batches: Sequence[Sequence[EventRow]]
+                              ) -> list[WriteResult]:
+        """:class:`GroupCommit`'s write (never inside a caller's transaction): the batches
+        under the writer gate, then a nudge to the background checkpoint."""
+        with self._gate.held() if self._gate is not None else nullcontext():
+            out = self._write_event_batches(batches)
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
+        return out
+
     def _write_event_batches(self, batches: Sequence[Sequence[EventRow]]) -> list[WriteResult]:
-        """Insert the batches in one transaction (one commit for the concurrent posts
-        :class:`GroupCommit` gathered), each batch counted apart."""
-        gate = self._gate.held() if self._gate is not None and getattr(
-            self._local, "conn", None) is None else nullcontext()
-        with gate, self.transaction(), self._conn() as conn:
+        """Insert the batches in one transaction (joining the caller's, if any), each batch
+        counted apart."""
+        with self.transaction(), self._conn() as conn:
             erasure.lock(conn, exclusive=False)
             written = [self._insert_event_rows(conn, rows) for rows in batches]
             if erasure.any_tombstone(conn, metadata):  # after the inserts: see erasure.py
                 written = [w - erasure.drop_forgotten(conn, metadata, [(r[0], r[2], r[9])
                                                                        for r in rows])
                            for w, rows in zip(written, batches, strict=True)]
-            out = [WriteResult(w, len(rows) - w) for w, rows in zip(written, batches,
-                                                                   strict=True)]
-        if self._checkpointer is not None and getattr(self._local, "conn", None) is None:
-            self._checkpointer.poke()
-        return out
+            return [WriteResult(w, len(rows) - w) for w, rows in zip(written, batches,
+                                                                    strict=True)]
 
     def _insert_event_rows(self, conn: Connection, rows: Sequence[EventRow]) -> int:
         """``INSERT ... ON CONFLICT (id) DO NOTHING`` with one driver-level ``executemany``
