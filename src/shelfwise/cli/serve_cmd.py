@@ -100,10 +100,12 @@ def register(app: typer.Typer) -> None:
             uvicorn.run(app, host=cfg.serve.host, port=cfg.serve.port, log_level="warning")
             return
         from shelfwise.serving.metrics import share_between_workers
-        from shelfwise.serving.workers import worker_env
+        from shelfwise.serving.workers import run_workers, worker_env
 
         share_between_workers()  # /metrics of any worker sums over all of them
         os.environ.update(worker_env(cfg))
-        uvicorn.run("shelfwise.serving.workers:worker_app", factory=True,
-                    workers=cfg.serve.workers, host=cfg.serve.host, port=cfg.serve.port,
-                    log_level="warning")
+        try:
+            run_workers(cfg.serve.host, cfg.serve.port, cfg.serve.workers)
+        except ShelfwiseError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
