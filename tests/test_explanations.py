@@ -193,17 +193,22 @@ def test_the_named_item_is_the_one_whose_removal_drops_the_score_most(
 def test_parts_add_up_to_the_blend_score_when_semantic_scores_only_its_lists(
         client: TestClient) -> None:
     """A large catalog's semantic part is exact only on its ANN list and the other parts' best
-    items: the parts shown must be those exact values, so they still sum to the item's score."""
+    items: the parts shown must be those exact values, so they still sum to the item's score;
+    they are the very row the blend scored (one semantic scoring per feed)."""
     rec = client.app.state.engine.recommender  # type: ignore[attr-defined]
     sem = rec.bundle.generators["semantic"]
     # (model_copy skips validation: lists this short only make sense on a 7-item catalog)
     sem.config = sem.config.model_copy(update={"exact_items": 0, "ann_candidates": 2})
     sem.fill_sample, sem._sample = 2, None  # most items then get the fill value
+    calls: list[int] = []
+    scorer = sem.score_focused
+    sem.score_focused = lambda h, f: (calls.append(1), scorer(h, f))[1]
     client.post("/v1/events", json={"events": [
         {"type": "purchase", "user_id": "k", "item_id": i} for i in ("a1", "b1", "a3")]})
     items = client.get("/v1/users/k/feed", params={"n": 6, "explore": 0}).json()["items"]
     blended = [i for i in items if "semantic" in i["explanation"]["parts"]]
     assert blended
+    assert len(calls) == 1, "the explanation reads the blend's row, not a second scoring"
     for i in blended:
         parts = i["explanation"]["parts"]
         assert sum(parts.values()) == pytest.approx(i["score"], abs=1e-4), (i["item_id"], parts)

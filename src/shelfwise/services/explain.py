@@ -37,7 +37,6 @@ from numpy.typing import NDArray
 
 from shelfwise.data.schemas import Item
 from shelfwise.retrieval.base import CandidateGenerator
-from shelfwise.retrieval.blend import focused
 from shelfwise.retrieval.cooccurrence import Cooccurrence
 from shelfwise.retrieval.ease import history_matrix
 from shelfwise.retrieval.itemknn import ItemKNN
@@ -132,9 +131,9 @@ class Explainer:
         idx = rec.items.indices([c.item_id for c in items])
         scale: dict[str, float] = {}
         shown = idx[(idx >= 0) & (idx < n)]
-        for name, gen, weight in rec.blend.parts:
-            # a part exact only on its lists (large catalogs) is asked for these items too
-            row = rec.generator_scores(name, history, shown if focused(gen) else None)[:n]
+        for name, _gen, weight in rec.blend.parts:
+            # the row the blend normalised (a part exact only on top lists: the blend's lists)
+            row = rec.blend_row(name, history, shown)[:n]
             finite = np.isfinite(row)
             lo = float(row.min(where=finite, initial=np.inf))
             hi = float(row.max(where=finite, initial=-np.inf))

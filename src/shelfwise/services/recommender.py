@@ -62,6 +62,8 @@ NEW_ARRIVALS = "new_arrival"
 
 SCORE_MEMO = 32
 """Generator score rows the recommender keeps (one row per generator and history)."""
+BLEND_ROW = "blend"
+"""Memo key (in place of a focus) of the row a blend used (:meth:`Recommender.blend_row`)."""
 
 
 @dataclass
@@ -97,7 +99,7 @@ class Recommender:
         self.cache_size = cache_size
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, NDArray[np.int64]] = OrderedDict()
-        self._scored: OrderedDict[tuple[str, int, bytes, bytes | None],
+        self._scored: OrderedDict[tuple[str, int, bytes, bytes | str | None],
                                   NDArray[np.float32]] = OrderedDict()
         self.history_stats, self.score_stats = CacheStats(), CacheStats()
         self._generation = 0  # bumped when users are forgotten: a read begun before is not cached
@@ -281,38 +283,54 @@ class Recommender:
 
     # ---- recommendations -----------------------------------------------------------------
     def generator_scores(self, name: str, history: NDArray[np.int64],
-                         focus: NDArray[np.int64] | None = None) -> NDArray[np.float32]:
+                         focus: NDArray[np.int64] | None = None, *, blend: bool = False
+                         ) -> NDArray[np.float32]:
         """Bundle generator ``name``'s raw scores for one history (read-only), exact also on
         ``focus`` items where the generator scores only its own top list exactly. The last
         few answers are kept, so a feed with exploration slots, which asks the blend's
-        generators and then the slots' sources, scores each generator once."""
+        generators and then the slots' sources, scores each generator once. ``blend``: the
+        blend's own row, also kept as :meth:`blend_row`'s answer."""
         gen = self.bundle.generators[name]
-        key = (name, gen.n_items_, np.ascontiguousarray(history, np.int64).tobytes(),
-               None if focus is None else np.sort(focus).tobytes())
+        hist = np.ascontiguousarray(history, np.int64).tobytes()
+        key = (name, gen.n_items_, hist, None if focus is None else np.sort(focus).tobytes())
         with self._lock:
             hit = self._scored.get(key)
             if hit is not None:
                 self._scored.move_to_end(key)
                 self.score_stats.hits += 1
-                return hit
+        if hit is None:
             self.score_stats.misses += 1
-        single_threaded_ann()
-        scored = (gen.score_focused([history], [focus])  # type: ignore[attr-defined]
-                  if focus is not None and focused(gen) else gen.score([history]))
-        scores = np.asarray(scored[0], dtype=np.float32)
-        scores.flags.writeable = False
+            single_threaded_ann()
+            scored = (gen.score_focused([history], [focus])  # type: ignore[attr-defined]
+                      if focus is not None and focused(gen) else gen.score([history]))
+            hit = np.asarray(scored[0], dtype=np.float32)
+            hit.flags.writeable = False
         with self._lock:
-            self._scored[key] = scores
+            self._scored[key] = hit
+            if blend and focus is not None:
+                self._scored[(name, gen.n_items_, hist, BLEND_ROW)] = hit
             while len(self._scored) > SCORE_MEMO:
                 self._scored.popitem(last=False)
-        return scores
+        return hit
+
+    def blend_row(self, name: str, history: NDArray[np.int64], shown: NDArray[np.int64]
+                  ) -> NDArray[np.float32]:
+        """Part ``name``'s raw row as the last blend of ``history`` used it (so explained
+        parts add up to the blend's score), else one exact on the ``shown`` items."""
+        gen = self.bundle.generators[name]
+        if not focused(gen):
+            return self.generator_scores(name, history)
+        key = (name, gen.n_items_, np.ascontiguousarray(history, np.int64).tobytes(), BLEND_ROW)
+        with self._lock:
+            hit = self._scored.get(key)
+        return hit if hit is not None else self.generator_scores(name, history, shown)
 
     def _blend(self, history: NDArray[np.int64]) -> tuple[NDArray[np.float32], list[str],
                                                           NDArray[np.int64]]:
         """The bundle's feed blend for one history; also who contributed most to each item."""
         scores, label = self.blend.score_parts(
             [history], lambda name, _gen, _h, focus: self.generator_scores(
-                name, history, None if focus is None else focus[0])[None, :])
+                name, history, None if focus is None else focus[0], blend=True)[None, :])
         return scores[0], self.blend.names, label[0]
 
     def _finish(
