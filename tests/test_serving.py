@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,3 +166,37 @@ def test_limit_threads_caps_every_numeric_library_here_and_for_workers() -> None
                          env=clean, timeout=120, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"before": False, "torch": 1}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2,
+                    reason="glibc arenas, and threads that can collide")
+def test_malloc_arenas_cap_holds_for_threads_that_collide() -> None:
+    """Eight threads calling malloc at once (ctypes drops the GIL) make glibc open extra
+    arenas; after ``limit_malloc_arenas(1)`` they all share one. Counted by malloc_stats."""
+    code = ("import ctypes, sys, threading\n"
+            "from shelfwise.serving.threads import limit_malloc_arenas\n"
+            "env = limit_malloc_arenas(1) if sys.argv[1] == 'cap' else {}\n"
+            "libc = ctypes.CDLL('libc.so.6')\n"
+            "libc.malloc.restype = ctypes.c_void_p\n"
+            "libc.free.argtypes = [ctypes.c_void_p]\n"
+            "gate = threading.Barrier(8)\n"
+            "def work():\n"
+            "    gate.wait()\n"
+            "    for _ in range(20000):\n"
+            "        libc.free(libc.malloc(4096))\n"
+            "ts = [threading.Thread(target=work) for _ in range(8)]\n"
+            "[t.start() for t in ts]; [t.join() for t in ts]\n"
+            "print(env, flush=True)\n"
+            "libc.malloc_stats()\n")
+    clean = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+
+    def arenas(mode: str) -> tuple[int, str]:
+        out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True,
+                             text=True, env=clean, timeout=120, check=True)
+        return sum(line.startswith("Arena ") for line in out.stderr.splitlines()), out.stdout
+
+    free, _ = arenas("free")
+    capped, env = arenas("cap")
+    assert free > 1, "control: colliding threads did not open extra arenas here"
+    assert capped == 1
+    assert "'MALLOC_ARENA_MAX': '1'" in env  # and child processes inherit the cap

@@ -140,6 +140,9 @@ class ServeConfig(_Section):
     threads: int = Field(default=1, ge=1, le=64, description="threads each numeric library "
                          "(BLAS, OpenMP, torch, faiss) may use per server process; 1 keeps "
                          "concurrent requests from oversubscribing the cores")
+    malloc_arenas: int = Field(default=2, ge=1, le=64, description="glibc malloc arenas "
+                               "per server process: few keep request threads from each "
+                               "holding freed memory of its own (serving/threads.py)")
     exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
     promotions: PromotionsConfig = Field(default_factory=PromotionsConfig)
     cart: CartConfig = Field(default_factory=CartConfig)

@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from shelfwise.serving.app import create_app
-        from shelfwise.serving.threads import limit_threads
+        from shelfwise.serving.threads import limit_malloc_arenas, limit_threads
 
         try:
             loaded = resolve_config(config, set_, {
@@ -72,6 +72,7 @@ def register(app: typer.Typer) -> None:
                 "serve.exploration.policy": ("--explore-policy", explore_policy)})
             cfg = loaded.config
             limit_threads(cfg.serve.threads)  # here and, by the environment, in the workers
+            limit_malloc_arenas(cfg.serve.malloc_arenas)  # likewise
             keyless = keyless_mode(cfg.storage.url, cfg.serve.host)  # before the bundle loads
             if cfg.serve.workers > 1:
                 # no per-worker history cache: another worker may have stored the user's event

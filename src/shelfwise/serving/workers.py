@@ -44,11 +44,12 @@ def worker_env(config: ShelfwiseConfig) -> dict[str, str]:
 def worker_app() -> FastAPI:
     """The app of one worker process (uvicorn ``factory=True`` target)."""
     from shelfwise.serving.app import create_app
-    from shelfwise.serving.threads import limit_threads
+    from shelfwise.serving.threads import limit_malloc_arenas, limit_threads
 
     raw = os.environ.get(CONFIG_ENV)
     config = ShelfwiseConfig.model_validate(json.loads(raw)) if raw else ShelfwiseConfig()
     limit_threads(config.serve.threads)
+    limit_malloc_arenas(config.serve.malloc_arenas)
     return create_app(config=config)
 
 
