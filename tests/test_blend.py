@@ -7,7 +7,7 @@ import pytest
 
 from shelfwise.evaluation.metrics import NDCG
 from shelfwise.retrieval.base import top_k
-from shelfwise.retrieval.blend import _ndcg, grid_weights
+from shelfwise.retrieval.blend import _ndcg, grid_weights, normalise_rows
 
 
 def test_single_target_shortcut_equals_top_k_ndcg_without_ties() -> None:
@@ -66,3 +66,21 @@ def test_chunked_grid_equals_the_whole_matrix_grid() -> None:
     weights, value = grid_weights_chunked(score, histories, targets, rows_per_chunk=50)
     assert weights == whole[0] and weights["b"] == 1.0
     assert value == pytest.approx(whole[1], abs=1e-9)
+
+
+def test_normalise_rows_known_answers() -> None:
+    """Min-max per row in float32; non-finite entries count as 0; a constant row is all 0;
+    the input is left alone."""
+    x = np.array([[1.0, 3.0, 2.0, np.nan],
+                  [np.inf, -np.inf, 4.0, 2.0],
+                  [5.0, 5.0, 5.0, 5.0],
+                  [np.nan, np.nan, np.nan, np.nan]])
+    before = x.copy()
+    got = normalise_rows(x)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.array([[1 / 3, 1.0, 2 / 3, 0.0],
+                                                 [0.0, 0.0, 1.0, 0.5],
+                                                 [0.0] * 4, [0.0] * 4], np.float32))
+    np.testing.assert_array_equal(x, before)
+    f32 = np.array([[2.0, 4.0]], np.float32)
+    assert normalise_rows(f32) is not f32 and f32[0, 0] == 2.0

@@ -56,10 +56,15 @@ def focused(gen: CandidateGenerator) -> bool:
 
 def normalise_rows(scores: NDArray[np.floating]) -> NDArray[np.float32]:
     """Each row min-max scaled to [0, 1] (non-finite as 0; a constant row becomes 0)."""
-    s = np.where(np.isfinite(scores), scores, 0.0).astype(np.float32)
-    low = s.min(axis=1, keepdims=True)
-    span = s.max(axis=1, keepdims=True) - low
-    out: NDArray[np.float32] = np.divide(s - low, span, out=np.zeros_like(s), where=span > 0)
+    out: NDArray[np.float32] = np.array(scores, dtype=np.float32)  # in place from here on
+    bad = ~np.isfinite(out)
+    if bad.any():
+        out[bad] = 0.0
+    low = out.min(axis=1, keepdims=True)
+    span = out.max(axis=1, keepdims=True) - low
+    out -= low
+    np.divide(out, span, out=out, where=span > 0)
+    out[(span <= 0)[:, 0]] = 0.0
     return out
 
 
@@ -377,7 +382,8 @@ class Blend:
                 s = gen.score(histories)
             if s.shape[1] < n:
                 s = np.pad(s, ((0, 0), (0, n - s.shape[1])))
-            s = weight * normalise_rows(s)
+            s = normalise_rows(s)
+            s *= weight
             if total is None or best is None or label is None:
                 total, best = s.copy(), s
                 label = np.zeros(s.shape, dtype=np.int64)
@@ -385,7 +391,7 @@ class Blend:
                 total += s
                 better = s > best
                 label[better] = k
-                best = np.where(better, s, best)
+                np.maximum(best, s, out=best)
         assert total is not None and label is not None
         return total, label
 
