@@ -193,6 +193,19 @@ class StoreContract:
         assert store.items_frame()["id"].tolist() == order + many
         assert self.reopen(store, reopened).items_frame()["id"].tolist() == order + many
 
+    def test_item_seq_grows_with_new_items_only(self, store: Store) -> None:
+        """What a serving process polls to find items another process added."""
+        assert store.item_seq() == 0 and store.item_ids_after(0) == []
+        store.upsert_items([Item(id="b"), Item(id="a")])
+        first = store.item_seq()
+        assert [i for i, _ in store.item_ids_after(0)] == ["b", "a"]
+        store.upsert_items([Item(id="a", title="changed")])
+        assert store.item_seq() == first, "an update is not a new item"
+        store.upsert_items([Item(id="c"), Item(id="b", price=2.0)])
+        assert store.item_seq() > first
+        after = store.item_ids_after(first)
+        assert [i for i, _ in after] == ["c"] and after[0][1] == store.item_seq()
+
     def test_get_items_skips_missing_and_reads_past_900(self, store: Store) -> None:
         store.upsert_items([Item(id=f"i{k:04d}", title=f"t{k}") for k in range(1000)])
         wanted = [f"i{k:04d}" for k in range(1000)] + ["nope", "i0005", "gone"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,6 +112,12 @@ def test_an_event_posted_to_one_worker_changes_the_feed_on_every_other(
             assert not feed["cold_start"] and feed["items"][0]["item_id"] == "a3"
             profile = http.get(f"{base_b}/v1/users/shopper/profile").json()
             assert profile["history_length"] == 2
+            item = {"id": "a9", "title": "A new group-A item", "category": ["A"]}
+            assert http.post(f"{base_a}/v1/items", json={"items": [item]}).status_code == 200
+            deadline = time.monotonic() + 30  # b looks every serve.catalog_sync_seconds
+            while http.get(f"{base_b}/v1/items/a9/similar").status_code != 200:
+                assert time.monotonic() < deadline, "the other server never indexed a9"
+                time.sleep(0.2)
         for p in procs:
             p.terminate()
             p.wait(timeout=20)

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from shelfwise.cli.main import app
+from shelfwise.config import ShelfwiseConfig
 from shelfwise.data.schemas import Item
 from shelfwise.serving import create_app
 from shelfwise.storage import open_store
@@ -110,3 +111,32 @@ def test_with_the_semantic_model_a_catalog_alone_gives_semantic_neighbours(
     assert r.status_code == 200
     top = client.get("/v1/items/skillet/similar", params={"n": 1}).json()["items"][0]
     assert top["item_id"] == "pan", "a posted item is placed by its vector at once"
+
+
+def test_an_item_posted_to_one_worker_or_imported_reaches_every_other(
+        catalog_only: tuple[str, Path]) -> None:
+    """Two servers on one store (two workers): an item posted to one, or written to the
+    store by `shelfwise import items` while both serve, is searchable and similar on the
+    other once it looks (``Engine.sync_catalog``, on a timer in a server)."""
+    url, bundles = catalog_only
+    cfg = ShelfwiseConfig.model_validate({  # no timer during the test: it looks when told
+        "storage": {"url": url, "bundles": str(bundles)}, "serve": {"catalog_sync_seconds": 300}})
+    one, other = TestClient(create_app(config=cfg)), TestClient(create_app(config=cfg))
+    assert one.post("/v1/items", json={"items": [
+        {"id": "wok", "title": "Carbon steel wok, round bottom",
+         "category": ["Kitchen"]}]}).status_code == 200
+    assert other.get("/v1/items/wok/similar").status_code == 404, "not looked yet"
+    engine = other.app.state.engine  # type: ignore[attr-defined]
+    assert engine.sync_catalog() == 1 and engine.sync_catalog() == 0
+    body = other.post("/v1/search", json={"query": "carbon steel wok", "n": 3}).json()
+    assert body["items"][0]["item_id"] == "wok"
+    similar = other.get("/v1/items/wok/similar", params={"n": 2}).json()
+    assert "kettle" in {i["item_id"] for i in similar["items"]}, "shares 'steel'"
+    store = open_store(catalog_only[0])
+    store.upsert_items([Item(id="teapot", title="Cast iron teapot", category=["Kitchen"])])
+    store.close()
+    assert one.app.state.engine.sync_catalog() == 1  # type: ignore[attr-defined]
+    assert engine.sync_catalog() == 1
+    for client in (one, other):
+        hits = client.post("/v1/search", json={"query": "cast iron teapot", "n": 1}).json()
+        assert hits["items"][0]["item_id"] == "teapot"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,6 +109,11 @@ class Engine:
             logger.warning("%d users were forgotten after bundle %s was trained: none is "
                            "served from it, but its aggregate statistics still count their "
                            "events until the next `shelfwise train`", late, bundle.version)
+        self._stop_sync = threading.Event()
+        if variant_of is None:  # variants hear of synced items from the engine they serve for
+            threading.Thread(target=_sync_catalog_loop, name="shelfwise-catalog", daemon=True,
+                             args=(weakref.ref(self), self._stop_sync,
+                                   self.settings.catalog_sync_seconds)).start()
         self._subscribers: list[EventSubscriber] = []
         for sub in (self.recommender.observe, self.promotion_service.notify,
                     self.explorer.notify):
@@ -140,8 +146,22 @@ class Engine:
         """Call ``subscriber(events)`` after every durable write of client events."""
         self._subscribers.append(subscriber)
 
+    def sync_catalog(self) -> int:
+        """Index the items other processes added to the store since the last look (here and
+        in the experiment variants' engines); how many. Runs every ``[serve]
+        catalog_sync_seconds`` on a daemon thread."""
+        items = self.recommender.sync_catalog()
+        if items:
+            with self._variants_lock:
+                children = list(self._variants.values())
+            for child in children:
+                child.recommender.catalog_updated(items)
+            logger.info("indexed %d item(s) another process added to the store", len(items))
+        return len(items)
+
     def close(self) -> None:
         """Store the queued impressions and close the store."""
+        self._stop_sync.set()
         self.erasures.close()
         self.recommender.close()
         self.impressions.close()
@@ -428,6 +448,22 @@ class Engine:
         if len(set(ids)) != len(ids):
             raise InvalidRequestError("promotions: the same id appears twice in one batch")
         return self.store.upsert_promotions(promotions)
+
+
+def _sync_catalog_loop(ref: weakref.ref[Engine], stop: threading.Event, seconds: float
+                       ) -> None:
+    """:meth:`Engine.sync_catalog` every ``seconds`` until ``stop`` or the engine is gone
+    (a weak reference: the thread does not keep an engine nobody closed alive)."""
+    while not stop.wait(seconds):
+        engine = ref()
+        if engine is None:
+            return
+        try:
+            engine.sync_catalog()
+        except Exception:  # a closed or unreachable store: try again next time
+            if not stop.is_set():
+                logger.warning("looking for items added elsewhere failed", exc_info=True)
+        del engine
 
 
 def _explanation(c: Candidate) -> Explanation:

@@ -62,6 +62,8 @@ NEW_ARRIVALS = "new_arrival"
 
 SCORE_MEMO = 32
 """Generator score rows the recommender keeps (one row per generator and history)."""
+CATALOG_SEQ_MARGIN = 1000
+"""How far back :meth:`Recommender.sync_catalog` looks below the last number it saw."""
 BLEND_ROW = "blend"
 """Memo key (in place of a focus) of the row a blend used (:meth:`Recommender.blend_row`)."""
 
@@ -138,6 +140,7 @@ class Recommender:
 
     # ---- catalog -------------------------------------------------------------------------
     def _load_catalog(self) -> None:
+        self._catalog_seq = self.store.item_seq()  # before the read: later ones are synced
         self.catalog = Catalog.from_frame(self.store.items_frame())
         for item_id, available, category in self.catalog.states():
             self._note_item(item_id, available, category)
@@ -221,6 +224,22 @@ class Recommender:
             self._index_new(items)
             for it in items:
                 self._note_item(it.id, it.available, tuple(it.category))
+
+    def sync_catalog(self) -> list[Item]:
+        """Index the items another process stored since the last look (a ``POST /v1/items``
+        answered by another worker, ``shelfwise import items`` while serving), as if posted
+        here; returns them. Looks back :data:`CATALOG_SEQ_MARGIN` numbers, since concurrent
+        writers may commit numbers out of order; ids already known are skipped."""
+        top = self.store.item_seq()
+        if top <= self._catalog_seq:
+            return []
+        rows = self.store.item_ids_after(max(0, self._catalog_seq - CATALOG_SEQ_MARGIN))
+        unknown = [i for i, _ in rows if i not in self.items]
+        items = list(self.store.get_items(unknown).values()) if unknown else []
+        if items:
+            self.catalog_updated(items)
+        self._catalog_seq = max([top, *(q for _, q in rows)])
+        return items
 
     # ---- user state ----------------------------------------------------------------------
     def history(self, user_id: str) -> NDArray[np.int64]:

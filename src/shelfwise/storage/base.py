@@ -245,6 +245,15 @@ class Store(Protocol):
         epoch seconds)."""
         ...
 
+    def item_seq(self) -> int:
+        """The highest first-insertion number of the catalog (0 when empty): it grows when an
+        item is added, by any process."""
+        ...
+
+    def item_ids_after(self, seq: int) -> list[tuple[str, int]]:
+        """``(id, seq)`` of the items first stored with a number above ``seq``, in order."""
+        ...
+
     def list_promotions(self) -> list[Promotion]: ...
 
     def counts(self) -> dict[str, int]:

@@ -659,6 +659,16 @@ class SqlStore:
             rows = [dict(r) for r in conn.execute(q).mappings()]
         return pd.DataFrame(rows, columns=[c.name for c in ITEM_COLUMNS])
 
+    def item_seq(self) -> int:
+        with self._conn() as conn:
+            return int(conn.execute(sa.select(sa.func.max(items_t.c.seq))).scalar() or 0)
+
+    def item_ids_after(self, seq: int) -> list[tuple[str, int]]:
+        q = (sa.select(items_t.c.id, items_t.c.seq).where(items_t.c.seq > seq)
+             .order_by(items_t.c.seq, items_t.c.id))
+        with self._conn() as conn:
+            return [(str(r[0]), int(r[1])) for r in conn.execute(q).all()]
+
     def list_promotions(self) -> list[Promotion]:
         """Every promotion, in first-insertion order."""
         q = sa.select(*PROMOTION_COLUMNS).order_by(promotions_t.c.seq, promotions_t.c.id)
