@@ -193,18 +193,21 @@ class StoreContract:
         assert store.items_frame()["id"].tolist() == order + many
         assert self.reopen(store, reopened).items_frame()["id"].tolist() == order + many
 
-    def test_item_seq_grows_with_new_items_only(self, store: Store) -> None:
-        """What a serving process polls to find items another process added."""
-        assert store.item_seq() == 0 and store.item_ids_after(0) == []
+    def test_item_change_numbers_every_write(self, store: Store, reopened: list[Store]) -> None:
+        """What a serving process polls to apply catalog writes another process made."""
+        assert store.item_change() == 0 and store.items_changed_after(0) == []
         store.upsert_items([Item(id="b"), Item(id="a")])
-        first = store.item_seq()
-        assert [i for i, _ in store.item_ids_after(0)] == ["b", "a"]
-        store.upsert_items([Item(id="a", title="changed")])
-        assert store.item_seq() == first, "an update is not a new item"
+        first = store.item_change()
+        assert [i for i, _ in store.items_changed_after(0)] == ["b", "a"]
+        store.upsert_items([Item(id="a", title="changed", available=False)])
+        assert store.item_change() > first, "an update is a write too"
         store.upsert_items([Item(id="c"), Item(id="b", price=2.0)])
-        assert store.item_seq() > first
-        after = store.item_ids_after(first)
-        assert [i for i, _ in after] == ["c"] and after[0][1] == store.item_seq()
+        after = store.items_changed_after(first)
+        assert [i for i, _ in after] == ["a", "c", "b"]
+        assert after[-1][1] == store.item_change()
+        assert [c for _, c in after] == sorted(c for _, c in after)
+        assert store.items_frame()["id"].tolist() == ["b", "a", "c"], "first-insertion order"
+        assert self.reopen(store, reopened).item_change() == after[-1][1]
 
     def test_get_items_skips_missing_and_reads_past_900(self, store: Store) -> None:
         store.upsert_items([Item(id=f"i{k:04d}", title=f"t{k}") for k in range(1000)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,11 @@ def test_exploration_slots_are_logged_with_their_propensities(shop: tuple[str, P
 
 def test_an_explored_feed_scores_each_generator_once(shop: tuple[str, Path]) -> None:
     client = TestClient(create_app(*shop, FAST))
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 60  # the warm-up thread reads popularity for search
+    while not all(engine.ready.values()):
+        assert time.monotonic() < deadline, engine.ready
+        time.sleep(0.05)
     rec = client.app.state.recommender  # type: ignore[attr-defined]
     calls: dict[str, int] = {}
     for name, gen in rec.bundle.generators.items():

@@ -73,8 +73,10 @@ def test_sqlite_file_from_before_the_order_column_keeps_its_order(tmp_path: Path
     store = open_store(f"sqlite:///{db}")
     try:
         assert store.items_frame()["id"].tolist() == ["b", "c", "a"]
+        assert [i for i, _ in store.items_changed_after(0)] == ["b", "c", "a"]
         store.upsert_items([Item(id="0"), Item(id="b", title="again")])
         assert store.items_frame()["id"].tolist() == ["b", "c", "a", "0"]
+        assert [i for i, _ in store.items_changed_after(3)] == ["0", "b"]
         assert [p.id for p in store.list_promotions()] == ["p2", "p1"]
         assert store.get_item("c") == Item(id="c", title="updated")
     finally:
@@ -84,7 +86,7 @@ def test_sqlite_file_from_before_the_order_column_keeps_its_order(tmp_path: Path
         assert again.items_frame()["id"].tolist() == ["b", "c", "a", "0"]
         assert isinstance(again, SqlStore)
         indexes = {ix["name"] for ix in sa.inspect(again.engine).get_indexes("items")}
-        assert "ix_items_seq" in indexes
+        assert {"ix_items_seq", "ix_items_changed"} <= indexes
     finally:
         again.close()
 

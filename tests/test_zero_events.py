@@ -113,11 +113,12 @@ def test_with_the_semantic_model_a_catalog_alone_gives_semantic_neighbours(
     assert top["item_id"] == "pan", "a posted item is placed by its vector at once"
 
 
-def test_an_item_posted_to_one_worker_or_imported_reaches_every_other(
+def test_items_posted_to_one_worker_or_imported_reach_every_other(
         catalog_only: tuple[str, Path]) -> None:
     """Two servers on one store (two workers): an item posted to one, or written to the
     store by `shelfwise import items` while both serve, is searchable and similar on the
-    other once it looks (``Engine.sync_catalog``, on a timer in a server)."""
+    other once it looks (``Engine.sync_catalog``, on a timer in a server); an item made
+    unavailable on one leaves the other's lists too."""
     url, bundles = catalog_only
     cfg = ShelfwiseConfig.model_validate({  # no timer during the test: it looks when told
         "storage": {"url": url, "bundles": str(bundles)}, "serve": {"catalog_sync_seconds": 300}})
@@ -140,3 +141,11 @@ def test_an_item_posted_to_one_worker_or_imported_reaches_every_other(
     for client in (one, other):
         hits = client.post("/v1/search", json={"query": "cast iron teapot", "n": 1}).json()
         assert hits["items"][0]["item_id"] == "teapot"
+    assert one.post("/v1/items", json={"items": [
+        {"id": "kettle", "title": "Stainless steel kettle 1.7 l", "category": ["Kitchen"],
+         "available": False}]}).status_code == 200
+    assert "kettle" in {i["item_id"] for i in other.get(
+        "/v1/items/wok/similar", params={"n": 5}).json()["items"]}, "not looked yet"
+    assert engine.sync_catalog() == 1, "a changed item is applied too"
+    assert "kettle" not in {i["item_id"] for i in other.get(
+        "/v1/items/wok/similar", params={"n": 5}).json()["items"]}, "sold out everywhere"

@@ -62,8 +62,8 @@ NEW_ARRIVALS = "new_arrival"
 
 SCORE_MEMO = 32
 """Generator score rows the recommender keeps (one row per generator and history)."""
-CATALOG_SEQ_MARGIN = 1000
-"""How far back :meth:`Recommender.sync_catalog` looks below the last number it saw."""
+CATALOG_CHANGE_MARGIN = 1000
+"""How far back :meth:`Recommender.sync_catalog` looks below the last write number it saw."""
 BLEND_ROW = "blend"
 """Memo key (in place of a focus) of the row a blend used (:meth:`Recommender.blend_row`)."""
 
@@ -140,7 +140,11 @@ class Recommender:
 
     # ---- catalog -------------------------------------------------------------------------
     def _load_catalog(self) -> None:
-        self._catalog_seq = self.store.item_seq()  # before the read: later ones are synced
+        # before the read, so writes in between are looked at again (applying one twice is
+        # harmless); the recent window is what the first sync must not fetch again
+        self._catalog_change = self.store.item_change()
+        self._applied = dict(self.store.items_changed_after(
+            max(0, self._catalog_change - CATALOG_CHANGE_MARGIN)))
         self.catalog = Catalog.from_frame(self.store.items_frame())
         for item_id, available, category in self.catalog.states():
             self._note_item(item_id, available, category)
@@ -226,19 +230,25 @@ class Recommender:
                 self._note_item(it.id, it.available, tuple(it.category))
 
     def sync_catalog(self) -> list[Item]:
-        """Index the items another process stored since the last look (a ``POST /v1/items``
-        answered by another worker, ``shelfwise import items`` while serving), as if posted
-        here; returns them. Looks back :data:`CATALOG_SEQ_MARGIN` numbers, since concurrent
-        writers may commit numbers out of order; ids already known are skipped."""
-        top = self.store.item_seq()
-        if top <= self._catalog_seq:
+        """Apply the catalog writes other processes made since the last look (a ``POST
+        /v1/items`` answered by another worker, ``shelfwise import items`` while serving):
+        new items are indexed as if posted here, and changed ones (availability, category,
+        text) replace their entries; returns the items applied. Looks back
+        :data:`CATALOG_CHANGE_MARGIN` write numbers, since concurrent writers may commit
+        numbers out of order; a write already applied, or that left the item as this
+        process holds it (its own), is skipped."""
+        top = self.store.item_change()
+        if top <= self._catalog_change:
             return []
-        rows = self.store.item_ids_after(max(0, self._catalog_seq - CATALOG_SEQ_MARGIN))
-        unknown = [i for i, _ in rows if i not in self.items]
-        items = list(self.store.get_items(unknown).values()) if unknown else []
+        rows = self.store.items_changed_after(max(0, self._catalog_change - CATALOG_CHANGE_MARGIN))
+        fresh = [i for i, change in rows if self._applied.get(i) != change]
+        stored = self.store.get_items(fresh).values() if fresh else ()
+        items = [it for it in stored if self.catalog.get(it.id) != it]  # not its own writes
         if items:
             self.catalog_updated(items)
-        self._catalog_seq = max([top, *(q for _, q in rows)])
+        self._applied = {i: change for i, change in {**self._applied, **dict(rows)}.items()
+                         if change > top - CATALOG_CHANGE_MARGIN}
+        self._catalog_change = top
         return items
 
     # ---- user state ----------------------------------------------------------------------

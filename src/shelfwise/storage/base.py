@@ -245,13 +245,14 @@ class Store(Protocol):
         epoch seconds)."""
         ...
 
-    def item_seq(self) -> int:
-        """The highest first-insertion number of the catalog (0 when empty): it grows when an
-        item is added, by any process."""
+    def item_change(self) -> int:
+        """The number of the catalog's latest write (0 when empty): it grows whenever any
+        process adds or replaces an item."""
         ...
 
-    def item_ids_after(self, seq: int) -> list[tuple[str, int]]:
-        """``(id, seq)`` of the items first stored with a number above ``seq``, in order."""
+    def items_changed_after(self, change: int) -> list[tuple[str, int]]:
+        """``(id, number of its latest write)`` of the items written after ``change``, in
+        write order."""
         ...
 
     def list_promotions(self) -> list[Promotion]: ...

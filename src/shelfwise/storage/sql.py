@@ -78,7 +78,9 @@ items_t = sa.Table(
     sa.Column("available", sa.Boolean, nullable=False, default=True),
     sa.Column("attributes", sa.JSON, nullable=False),
     sa.Column("seq", sa.BigInteger),  # first-insertion order, assigned by the store
+    sa.Column("changed", sa.BigInteger),  # order of the last write (insert or update)
     sa.Index("ix_items_seq", "seq"),
+    sa.Index("ix_items_changed", "changed"),
 )
 
 users_t = sa.Table(
@@ -169,7 +171,7 @@ exposures_t = sa.Table(  # the first request of each unit under each experiment
 
 #: Tables whose rows keep their first-insertion order in ``seq``.
 ORDERED = (items_t, promotions_t)
-ITEM_COLUMNS = [c for c in items_t.columns if c.name != "seq"]
+ITEM_COLUMNS = [c for c in items_t.columns if c.name not in ("seq", "changed")]
 PROMOTION_COLUMNS = [c for c in promotions_t.columns if c.name != "seq"]
 _TEXT_COLUMNS = {t.name: [c.name for c in t.columns if isinstance(c.type, sa.String)]
                  for t in metadata.tables.values()}
@@ -217,6 +219,7 @@ class SqlStore:
         if create:
             metadata.create_all(self.engine)
         self._add_order_columns()
+        self._add_change_column()
         if create:  # indexes added since a file was made (create_all skips existing tables)
             for index in events_t.indexes:
                 index.create(self.engine, checkfirst=True)
@@ -240,11 +243,30 @@ class SqlStore:
                         conn.execute(table.update().values(seq=n.c.n)
                                      .where(table.c.id == n.c.id))
                     for index in table.indexes:
-                        index.create(conn, checkfirst=True)
+                        if "seq" in index.columns:  # (later columns come later)
+                            index.create(conn, checkfirst=True)
             except sa.exc.DBAPIError:
                 # Another process may have upgraded the table in between.
                 if "seq" not in _column_names(sa.inspect(self.engine), table.name):
                     raise
+
+    def _add_change_column(self) -> None:
+        """Give an items table made before writes were numbered its ``changed`` column,
+        starting from the first-insertion numbers."""
+        inspector = sa.inspect(self.engine)
+        if not inspector.has_table("items") or "changed" in _column_names(inspector, "items"):
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.text("ALTER TABLE items ADD COLUMN changed BIGINT"))
+                conn.execute(items_t.update().values(changed=items_t.c.seq))
+                for index in items_t.indexes:
+                    if "changed" in index.columns:
+                        index.create(conn, checkfirst=True)
+        except sa.exc.DBAPIError:
+            # Another process may have upgraded the table in between.
+            if "changed" not in _column_names(sa.inspect(self.engine), "items"):
+                raise
 
     # ---- connections -------------------------------------------------------------------
     @contextmanager
@@ -295,6 +317,9 @@ class SqlStore:
             if "seq" in table.c:  # an update keeps the row's seq: it is not in ``set_``
                 top = conn.execute(sa.select(sa.func.max(table.c.seq))).scalar() or 0
                 batch = [{**r, "seq": top + k} for k, r in enumerate(batch, 1)]
+            if "changed" in table.c:  # every write, insert or update, gets a new number
+                top = conn.execute(sa.select(sa.func.max(table.c.changed))).scalar() or 0
+                batch = [{**r, "changed": top + k} for k, r in enumerate(batch, 1)]
             self._write(conn, table, stmt, batch)
         return len(rows)
 
@@ -659,13 +684,13 @@ class SqlStore:
             rows = [dict(r) for r in conn.execute(q).mappings()]
         return pd.DataFrame(rows, columns=[c.name for c in ITEM_COLUMNS])
 
-    def item_seq(self) -> int:
+    def item_change(self) -> int:
         with self._conn() as conn:
-            return int(conn.execute(sa.select(sa.func.max(items_t.c.seq))).scalar() or 0)
+            return int(conn.execute(sa.select(sa.func.max(items_t.c.changed))).scalar() or 0)
 
-    def item_ids_after(self, seq: int) -> list[tuple[str, int]]:
-        q = (sa.select(items_t.c.id, items_t.c.seq).where(items_t.c.seq > seq)
-             .order_by(items_t.c.seq, items_t.c.id))
+    def items_changed_after(self, change: int) -> list[tuple[str, int]]:
+        c = items_t.c
+        q = sa.select(c.id, c.changed).where(c.changed > change).order_by(c.changed, c.id)
         with self._conn() as conn:
             return [(str(r[0]), int(r[1])) for r in conn.execute(q).all()]
 
