@@ -6,8 +6,10 @@ environment give every worker the same settings). Each worker loads the bundle i
 share the store (one SQLite file in WAL mode, or PostgreSQL). What a worker keeps in memory
 must not go stale when another worker writes: the user-history cache is off with more than
 one worker (a user's history is one indexed query), forgotten users are synced from the
-store's tombstones, and everything else a worker holds (bundle, catalog as of start, bandit
-state) is per worker by design (see docs/design-notes.md).
+store's tombstones, catalog writes from the items' write numbers, and everything else a
+worker holds (bundle, bandit state) is per worker by design (see docs/design-notes.md). On
+Linux each worker listens on its own socket of one ``SO_REUSEPORT`` group
+(:func:`balanced_sockets`), so connections spread over the workers.
 """
 
 from __future__ import annotations
