@@ -1,6 +1,7 @@
-"""``serve --workers N`` on Linux: one socket per worker in an ``SO_REUSEPORT`` group, so
-connections opened at once spread over the workers, and a restarted worker serves its
-predecessor's socket (uvicorn's single shared socket let one worker take them all)."""
+"""``serve --workers N`` on Linux: each worker listens on its own socket of the port's
+``SO_REUSEPORT`` group, so connections opened at once spread over the workers that are up
+(uvicorn's single shared socket let one worker take them all), and a dead worker's share
+goes to a replacement."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shelfwise.serving.workers import balanced_sockets
+from shelfwise.serving.workers import claim_port, member_socket
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -39,23 +40,23 @@ async def pid_app(scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
 
 SUPERVISOR = """
 import sys, uvicorn
-from shelfwise.serving.workers import BalancedWorkers, balanced_sockets
+from shelfwise.serving.workers import BalancedWorkers
 port = int(sys.argv[1])
 config = uvicorn.Config("tests.test_balanced_workers:pid_app", workers=2, host="127.0.0.1",
                         port=port, log_level="warning", timeout_worker_healthcheck=2)
-BalancedWorkers(config, balanced_sockets("127.0.0.1", port, 2)).run()
+BalancedWorkers(config, "127.0.0.1", port).run()
 """
 
 
-def test_sockets_share_the_port_and_split_connections() -> None:
-    socks = balanced_sockets("127.0.0.1", 0, 3)
-    assert socks is not None and len(socks) == 3
+def test_listening_members_split_connections_and_others_get_none() -> None:
+    port = claim_port("127.0.0.1", 0)
+    socks = [member_socket("127.0.0.1", port) for _ in range(4)]
     try:
-        port = socks[0].getsockname()[1]
-        assert {s.getsockname()[1] for s in socks} == {port}
+        for s in socks[:3]:  # the fourth is a worker still starting: bound, not listening
+            s.listen(128)
         clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(60)]
         counts = []
-        for s in socks:
+        for s in socks[:3]:
             s.setblocking(False)
             n = 0
             while True:
@@ -68,8 +69,8 @@ def test_sockets_share_the_port_and_split_connections() -> None:
             counts.append(n)
         for c in clients:
             c.close()
-        assert sum(counts) == 60
-        assert min(counts) > 0, f"one socket got no connection: {counts}"
+        assert sum(counts) == 60, "the member that does not listen got some"
+        assert min(counts) > 0, f"one listening member got no connection: {counts}"
     finally:
         for s in socks:
             s.close()
@@ -127,13 +128,16 @@ def test_workers_share_connections_and_a_dead_worker_is_replaced(tmp_path: Path)
 
 
 def test_a_taken_port_is_refused_not_shared() -> None:
-    """Another listener on the port, even one in a reuse-port group of this user, makes the
-    group fail as a plain bind would: two servers never split one port's traffic quietly."""
-    first = balanced_sockets("127.0.0.1", 0, 2)
-    assert first is not None
+    """Another listener on the port, even a reuse-port group of this user, makes the claim
+    fail as a plain bind would: two servers never split one port's traffic quietly."""
+    port = claim_port("127.0.0.1", 0)
+    first = [member_socket("127.0.0.1", port) for _ in range(2)]
     try:
+        for s in first:
+            s.listen(16)
         with pytest.raises(OSError):
-            balanced_sockets("127.0.0.1", first[0].getsockname()[1], 2)
+            claim_port("127.0.0.1", port)
     finally:
         for s in first:
             s.close()
+    assert claim_port("127.0.0.1", port) == port

@@ -119,7 +119,8 @@ class Engine:
                     self.explorer.notify):
             self.subscribe(sub)
         # build the search index and load the query encoder now, off the request path
-        threading.Thread(target=self._warm, name="shelfwise-warm", daemon=True).start()
+        self._warming = threading.Thread(target=self._warm, name="shelfwise-warm", daemon=True)
+        self._warming.start()
 
     def _warm(self) -> None:
         try:
@@ -129,6 +130,13 @@ class Engine:
             self.search_service.warm()
         except Exception:  # the first search then says what is wrong
             logger.exception("warming the search index failed")
+
+    def wait_warm(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the search index and query encoder to load (a server
+        does before it listens, so its first request is as fast as the rest); whether they
+        did."""
+        self._warming.join(timeout)
+        return not self._warming.is_alive()
 
     @property
     def ready(self) -> dict[str, bool]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -23,6 +25,11 @@ from shelfwise.services.exploration import ExplorationConfig
 from shelfwise.serving.auth import Authenticator, check_routes
 from shelfwise.serving.metrics import install_monitoring
 from shelfwise.serving.routers import ROUTERS
+
+logger = logging.getLogger(__name__)
+WARM_TIMEOUT_S = 300
+"""How long a starting server waits for its search index and query encoder before it
+listens anyway (requests then wait for them, as `GET /ready` says)."""
 
 
 def create_app(store_url: str | None = None, bundle_path: Path | str | None = None,
@@ -44,6 +51,10 @@ def create_app(store_url: str | None = None, bundle_path: Path | str | None = No
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # uvicorn listens once this returns: no request waits behind the warm-up
+        if not await anyio.to_thread.run_sync(built.wait_warm, WARM_TIMEOUT_S):
+            logger.warning("still loading the search index after %d s; serving anyway",
+                           WARM_TIMEOUT_S)
         if app.state.metrics is not None:  # gauges refreshed in the background while serving
             app.state.metrics.start()
         if app.state.dashboard is not None:  # the overview's counts, kept up to date

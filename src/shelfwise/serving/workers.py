@@ -8,8 +8,8 @@ must not go stale when another worker writes: the user-history cache is off with
 one worker (a user's history is one indexed query), forgotten users are synced from the
 store's tombstones, catalog writes from the items' write numbers, and everything else a
 worker holds (bundle, bandit state) is per worker by design (see docs/design-notes.md). On
-Linux each worker listens on its own socket of one ``SO_REUSEPORT`` group
-(:func:`balanced_sockets`), so connections spread over the workers.
+Linux each worker listens on its own socket of the port's ``SO_REUSEPORT`` group
+(:class:`BalancedWorkers`), so connections spread over the workers that are up.
 """
 
 from __future__ import annotations
@@ -55,56 +55,69 @@ def worker_app() -> FastAPI:
     return create_app(config=config)
 
 
-def balanced_sockets(host: str, port: int, n: int) -> list[socket.socket] | None:
-    """``n`` listening sockets on ``host:port``, one per worker, in one ``SO_REUSEPORT`` group;
-    ``None`` where the platform does not balance such a group (anything but Linux).
+def reuse_port_balances() -> bool:
+    """Whether the kernel spreads connections over an ``SO_REUSEPORT`` group (Linux)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
-    With uvicorn's one shared socket, the first idle worker accepts every pending connection,
-    so a client with a few keep-alive connections (a storefront backend's pool, a proxy) can
-    land on one worker. A group gives each connection to one socket by a hash of its
-    addresses: an even spread in expectation, whatever the workers are doing."""
-    if not sys.platform.startswith("linux") or not hasattr(socket, "SO_REUSEPORT"):
-        return None
+
+def claim_port(host: str, port: int) -> int:
+    """Fail as a plain bind does when anything listens on ``host:port`` (a reuse-port group
+    would otherwise quietly share the port with another server of this user); the port
+    (the one the system picked for 0)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # a group would quietly share the port with another server of this user: fail as a
-    # plain bind does when anything listens there
     with socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
-        port = probe.getsockname()[1]
-    out: list[socket.socket] = []
+        return int(probe.getsockname()[1])
+
+
+def member_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` in its ``SO_REUSEPORT`` group, not yet listening: the
+    kernel hands connections only to listening members, so a worker joins the spread when
+    uvicorn listens (after the app started and warmed up) and leaves it when it exits."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        for _ in range(n):
-            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-            out.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
-            sock.listen(2048)
-            sock.set_inheritable(True)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
     except OSError:
-        for sock in out:
-            sock.close()
+        sock.close()
         raise
-    return out
+    return sock
+
+
+class MemberProcess(Process):
+    """A uvicorn worker that binds its own :func:`member_socket` in the worker process."""
+
+    def __init__(self, config: uvicorn.Config, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        super().__init__(config, [])
+
+    def target(self, sockets: list[socket.socket] | None = None) -> None:  # in the worker
+        super().target([member_socket(self.host, self.port)])
 
 
 class BalancedWorkers(Multiprocess):
-    """uvicorn's supervisor (health checks, restarts, SIGHUP), with worker ``k`` always
-    serving socket ``k`` of :func:`balanced_sockets`: a restarted worker takes over its
-    predecessor's socket, whose queued connections wait for it instead of being reset."""
+    """uvicorn's supervisor (health checks, restarts, SIGHUP, SIGTTIN/SIGTTOU) over workers
+    that each listen on their own socket of the port's ``SO_REUSEPORT`` group.
 
-    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
-        super().__init__(config, sockets=sockets)
-        self.processes_num = len(sockets)
+    With uvicorn's one shared socket, the first idle worker accepts every pending connection,
+    so a client with a few keep-alive connections (a storefront backend's pool, a proxy) can
+    land on one worker. A group gives each connection to one listening member by a hash of
+    its addresses: an even spread in expectation, and only over workers that are up."""
 
-    def _start(self, k: int) -> Process:
-        process = Process(self.config, [self.sockets[k]])
+    def __init__(self, config: uvicorn.Config, host: str, port: int) -> None:
+        super().__init__(config, sockets=[])
+        self.host, self.port = host, port
+
+    def _start(self) -> Process:
+        process = MemberProcess(self.config, self.host, self.port)
         process.start()
         return process
 
     def init_processes(self) -> None:
-        self.processes = [self._start(k) for k in range(self.processes_num)]
+        self.processes = [self._start() for _ in range(self.processes_num)]
 
     def keep_subprocess_alive(self) -> None:
         for k, process in enumerate(self.processes):
@@ -119,13 +132,13 @@ class BalancedWorkers(Multiprocess):
                 self.should_exit.set()
                 return
             logger.info("worker %s died; starting another", process.pid)
-            self.processes[k] = self._start(k)
+            self.processes[k] = self._start()
 
     def restart_all(self) -> None:
         for k, old in enumerate(self.processes):
             if self.should_exit.is_set():
                 return
-            new = self._start(k)
+            new = self._start()
             if not new.wait_until_ready(self.config.timeout_worker_healthcheck,
                                         self.should_exit):
                 new.kill()
@@ -137,28 +150,24 @@ class BalancedWorkers(Multiprocess):
             self.processes[k] = new
 
     def handle_ttin(self) -> None:
-        logger.warning("SIGTTIN ignored: the number of workers is fixed (serve.workers)")
-
-    def handle_ttou(self) -> None:
-        logger.warning("SIGTTOU ignored: the number of workers is fixed (serve.workers)")
+        logger.info("Received SIGTTIN, increasing the number of processes.")
+        self.processes_num += 1
+        self.processes.append(self._start())
 
 
 def run_workers(host: str, port: int, workers: int) -> None:
     """Serve :func:`worker_app` in ``workers`` processes on one port (balanced on Linux)."""
-    config = uvicorn.Config("shelfwise.serving.workers:worker_app", factory=True,
-                            workers=workers, host=host, port=port, log_level="warning")
     try:
-        sockets = balanced_sockets(host, port, workers)
+        port = claim_port(host, port)
     except OSError as exc:
         raise ConfigError(f"serve.port: cannot listen on {host}:{port} ({exc}); pick a free "
                           "port or stop the server that holds it") from exc
+    config = uvicorn.Config("shelfwise.serving.workers:worker_app", factory=True,
+                            workers=workers, host=host, port=port, log_level="warning")
     try:
-        if sockets is None:
-            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        if reuse_port_balances():
+            BalancedWorkers(config, host, port).run()
         else:
-            BalancedWorkers(config, sockets).run()
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
     except KeyboardInterrupt:
         pass
-    finally:
-        for sock in sockets or ():
-            sock.close()
