@@ -136,6 +136,33 @@ def test_search_finds_across_languages_and_typos(client: TestClient, query: str,
     assert set(body["items"][0]["explanation"]["parts"]) >= {"bm25", "dense"}
 
 
+def test_a_repeated_query_is_embedded_once(client: TestClient) -> None:
+    """Popular queries repeat: their vectors are kept (by hash, not text) and reused, with
+    the same answer."""
+    service = client.app.state.search  # type: ignore[attr-defined]
+    encoder = client.app.state.recommender.semantic.encoder  # type: ignore[attr-defined]
+    calls: list[str] = []
+    real = encoder.encode_queries
+
+    def counted(texts: list[str]) -> object:
+        calls.extend(texts)
+        return real(texts)
+
+    encoder.encode_queries = counted
+    try:
+        first = client.post("/v1/search", json={"query": "stainless kettle", "n": 3}).json()
+        again = client.post("/v1/search", json={"query": "stainless kettle", "n": 3}).json()
+        other = client.post("/v1/search", json={"query": "steel kettle", "n": 3}).json()
+    finally:
+        del encoder.encode_queries
+    assert calls == ["stainless kettle", "steel kettle"]
+    assert [(i["item_id"], i["score"]) for i in first["items"]] == [
+        (i["item_id"], i["score"]) for i in again["items"]]
+    assert other["items"]
+    assert not any(isinstance(k, str) or "kettle" in str(k)
+                   for key in service._query_vectors for k in key[1:]), "no query text kept"
+
+
 def test_filters_and_personalized_flag(client: TestClient) -> None:
     body = client.post("/v1/search", json={"query": "shoes", "n": 5,
                                            "filters": {"max_price": 100}}).json()
