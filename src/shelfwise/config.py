@@ -142,7 +142,7 @@ class ServeConfig(_Section):
                          "concurrent requests from oversubscribing the cores")
     catalog_sync_seconds: float = Field(
         default=2.0, gt=0, le=300, description="how often a server looks in the store for "
-        "items another worker or `shelfwise import items` added, and indexes them")
+        "items another worker or `shelfwise import items` added or changed, and applies them")
     malloc_arenas: int = Field(default=2, ge=1, le=64, description="glibc malloc arenas "
                                "per server process: few keep request threads from each "
                                "holding freed memory of its own (serving/threads.py)")

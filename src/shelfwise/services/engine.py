@@ -155,16 +155,16 @@ class Engine:
         self._subscribers.append(subscriber)
 
     def sync_catalog(self) -> int:
-        """Index the items other processes added to the store since the last look (here and
-        in the experiment variants' engines); how many. Runs every ``[serve]
-        catalog_sync_seconds`` on a daemon thread."""
+        """Apply the catalog writes other processes made since the last look (new items and
+        changed ones; here and in the experiment variants' engines); how many items. Runs
+        every ``[serve] catalog_sync_seconds`` on a daemon thread."""
         items = self.recommender.sync_catalog()
         if items:
             with self._variants_lock:
                 children = list(self._variants.values())
             for child in children:
                 child.recommender.catalog_updated(items)
-            logger.info("indexed %d item(s) another process added to the store", len(items))
+            logger.info("applied %d item(s) another process wrote to the store", len(items))
         return len(items)
 
     def close(self) -> None:

@@ -327,8 +327,9 @@ class Recommender:
             if hit is not None:
                 self._scored.move_to_end(key)
                 self.score_stats.hits += 1
+            else:
+                self.score_stats.misses += 1
         if hit is None:
-            self.score_stats.misses += 1
             single_threaded_ann()
             scored = (gen.score_focused([history], [focus])  # type: ignore[attr-defined]
                       if focus is not None and focused(gen) else gen.score([history]))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -831,12 +832,18 @@ class SqlStore:
     def _checkpoint(self) -> None:
         """SQLite keeps old page images in the write-ahead log until a checkpoint: move them
         into the file (where ``secure_delete`` has zeroed deleted rows) and empty the log.
-        Best effort, waiting at most 1 s: a reader inside an old snapshot keeps its frames."""
+        Best effort, a few tries within ~3 s: a checkpoint already running (the background
+        one) makes this one answer "busy" rather than wait, and a reader inside an old
+        snapshot keeps its frames."""
         if self.engine.dialect.name == "sqlite" and getattr(self._local, "conn", None) is None:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA busy_timeout = 1000")
                 try:
-                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                    for attempt in range(3):
+                        row = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+                        if row is None or not row[0]:  # (busy, log frames, checkpointed)
+                            break
+                        time.sleep(0.1 * (attempt + 1))
                 finally:
                     conn.exec_driver_sql("PRAGMA busy_timeout = 30000")  # connect_args timeout
 
