@@ -139,7 +139,6 @@ def test_search_finds_across_languages_and_typos(client: TestClient, query: str,
 def test_a_repeated_query_is_embedded_once(client: TestClient) -> None:
     """Popular queries repeat: their vectors are kept (by hash, not text) and reused, with
     the same answer."""
-    service = client.app.state.search  # type: ignore[attr-defined]
     encoder = client.app.state.recommender.semantic.encoder  # type: ignore[attr-defined]
     calls: list[str] = []
     real = encoder.encode_queries
@@ -159,8 +158,11 @@ def test_a_repeated_query_is_embedded_once(client: TestClient) -> None:
     assert [(i["item_id"], i["score"]) for i in first["items"]] == [
         (i["item_id"], i["score"]) for i in again["items"]]
     assert other["items"]
+    rec = client.app.state.recommender  # type: ignore[attr-defined]
     assert not any(isinstance(k, str) or "kettle" in str(k)
-                   for key in service._query_vectors for k in key[1:]), "no query text kept"
+                   for key in rec._query_vectors for k in key[1:]), "no query text kept"
+    rec.forget_users(lambda _user: False)
+    assert not rec._query_vectors, "dropped with forgotten users, like the other query caches"
 
 
 def test_filters_and_personalized_flag(client: TestClient) -> None:

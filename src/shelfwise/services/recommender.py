@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -64,6 +65,8 @@ SCORE_MEMO = 32
 """Generator score rows the recommender keeps (one row per generator and history)."""
 CATALOG_CHANGE_MARGIN = 1000
 """How far back :meth:`Recommender.sync_catalog` looks below the last write number it saw."""
+QUERY_VECTORS = 4096
+"""Query vectors the recommender keeps (1.5 KB each with the 384-dimension encoder)."""
 BLEND_ROW = "blend"
 """Memo key (in place of a focus) of the row a blend used (:meth:`Recommender.blend_row`)."""
 
@@ -103,6 +106,9 @@ class Recommender:
         self._cache: OrderedDict[str, NDArray[np.int64]] = OrderedDict()
         self._scored: OrderedDict[tuple[str, int, bytes, bytes | str | None],
                                   NDArray[np.float32]] = OrderedDict()
+        # the last queries' raw vectors (popular queries repeat; embedding one is most of a
+        # search), keyed by a hash: no query text is kept; dropped with forgotten users
+        self._query_vectors: OrderedDict[tuple[str, bytes], NDArray[np.float32]] = OrderedDict()
         self.history_stats, self.score_stats = CacheStats(), CacheStats()
         self._generation = 0  # bumped when users are forgotten: a read begun before is not cached
         self.items: IdMap = bundle.items
@@ -299,6 +305,7 @@ class Recommender:
             for u in gone:
                 del self._cache[u]
             self._scored.clear()
+            self._query_vectors.clear()
         self.cold.forget()
         return len(gone)
 
@@ -342,6 +349,25 @@ class Recommender:
             while len(self._scored) > SCORE_MEMO:
                 self._scored.popitem(last=False)
         return hit
+
+    def query_vector(self, query: str) -> NDArray[np.float32]:
+        """The semantic encoder's raw (uncentred) vector of a search query, read-only; the
+        last :data:`QUERY_VECTORS` are kept. Only with a semantic generator."""
+        sem = self.semantic
+        assert sem is not None, "query vectors need the semantic generator"
+        key = (sem.encoder_id_, hashlib.blake2b(query.encode(), digest_size=16).digest())
+        with self._lock:
+            hit = self._query_vectors.get(key)
+            if hit is not None:
+                self._query_vectors.move_to_end(key)
+                return hit
+        vec = np.asarray(sem.encoder.encode_queries([query])[0], dtype=np.float32)
+        vec.flags.writeable = False
+        with self._lock:
+            self._query_vectors[key] = vec
+            while len(self._query_vectors) > QUERY_VECTORS:
+                self._query_vectors.popitem(last=False)
+        return vec
 
     def blend_row(self, name: str, history: NDArray[np.int64], shown: NDArray[np.int64]
                   ) -> NDArray[np.float32]:

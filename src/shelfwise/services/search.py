@@ -13,11 +13,9 @@ rebuild it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -35,10 +33,6 @@ from shelfwise.search.part import SearchPart, rows_digest
 from shelfwise.services.recommender import Recommender
 
 logger = logging.getLogger(__name__)
-
-
-QUERY_VECTORS = 4096
-"""Query vectors a search service keeps (1.5 KB each with the 384-dimension encoder)."""
 
 
 class SearchFilters(BaseModel):
@@ -84,10 +78,6 @@ class SearchService:
         self._features: FeatureBuilder | None = None
         self._filter = CatalogFilter()
         self._part: SearchPart | None = recommender.bundle.search_index
-        # the last queries' vectors (popular queries repeat; embedding one is most of a
-        # search), keyed by a hash: no query text is kept
-        self._query_vectors: OrderedDict[tuple[str, bytes], NDArray[np.float32]] = OrderedDict()
-        self._vectors_lock = threading.Lock()
         self.source = "none"
         """How the index was made: ``bundle`` (opened from the bundle's part), ``built``."""
 
@@ -151,19 +141,7 @@ class SearchService:
             return None, None, None
 
         def encode(q: str) -> NDArray[np.float32]:
-            key = (sem.encoder_id_, hashlib.blake2b(q.encode(), digest_size=16).digest())
-            with self._vectors_lock:
-                hit = self._query_vectors.get(key)
-                if hit is not None:
-                    self._query_vectors.move_to_end(key)
-                    return hit
-            vec = np.asarray(sem.encoder.encode_queries([q])[0], dtype=np.float32)
-            vec.flags.writeable = False
-            with self._vectors_lock:
-                self._query_vectors[key] = vec
-                while len(self._query_vectors) > QUERY_VECTORS:
-                    self._query_vectors.popitem(last=False)
-            return vec
+            return self.rec.query_vector(q)
         return sem.raw_vectors_[:n], encode, sem.vectors_[:n]
 
     def _build(self, n: int) -> None:
