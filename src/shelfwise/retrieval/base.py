@@ -105,7 +105,8 @@ class BaseGenerator(ABC):
         )
         state = self._state()
         for key in self.mapped:
-            np.save(path / f"{key}.npy", np.ascontiguousarray(state.pop(key)))
+            if key in state:
+                np.save(path / f"{key}.npy", np.ascontiguousarray(state.pop(key)))
         np.savez(path / "state.npz", allow_pickle=False, **state)
 
     @classmethod

@@ -17,6 +17,7 @@ from shelfwise.data.interactions import History, Interactions
 from shelfwise.exceptions import ConfigError
 from shelfwise.retrieval.ann import EXACT_THRESHOLD, VectorIndex, fill_value, spread_sample
 from shelfwise.retrieval.base import BaseGenerator, GeneratorConfig, Scores, best_unordered
+from shelfwise.retrieval.passages import PassageVectors, centre
 from shelfwise.retrieval.text_items import TextItems
 from shelfwise.text.base import TextEncoder
 
@@ -68,8 +69,10 @@ class Semantic(TextItems, BaseGenerator):
     name = "semantic"
     Config = SemanticConfig
     config: SemanticConfig
-    mapped = ("vectors", "raw_vectors")  # only the rows a request touches become resident
+    mapped = ("vectors", "raw_vectors")  # raw_vectors: bundles before passage norms
     fill_sample = 2048
+    raw_vectors_: PassageVectors
+    """The encoder's own passage vectors (what a query is matched against)."""
     """Items (evenly spaced) whose exact scores set a large catalog's row range and fill."""
 
     def __init__(self, **params: Any) -> None:
@@ -97,30 +100,35 @@ class Semantic(TextItems, BaseGenerator):
                 if n:  # shrunk toward 0 so a mean of a handful of items stays mostly off
                     means[k] = raw[rows].mean(axis=0) * (n / (n + CENTER_SHRINK))
         self.script_means_ = means
-        self.raw_vectors_ = raw
-        self.vectors_ = self._centered(raw, data.item_text)
+        self.vectors_, self.raw_vectors_ = self._centered(raw, data.item_text)
         self.encoder_id_ = self.encoder.id
         self._index = None
         self._sample = None
         self._recent = {}
 
-    def _centered(self, raw: NDArray[np.float32], texts: Sequence[str]) -> NDArray[np.float32]:
+    def _centered(self, raw: NDArray[np.float32], texts: Sequence[str]
+                  ) -> tuple[NDArray[np.float32], PassageVectors]:
+        """The rows' centred unit vectors and the raw passage vectors in terms of them."""
         if not self.config.center:
-            return raw
-        idx = [SCRIPTS.index(script_of(t)) for t in texts]
-        out = raw - self.script_means_[idx]
-        out[np.linalg.norm(raw, axis=1) == 0] = 0.0
-        norm = np.linalg.norm(out, axis=1, keepdims=True)
-        centered: NDArray[np.float32] = np.divide(
-            out, norm, out=np.zeros_like(out), where=norm > 0).astype(np.float32)
-        return centered
+            return raw, PassageVectors(raw)
+        codes = np.asarray([SCRIPTS.index(script_of(t)) for t in texts], dtype=np.int64)
+        return centre(raw, codes, self.script_means_)
 
     def add_items(self, texts: Sequence[str]) -> None:
         """Append vectors for new items (indices continue after the current ones)."""
         raw = self.embed(texts)
-        new = self._centered(raw, texts)
-        self.raw_vectors_ = np.vstack([self.raw_vectors_, raw])
+        new, passages = self._centered(raw, texts)
+        old = self.raw_vectors_
         self.vectors_ = np.vstack([self.vectors_, new])
+        if passages.norms is not None and passages.scripts is not None and isinstance(
+                old, PassageVectors) and old.norms is not None and old.scripts is not None:
+            self.raw_vectors_ = PassageVectors(
+                self.vectors_, np.concatenate([old.norms, passages.norms]),
+                np.concatenate([old.scripts, passages.scripts]), old.means)
+        elif not self.config.center:
+            self.raw_vectors_ = PassageVectors(self.vectors_)
+        else:  # a bundle that saved its raw vectors
+            self.raw_vectors_ = PassageVectors(np.vstack([np.asarray(old), raw]))
         self._n_items = self.vectors_.shape[0]
         with self._index_lock:
             if self._index is not None:
@@ -259,12 +267,28 @@ class Semantic(TextItems, BaseGenerator):
 
     # ---- persistence ---------------------------------------------------------------------
     def _state(self) -> dict[str, NDArray[Any]]:
-        return {"vectors": self.vectors_, "raw_vectors": self.raw_vectors_,
-                "script_means": self.script_means_, "encoder_id": np.asarray(self.encoder_id_)}
+        out = {"vectors": self.vectors_, "script_means": self.script_means_,
+               "encoder_id": np.asarray(self.encoder_id_)}
+        raw = self.raw_vectors_
+        if not isinstance(raw, PassageVectors) or (
+                raw.norms is None and raw.centred is not self.vectors_):
+            out["raw_vectors"] = np.asarray(raw, dtype=np.float32)
+        elif raw.norms is not None and raw.scripts is not None and raw.means is not None:
+            out |= {"passage_norms": raw.norms, "passage_scripts": raw.scripts,
+                    "passage_means": raw.means}  # the raw vectors are these and the vectors
+        return out
 
     def _set_state(self, state: dict[str, NDArray[Any]]) -> None:
         self.vectors_ = np.asarray(state["vectors"], dtype=np.float32)  # no copy of a mapping
-        self.raw_vectors_ = np.asarray(state["raw_vectors"], dtype=np.float32)
+        if "raw_vectors" in state:
+            self.raw_vectors_ = PassageVectors(
+                np.asarray(state["raw_vectors"], dtype=np.float32))
+        elif "passage_norms" in state:
+            self.raw_vectors_ = PassageVectors(
+                self.vectors_, state["passage_norms"].astype(np.float32),
+                state["passage_scripts"], state["passage_means"].astype(np.float32))
+        else:  # not centred: the raw vectors are the vectors
+            self.raw_vectors_ = PassageVectors(self.vectors_)
         self.script_means_ = state["script_means"].astype(np.float32)
         self.encoder_id_ = str(state["encoder_id"])
         self._sample = None

@@ -249,3 +249,19 @@ def load_state(path: Path) -> State:
 
     state: State = walk(doc)
     return state
+
+
+def release_pages(array: NDArray[Any]) -> bool:
+    """Drop this process's pages of the file mapping under ``array`` (read once, e.g. an
+    index deserialised into its own memory): they stay in the page cache and count in RSS
+    only if read again. False when ``array`` is not memory-mapped."""
+    import mmap
+
+    node: Any = array
+    while node is not None:
+        mapping = node if isinstance(node, mmap.mmap) else getattr(node, "_mmap", None)
+        if isinstance(mapping, mmap.mmap):
+            mapping.madvise(mmap.MADV_DONTNEED)
+            return True
+        node = getattr(node, "base", None)
+    return False

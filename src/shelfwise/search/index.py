@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.exceptions import ConfigError
 from shelfwise.retrieval.ann import EXACT_THRESHOLD, VectorIndex, fill_value, spread_sample
-from shelfwise.search.columns import State, TextColumn
+from shelfwise.retrieval.passages import Rows, as_rows
+from shelfwise.search.columns import State, TextColumn, release_pages
 from shelfwise.text.bm25 import BM25Config, BM25Index, put_growing
 
 QueryEncoder = Callable[[str], NDArray[np.float32]]
@@ -109,7 +110,7 @@ class SearchIndex:
     def __init__(self, config: SearchConfig | None = None, **options: Any) -> None:
         self.config = config if config is not None else SearchConfig(**options)
         self._words: BM25Index | None = None
-        self._vectors: NDArray[np.float32] | None = None  # rows past n_docs are spare capacity
+        self._vectors: Rows | None = None  # rows past n_docs are spare capacity
         self._ann: VectorIndex | None = None  # over the first len(_ann) vectors
         self._ann_saved: NDArray[np.uint8] | None = None  # serialised, until vectors are set
         self._ann_lock = threading.Lock()
@@ -119,11 +120,11 @@ class SearchIndex:
         self.n_docs = 0
 
     @property
-    def vectors(self) -> NDArray[np.float32] | None:
+    def vectors(self) -> Rows | None:
         """The indexed items' vectors (one row per item), or None for a lexical index."""
         return None if self._vectors is None else self._vectors[:self.n_docs]
 
-    def fit(self, texts: Sequence[str], vectors: NDArray[np.float32] | None = None,
+    def fit(self, texts: Sequence[str], vectors: Rows | None = None,
             encode_query: QueryEncoder | None = None) -> SearchIndex:
         texts = [t or "" for t in texts]
         if not texts:
@@ -138,7 +139,7 @@ class SearchIndex:
         self.n_docs = len(texts)
         return self.set_vectors(vectors, encode_query)
 
-    def set_vectors(self, vectors: NDArray[np.float32] | None,
+    def set_vectors(self, vectors: Rows | None,
                     encode_query: QueryEncoder | None) -> SearchIndex:
         """Use ``vectors`` (one row per indexed item, kept as given) and ``encode_query`` for
         dense retrieval; both None makes the index lexical."""
@@ -146,12 +147,13 @@ class SearchIndex:
             raise ConfigError(f"{vectors.shape[0]} item vectors for {self.n_docs} item texts")
         if (vectors is None) != (encode_query is None):
             raise ConfigError("dense search needs both item vectors and a query encoder")
-        self._vectors = None if vectors is None else np.asarray(vectors, dtype=np.float32)
+        self._vectors = None if vectors is None else as_rows(vectors)
         self.encode_query = encode_query
         with self._ann_lock:
             self._ann, self._sample = None, None
             if self._ann_saved is not None and vectors is not None:
                 ann = VectorIndex.from_array(self._ann_saved)
+                release_pages(self._ann_saved)  # faiss holds its own copy now
                 if ann.dim == vectors.shape[1] and len(ann) <= self.n_docs:
                     self._ann = ann
             self._ann_saved = None
@@ -171,7 +173,7 @@ class SearchIndex:
             if self._ann is None:
                 self._ann = VectorIndex(vectors.shape[1], exact=False, quantized=True)
             if len(self._ann) < self.n_docs:
-                self._ann.add(vectors[len(self._ann):])
+                self._ann.add(np.asarray(vectors[len(self._ann):], dtype=np.float32))
             return self._ann
 
     def state(self) -> State:
@@ -200,8 +202,7 @@ class SearchIndex:
                              f"{len(ix.texts)} texts")
         return ix
 
-    def add(self, texts: Sequence[str], vectors: NDArray[np.float32] | None = None
-            ) -> SearchIndex:
+    def add(self, texts: Sequence[str], vectors: Rows | None = None) -> SearchIndex:
         """Append items at positions ``n_docs, n_docs + 1, ...``: the word and n-gram indexes
         grow by the new items' tokens (no rebuild), and every score afterwards equals that of
         a fresh :meth:`fit` on all texts. ``vectors`` are required exactly when the index is
@@ -225,8 +226,9 @@ class SearchIndex:
         bm25.add(texts)
         self.texts.extend(texts)
         if self._vectors is not None and vectors is not None:
-            self._vectors = (np.asarray(vectors, dtype=np.float32) if whole else put_growing(
-                self._vectors, self.n_docs, np.asarray(vectors, dtype=np.float32)))
+            self._vectors = as_rows(vectors) if whole else put_growing(
+                np.asarray(self._vectors, dtype=np.float32), self.n_docs,
+                np.asarray(vectors, dtype=np.float32))
         self.n_docs += len(texts)
         return self
 
@@ -261,7 +263,7 @@ class SearchIndex:
                 out["dense"] = dense_row(dense, self.n_docs)
         return out, dense
 
-    def _dense_list(self, vectors: NDArray[np.float32], q: NDArray[np.float32]) -> DenseList:
+    def _dense_list(self, vectors: Rows, q: NDArray[np.float32]) -> DenseList:
         from shelfwise.services.cold_start import single_threaded_ann
 
         single_threaded_ann()

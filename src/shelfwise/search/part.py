@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from shelfwise.retrieval.passages import Rows
 from shelfwise.search.columns import State, load_state, save_state
 from shelfwise.search.features import FeatureBuilder
 from shelfwise.search.filters import CatalogFilter
@@ -116,7 +117,7 @@ class SearchPart:
                              "the filters")
         return index, features, filters
 
-    def open(self, config: SearchConfig, vectors: NDArray[np.float32] | None = None,
+    def open(self, config: SearchConfig, vectors: Rows | None = None,
              encode_query: QueryEncoder | None = None,
              profile_vectors: NDArray[np.float32] | None = None) -> Parts:
         """Live index, feature builder and filter over the saved state, with ``vectors`` and

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shelfwise.data.loading import item_text
 from shelfwise.exceptions import NotFoundError
 from shelfwise.ranking.ranker import LambdaMART
+from shelfwise.retrieval.passages import Rows
 from shelfwise.search.features import FEATURES, FeatureBuilder, UserContext
 from shelfwise.search.filters import CatalogFilter
 from shelfwise.search.index import Candidates, QueryEncoder, SearchConfig, SearchIndex
@@ -132,7 +133,7 @@ class SearchService:
         raw = pop_gen.score([np.empty(0, np.int64)])[0].astype(np.float64)
         return np.pad(np.clip(raw, 0, None), (0, max(0, n - raw.shape[0])))[:n]
 
-    def _dense(self, n: int) -> tuple[NDArray[np.float32] | None, QueryEncoder | None,
+    def _dense(self, n: int) -> tuple[Rows | None, QueryEncoder | None,
                                       NDArray[np.float32] | None]:
         """Passage vectors, query encoder and profile vectors of items ``:n`` (the semantic
         generator's own arrays), or Nones for a lexical index."""
