@@ -187,10 +187,23 @@ def test_onboarding_refuses_unknown_picks_and_stores_nothing(client: TestClient)
 
 def test_a_first_search_query_shapes_the_next_feed(client: TestClient) -> None:
     wait_ready(client, "search_index")
-    r = client.post("/v1/search", json={"query": "fantasy role-playing game",
-                                        "user_id": "seeker", "n": 3})
-    assert r.status_code == 200, r.text
-    body = feed(client, "seeker", n=2)
+    encoder = client.app.state.recommender.semantic.encoder  # type: ignore[attr-defined]
+    calls: list[str] = []
+    real = encoder.encode_queries
+
+    def counted(texts: list[str]) -> object:
+        calls.extend(texts)
+        return real(texts)
+
+    encoder.encode_queries = counted
+    try:
+        r = client.post("/v1/search", json={"query": "fantasy role-playing game",
+                                            "user_id": "seeker", "n": 3})
+        assert r.status_code == 200, r.text
+        body = feed(client, "seeker", n=2)
+    finally:
+        del encoder.encode_queries
+    assert calls == ["fantasy role-playing game"], "the feed reused the search's vector"
     assert body["cold_start"] and ids(body)[0] == "r1"
     e = why(body, "r1")
     assert e["reason"] == "matches_query" and e["label"] == "fantasy role-playing game"

@@ -12,7 +12,6 @@ category gains or loses items.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,9 +32,6 @@ from shelfwise.services.cold_start import (
 
 if TYPE_CHECKING:
     from shelfwise.services.recommender import Recommender
-
-QUERY_CACHE = 4096
-"""Query vectors kept (by query text)."""
 
 
 def category_names(path: Sequence[str]) -> list[str]:
@@ -63,7 +59,6 @@ class ColdUsers:
     def __init__(self, rec: Recommender, config: ColdStartConfig) -> None:
         self.rec, self.config = rec, config
         self._lock = threading.Lock()
-        self._queries: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
         self._members: dict[str, set[int]] = {}
         self._item_path: dict[int, tuple[str, ...]] = {}
         self._version: dict[str, int] = {}
@@ -138,30 +133,15 @@ class ColdUsers:
 
     # ---- queries ---------------------------------------------------------------------------
     def query_vectors(self, queries: Sequence[str]) -> NDArray[np.float32] | None:
-        """Centred query vectors (rows in ``queries`` order); None without a semantic model."""
+        """Centred query vectors (rows in ``queries`` order); None without a semantic model.
+        The raw vectors come from the recommender's own cache of query vectors."""
         sem = self.rec.semantic
         if sem is None or not queries:
             return None
-        with self._lock:
-            missing = [q for q in dict.fromkeys(queries) if q not in self._queries]
-        if missing:
-            raw = np.asarray(sem.encoder.encode_queries(missing), np.float32)
-            means = sem.script_means_[[SCRIPTS.index(script_of(q)) for q in missing]]
-            vecs = centred(raw, means) if sem.config.center else raw
-            with self._lock:
-                for q, v in zip(missing, vecs, strict=True):
-                    self._queries[q] = v
-                while len(self._queries) > QUERY_CACHE:
-                    self._queries.popitem(last=False)
-        with self._lock:
-            rows = [self._queries.get(q) for q in queries]
-        dim = sem.vectors_.shape[1]
-        return np.vstack([r if r is not None else np.zeros(dim, np.float32) for r in rows])
-
-    def forget(self) -> None:
-        """Drop the query vectors (texts users typed) along with forgotten users."""
-        with self._lock:
-            self._queries.clear()
+        raw = np.vstack([self.rec.query_vector(q) for q in queries])
+        if not sem.config.center:
+            return raw
+        return centred(raw, sem.script_means_[[SCRIPTS.index(script_of(q)) for q in queries]])
 
     # ---- per request -----------------------------------------------------------------------
     def context(self, user_id: str) -> ColdContext:

@@ -306,7 +306,6 @@ class Recommender:
                 del self._cache[u]
             self._scored.clear()
             self._query_vectors.clear()
-        self.cold.forget()
         return len(gone)
 
     def close(self) -> None:
