@@ -75,7 +75,7 @@ def config(url: str, **sections: dict[str, Any]) -> ShelfwiseConfig:
 def held(engine: Engine, user: str) -> dict[str, int]:
     """What the engine holds in memory about the stored id ``user``, per cache."""
     return {"histories": int(user in engine.recommender._cache),
-            "queued_impressions": sum(e.user_id == user for e in engine.impressions._queue),
+            "queued_impressions": sum(row[2] == user for row in engine.impressions._queue),
             "exploration_decisions": engine.explorer.log._user.count(user),
             "promotion_decisions": engine.promotion_service.log._user.count(user),
             "queued_exposures": sum(u == user for _, u in engine.experiments._seen)}
