@@ -137,6 +137,13 @@ def test_a_lazy_encoder_behind_the_cache_loads_only_on_a_miss(tmp_path: Path) ->
         wrong.encode_items(["x"])
 
 
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
 def test_worker_processes_fill_the_cache_with_the_same_vectors(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A large uncached catalog is embedded by spawned worker processes into the shared cache;
@@ -145,6 +152,7 @@ def test_worker_processes_fill_the_cache_with_the_same_vectors(
     rounding)."""
     from shelfwise.retrieval import text_items
     from shelfwise.retrieval.semantic import Semantic
+    from shelfwise.text.e5_convert import converted_dir, is_converted
 
     monkeypatch.setenv("SHELFWISE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("SHELFWISE_EMBED_WORKERS", "2")
@@ -152,8 +160,13 @@ def test_worker_processes_fill_the_cache_with_the_same_vectors(
     monkeypatch.setattr(text_items, "_ENCODERS", {})
     texts = [f"{w} 第{k}号 item {k}" for k, w in enumerate(["tea", "茶叶", "socks", "袜子"] * 6)]
     gen = Semantic()
+    before = _rss_mb()
     assert text_items.prefill_cache(gen.encoder, "e5", texts) == len(texts)
     assert not gen.encoder.encoder.loaded  # type: ignore[attr-defined]
+    # the fresh cache had no converted model: a child converted it (in this process the
+    # conversion peaks at ~1.4 GB and leaves ~0.8 GB behind for the rest of train)
+    assert is_converted(converted_dir())
+    assert _rss_mb() - before < 300
     vectors = gen.embed(texts)
     assert gen.encoder.misses == 0  # type: ignore[attr-defined]
     direct = get_encoder("e5", cache=False).encode_items(texts)

@@ -122,10 +122,13 @@ def prefill_cache(encoder: TextEncoder, name: str, texts: Sequence[str]) -> int:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    if name in ("e5", "e5-fp32"):  # convert the model once here, not in every worker
-        from shelfwise.text.e5_convert import ensure_converted
+    if name in ("e5", "e5-fp32"):  # convert the model once, not in every worker, and in a
+        # process of its own: converting peaks at ~1.4 GB, which this one would keep
+        from shelfwise.text.e5_convert import converted_dir, ensure_converted, is_converted
 
-        ensure_converted()
+        if not is_converted(converted_dir()):
+            with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as one:
+                one.submit(ensure_converted).result()
 
     chunk = 256
     chunks = [todo[a : a + chunk] for a in range(0, len(todo), chunk)]
