@@ -52,7 +52,7 @@ class DashboardAccess(Require):
     def __init__(self) -> None:
         super().__init__(Scope.ADMIN)
 
-    def __call__(self, request: Request, credentials: Annotated[
+    async def __call__(self, request: Request, credentials: Annotated[
             HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
         auth: Authenticator = request.app.state.auth
         raw = credentials.credentials if credentials else request.cookies.get(KEY_COOKIE)

@@ -166,8 +166,10 @@ class Require:
     def __init__(self, scope: Scope | None) -> None:
         self.scope = scope
 
-    def __call__(self, request: Request, credentials: Annotated[
+    async def __call__(self, request: Request, credentials: Annotated[
             HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+        # on the event loop (no thread-pool trip): keys and their absence are cached, so the
+        # store is read at most once per key every ``cache_seconds``
         auth: Authenticator = request.app.state.auth
         return auth.authorize(credentials.credentials if credentials else None, self.scope,
                               request.client.host if request.client else None)
