@@ -9,10 +9,9 @@ from fastapi import APIRouter, Path
 from shelfwise.apikeys import Scope
 from shelfwise.experiments.model import Experiment, ExperimentIn
 from shelfwise.serving.auth import requires
-from shelfwise.serving.deps import EngineDep, ModelRoute
+from shelfwise.serving.deps import EngineDep
 
-router = APIRouter(prefix="/v1", tags=["experiments"], dependencies=[requires(Scope.ADMIN)],
-                   route_class=ModelRoute)
+router = APIRouter(prefix="/v1", tags=["experiments"], dependencies=[requires(Scope.ADMIN)])
 ExperimentPath = Annotated[str, Path(min_length=1, max_length=128,
                                      pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
