@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,23 @@ from shelfwise.data.schemas import Event, EventType, Item
 from shelfwise.storage import SqlStore, open_store
 
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@contextmanager
+def counted_queries(encoder: object) -> Iterator[list[str]]:
+    """The queries ``encoder`` embeds inside the block, in order."""
+    calls: list[str] = []
+    real = encoder.encode_queries  # type: ignore[attr-defined]
+
+    def counted(texts: list[str]) -> object:
+        calls.extend(texts)
+        return real(texts)
+
+    encoder.encode_queries = counted  # type: ignore[attr-defined]
+    try:
+        yield calls
+    finally:
+        del encoder.encode_queries  # type: ignore[attr-defined]
 
 
 def store_from_frame(frame: pd.DataFrame, url: str, titles: bool = True) -> SqlStore:

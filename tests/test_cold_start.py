@@ -40,7 +40,7 @@ from shelfwise.services.cold_start import (
 )
 from shelfwise.serving import create_app
 from shelfwise.storage import Store, open_store
-from tests.helpers import free_port, wait_for_health
+from tests.helpers import counted_queries, free_port, wait_for_health
 
 T0 = datetime.now(UTC) - timedelta(days=2)  # group popularity counts recent events
 KITCHEN = {"k1": "Stainless steel chef knife 20 cm", "k2": "Bamboo cutting board",
@@ -188,21 +188,11 @@ def test_onboarding_refuses_unknown_picks_and_stores_nothing(client: TestClient)
 def test_a_first_search_query_shapes_the_next_feed(client: TestClient) -> None:
     wait_ready(client, "search_index")
     encoder = client.app.state.recommender.semantic.encoder  # type: ignore[attr-defined]
-    calls: list[str] = []
-    real = encoder.encode_queries
-
-    def counted(texts: list[str]) -> object:
-        calls.extend(texts)
-        return real(texts)
-
-    encoder.encode_queries = counted
-    try:
+    with counted_queries(encoder) as calls:
         r = client.post("/v1/search", json={"query": "fantasy role-playing game",
                                             "user_id": "seeker", "n": 3})
         assert r.status_code == 200, r.text
         body = feed(client, "seeker", n=2)
-    finally:
-        del encoder.encode_queries
     assert calls == ["fantasy role-playing game"], "the feed reused the search's vector"
     assert body["cold_start"] and ids(body)[0] == "r1"
     e = why(body, "r1")

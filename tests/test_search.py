@@ -17,6 +17,7 @@ from shelfwise.ranking import LambdaMART, SearchRankerConfig
 from shelfwise.search import FEATURES, SearchIndex
 from shelfwise.serving import create_app
 from shelfwise.storage import open_store
+from tests.helpers import counted_queries
 
 TITLES = [
     "Claw hammer with fiberglass handle",
@@ -140,20 +141,10 @@ def test_a_repeated_query_is_embedded_once(client: TestClient) -> None:
     """Popular queries repeat: their vectors are kept (by hash, not text) and reused, with
     the same answer."""
     encoder = client.app.state.recommender.semantic.encoder  # type: ignore[attr-defined]
-    calls: list[str] = []
-    real = encoder.encode_queries
-
-    def counted(texts: list[str]) -> object:
-        calls.extend(texts)
-        return real(texts)
-
-    encoder.encode_queries = counted
-    try:
+    with counted_queries(encoder) as calls:
         first = client.post("/v1/search", json={"query": "stainless kettle", "n": 3}).json()
         again = client.post("/v1/search", json={"query": "stainless kettle", "n": 3}).json()
         other = client.post("/v1/search", json={"query": "steel kettle", "n": 3}).json()
-    finally:
-        del encoder.encode_queries
     assert calls == ["stainless kettle", "steel kettle"]
     assert [(i["item_id"], i["score"]) for i in first["items"]] == [
         (i["item_id"], i["score"]) for i in again["items"]]
