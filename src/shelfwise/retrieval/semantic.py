@@ -71,9 +71,9 @@ class Semantic(TextItems, BaseGenerator):
     config: SemanticConfig
     mapped = ("vectors", "raw_vectors")  # raw_vectors: bundles before passage norms
     fill_sample = 2048
+    """Items (evenly spaced) whose exact scores set a large catalog's row range and fill."""
     raw_vectors_: PassageVectors
     """The encoder's own passage vectors (what a query is matched against)."""
-    """Items (evenly spaced) whose exact scores set a large catalog's row range and fill."""
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
