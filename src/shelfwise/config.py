@@ -143,6 +143,11 @@ class ServeConfig(_Section):
     catalog_sync_seconds: float = Field(
         default=2.0, gt=0, le=300, description="how often a server looks in the store for "
         "items another worker or `shelfwise import items` added or changed, and applies them")
+    keep_alive_seconds: int = Field(
+        default=75, ge=1, le=3600, description="how long an idle keep-alive connection stays "
+        "open; longer than clients' and proxies' own idle limits (httpx 5 s, aiohttp 15 s, "
+        "nginx and load balancers 60 s), so that they close it first: a server closing it "
+        "while a client reuses it fails that request")
     malloc_arenas: int = Field(default=2, ge=1, le=64, description="glibc malloc arenas "
                                "per server process: few keep request threads from each "
                                "holding freed memory of its own (serving/threads.py)")

@@ -98,7 +98,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"shelfwise serving bundle {version} on {base} with {cfg.serve.workers} "
                    f"worker(s) (OpenAPI docs: {base}/docs)")
         if app is not None:
-            uvicorn.run(app, host=cfg.serve.host, port=cfg.serve.port, log_level="warning")
+            uvicorn.run(app, host=cfg.serve.host, port=cfg.serve.port, log_level="warning",
+                        timeout_keep_alive=cfg.serve.keep_alive_seconds)
             return
         from shelfwise.serving.metrics import share_between_workers
         from shelfwise.serving.workers import run_workers, worker_env
@@ -106,7 +107,8 @@ def register(app: typer.Typer) -> None:
         share_between_workers()  # /metrics of any worker sums over all of them
         os.environ.update(worker_env(cfg))
         try:
-            run_workers(cfg.serve.host, cfg.serve.port, cfg.serve.workers)
+            run_workers(cfg.serve.host, cfg.serve.port, cfg.serve.workers,
+                        keep_alive=cfg.serve.keep_alive_seconds)
         except ShelfwiseError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc

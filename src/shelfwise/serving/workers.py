@@ -131,7 +131,7 @@ class BalancedWorkers(Multiprocess):
                 logger.error("worker %s failed to start; stopping the server", process.pid)
                 self.should_exit.set()
                 return
-            logger.info("worker %s died; starting another", process.pid)
+            logger.warning("worker %s died or stopped answering; starting another", process.pid)
             self.processes[k] = self._start()
 
     def restart_all(self) -> None:
@@ -155,15 +155,17 @@ class BalancedWorkers(Multiprocess):
         self.processes.append(self._start())
 
 
-def run_workers(host: str, port: int, workers: int) -> None:
-    """Serve :func:`worker_app` in ``workers`` processes on one port (balanced on Linux)."""
+def run_workers(host: str, port: int, workers: int, *, keep_alive: int = 75) -> None:
+    """Serve :func:`worker_app` in ``workers`` processes on one port (balanced on Linux),
+    closing connections idle for ``keep_alive`` seconds."""
     try:
         port = claim_port(host, port)
     except OSError as exc:
         raise ConfigError(f"serve.port: cannot listen on {host}:{port} ({exc}); pick a free "
                           "port or stop the server that holds it") from exc
     config = uvicorn.Config("shelfwise.serving.workers:worker_app", factory=True,
-                            workers=workers, host=host, port=port, log_level="warning")
+                            workers=workers, host=host, port=port, log_level="warning",
+                            timeout_keep_alive=keep_alive)
     try:
         if reuse_port_balances():
             BalancedWorkers(config, host, port).run()
