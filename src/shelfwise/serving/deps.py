@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Path, Query, Request
+from fastapi import Depends, Header, Path, Query, Request, Response
+from fastapi.datastructures import DefaultPlaceholder
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from shelfwise.config import ServeConfig
 from shelfwise.data.schemas import ID_PATTERN
@@ -52,3 +58,45 @@ UserQuery = Annotated[str | None, Query(
     min_length=1, max_length=256, pattern=ID_PATTERN, description="the shopper, when known: "
     "the impressions of this list are logged under their id")]
 
+
+def _json_in_thread(endpoint: Callable[..., Any], model: type[BaseModel], status: int
+                    ) -> Callable[..., Any]:
+    """``endpoint`` returning its ``model`` already as JSON (with the route's ``status``):
+    FastAPI would validate a model returned by a plain ``def`` endpoint in a second trip
+    through its thread pool, and serialise it on the event loop."""
+    @functools.wraps(endpoint)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        out = endpoint(*args, **kwargs)
+        if type(out) is model:  # exactly the declared model: nothing for FastAPI to filter
+            return Response(out.model_dump_json(by_alias=True), status_code=status,
+                            media_type="application/json")
+        return out
+    return wrapper
+
+
+FILTERS = ("include", "exclude", "exclude_unset", "exclude_defaults", "exclude_none")
+
+
+def _given(value: Any) -> bool:
+    return bool(value.value if isinstance(value, DefaultPlaceholder) else value)
+
+
+class ModelRoute(APIRoute):
+    """Routes of the API routers: a plain ``def`` endpoint with a pydantic ``response_model``
+    (the schema in the OpenAPI document) answers with that model's JSON, made in the thread
+    the endpoint ran in, and the route's status code. Endpoints that set headers through an
+    injected ``Response`` or filter the model (``response_model_exclude_*``) stay FastAPI's."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        model = kwargs.get("response_model")
+        if isinstance(model, DefaultPlaceholder):
+            model = model.value
+        status = kwargs.get("status_code")
+        if isinstance(model, type) and issubclass(model, BaseModel) and \
+                not inspect.iscoroutinefunction(endpoint) and \
+                not any(_given(kwargs.get(f"response_model_{k}")) for k in FILTERS) and \
+                not any(p.annotation in (Response, "Response")
+                        for p in inspect.signature(endpoint).parameters.values()):
+            endpoint = _json_in_thread(endpoint, model, status if isinstance(status, int)
+                                       else 200)
+        super().__init__(path, endpoint, **kwargs)

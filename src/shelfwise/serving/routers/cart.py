@@ -6,10 +6,11 @@ from fastapi import APIRouter, HTTPException
 
 from shelfwise.apikeys import Scope
 from shelfwise.serving.auth import requires
-from shelfwise.serving.deps import EngineDep, LangDep
+from shelfwise.serving.deps import EngineDep, LangDep, ModelRoute
 from shelfwise.serving.schemas import CartRequest, CartResponse
 
-router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[requires(Scope.READ)])
+router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[requires(Scope.READ)],
+                   route_class=ModelRoute)
 
 
 def _first_repeat(ids: list[str]) -> str | None:

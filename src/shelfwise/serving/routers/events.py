@@ -6,10 +6,11 @@ from fastapi import APIRouter
 
 from shelfwise.apikeys import Scope
 from shelfwise.serving.auth import requires
-from shelfwise.serving.deps import EngineDep
+from shelfwise.serving.deps import EngineDep, ModelRoute
 from shelfwise.serving.schemas import EventBatch, EventsAccepted, UserBatch, Written
 
-router = APIRouter(prefix="/v1", tags=["feedback"], dependencies=[requires(Scope.INGEST)])
+router = APIRouter(prefix="/v1", tags=["feedback"], dependencies=[requires(Scope.INGEST)],
+                   route_class=ModelRoute)
 
 
 @router.post("/events", response_model=EventsAccepted)

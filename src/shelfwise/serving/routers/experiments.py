@@ -9,9 +9,10 @@ from fastapi import APIRouter, Path
 from shelfwise.apikeys import Scope
 from shelfwise.experiments.model import Experiment, ExperimentIn
 from shelfwise.serving.auth import requires
-from shelfwise.serving.deps import EngineDep
+from shelfwise.serving.deps import EngineDep, ModelRoute
 
-router = APIRouter(prefix="/v1", tags=["experiments"], dependencies=[requires(Scope.ADMIN)])
+router = APIRouter(prefix="/v1", tags=["experiments"], dependencies=[requires(Scope.ADMIN)],
+                   route_class=ModelRoute)
 ExperimentPath = Annotated[str, Path(min_length=1, max_length=128,
                                      pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 

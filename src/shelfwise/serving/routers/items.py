@@ -11,13 +11,14 @@ from shelfwise.serving.deps import (
     EngineDep,
     ItemPath,
     LangDep,
+    ModelRoute,
     N,
     SessionQuery,
     UserQuery,
 )
 from shelfwise.serving.schemas import ItemBatch, SimilarResponse, Written
 
-router = APIRouter(prefix="/v1", tags=["catalog"])
+router = APIRouter(prefix="/v1", tags=["catalog"], route_class=ModelRoute)
 
 
 @router.get("/items/{item_id}/similar", response_model=SimilarResponse,

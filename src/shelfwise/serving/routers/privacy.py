@@ -6,10 +6,11 @@ from fastapi import APIRouter
 
 from shelfwise.apikeys import Scope
 from shelfwise.serving.auth import requires
-from shelfwise.serving.deps import EngineDep, UserPath
+from shelfwise.serving.deps import EngineDep, ModelRoute, UserPath
 from shelfwise.serving.schemas import ForgetResponse
 
-router = APIRouter(prefix="/v1", tags=["privacy"], dependencies=[requires(Scope.ADMIN)])
+router = APIRouter(prefix="/v1", tags=["privacy"], dependencies=[requires(Scope.ADMIN)],
+                   route_class=ModelRoute)
 
 
 @router.delete("/users/{user_id}", response_model=ForgetResponse)

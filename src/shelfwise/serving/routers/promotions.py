@@ -6,10 +6,11 @@ from fastapi import APIRouter
 
 from shelfwise.apikeys import Scope
 from shelfwise.serving.auth import requires
-from shelfwise.serving.deps import EngineDep
+from shelfwise.serving.deps import EngineDep, ModelRoute
 from shelfwise.serving.schemas import PromotionBatch, Written
 
-router = APIRouter(prefix="/v1", tags=["promotions"], dependencies=[requires(Scope.ADMIN)])
+router = APIRouter(prefix="/v1", tags=["promotions"], dependencies=[requires(Scope.ADMIN)],
+                   route_class=ModelRoute)
 
 
 @router.post("/promotions", response_model=Written)

@@ -7,10 +7,11 @@ from fastapi import APIRouter, HTTPException
 from shelfwise.apikeys import Scope
 from shelfwise.services.search import SearchFilters
 from shelfwise.serving.auth import requires
-from shelfwise.serving.deps import EngineDep, LangDep
+from shelfwise.serving.deps import EngineDep, LangDep, ModelRoute
 from shelfwise.serving.schemas import RerankRequest, SearchRequest, SearchResponse
 
-router = APIRouter(prefix="/v1", tags=["search"], dependencies=[requires(Scope.READ)])
+router = APIRouter(prefix="/v1", tags=["search"], dependencies=[requires(Scope.READ)],
+                   route_class=ModelRoute)
 
 
 @router.post("/search", response_model=SearchResponse)

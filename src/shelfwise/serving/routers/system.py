@@ -8,10 +8,10 @@ from fastapi.responses import JSONResponse
 
 from shelfwise.apikeys import Scope
 from shelfwise.serving.auth import PublicCaller
-from shelfwise.serving.deps import EngineDep
+from shelfwise.serving.deps import EngineDep, ModelRoute
 from shelfwise.serving.schemas import Health
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=ModelRoute)
 
 
 @router.get("/health", response_model=Health)

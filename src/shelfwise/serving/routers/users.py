@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from shelfwise.apikeys import Scope
 from shelfwise.services.onboarding import onboard
 from shelfwise.serving.auth import requires
-from shelfwise.serving.deps import DiversityQuery, EngineDep, LangDep, N, UserPath
+from shelfwise.serving.deps import DiversityQuery, EngineDep, LangDep, ModelRoute, N, UserPath
 from shelfwise.serving.schemas import (
     FeedResponse,
     InterestOut,
@@ -19,7 +19,8 @@ from shelfwise.serving.schemas import (
     PromotionsResponse,
 )
 
-router = APIRouter(prefix="/v1")  # each route declares its scope (reads, and onboarding)
+# each route declares its scope (reads, and onboarding)
+router = APIRouter(prefix="/v1", route_class=ModelRoute)
 READ, INGEST = [requires(Scope.READ)], [requires(Scope.INGEST)]
 
 
