@@ -110,12 +110,24 @@ def centre(raw: NDArray[np.float32], scripts: NDArray[np.integer[Any]],
     zero = ~raw.any(axis=1)
     out = raw - means[scripts]
     out[zero] = 0.0
-    norm = np.linalg.norm(out, axis=1, keepdims=True)
-    centred: NDArray[np.float32] = np.divide(
-        out, norm, out=np.zeros_like(out), where=norm > 0).astype(np.float32)
+    unit, norm = _unit_rows(out)
     codes = np.where(zero, len(means), scripts).astype(np.int8)
     extended = np.vstack([means, np.zeros((1, raw.shape[1]), np.float32)]).astype(np.float32)
-    return centred, PassageVectors(centred, norm[:, 0].astype(np.float32), codes, extended)
+    return unit, PassageVectors(unit, norm, codes, extended)
+
+
+def centred(vectors: NDArray[np.float32], means: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Rows minus ``means`` (one row per vector, or one for all), L2-normalised (zero rows
+    stay zero): how the semantic generator centres item vectors, for query vectors."""
+    return _unit_rows(np.asarray(vectors, np.float32) - means)[0]
+
+
+def _unit_rows(out: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Rows scaled to unit length (zero rows stay zero), and their former lengths."""
+    norm = np.linalg.norm(out, axis=1, keepdims=True)
+    unit: NDArray[np.float32] = np.divide(
+        out, norm, out=np.zeros_like(out), where=norm > 0).astype(np.float32)
+    return unit, norm[:, 0].astype(np.float32)
 
 
 Rows = NDArray[np.float32] | PassageVectors

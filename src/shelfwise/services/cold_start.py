@@ -230,16 +230,6 @@ def recency_weights(n: int, decay: float) -> NDArray[np.float64]:
     return out
 
 
-def centred(vectors: NDArray[np.float32], means: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Rows minus ``means`` (one row per vector, or one for all), L2-normalised (zero rows
-    stay zero): how the semantic generator centres item vectors, for query vectors."""
-    out = np.asarray(vectors, np.float32) - means
-    norm = np.linalg.norm(out, axis=1, keepdims=True)
-    res: NDArray[np.float32] = np.divide(out, norm, out=np.zeros_like(out),
-                                         where=norm > 0).astype(np.float32)
-    return res
-
-
 # ---- scoring a cold user --------------------------------------------------------------
 @dataclass
 class Scored:

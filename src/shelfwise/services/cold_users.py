@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from shelfwise.retrieval.passages import centred
 from shelfwise.retrieval.semantic import SCRIPTS, script_of
 from shelfwise.services.cold_groups import GroupPopularity
 from shelfwise.services.cold_start import (
@@ -26,7 +27,6 @@ from shelfwise.services.cold_start import (
     ColdStartConfig,
     Component,
     PopularityMix,
-    centred,
     recency_weights,
 )
 
