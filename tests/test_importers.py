@@ -370,3 +370,27 @@ def test_streamed_events_import_is_all_or_nothing_across_chunks(
     assert (chunked.rows_read, chunked.written) == (5, 5)
     whole = import_events_file(store, path, progress=False)
     assert (whole.written, whole.skipped) == (0, 5)  # same derived ids
+
+
+def test_imports_write_with_a_large_sqlite_page_cache_then_restore_it(
+        store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An import's transaction gets a page cache of BULK_CACHE_KIB (random inserts into the
+    per-user indexes stay in memory); the pooled connection has its own size back after."""
+    from shelfwise.storage.sql import BULK_CACHE_KIB
+
+    def cache_size() -> int:
+        with store._conn() as conn:
+            return int(conn.exec_driver_sql("PRAGMA cache_size").scalar_one())
+
+    seen: list[int] = []
+    add = store.add_event_rows
+    monkeypatch.setattr(store, "add_event_rows", lambda rows: (seen.append(cache_size()),
+                                                               add(rows))[1])
+    before = cache_size()
+    path = write_jsonl(tmp_path / "ev.jsonl", [
+        {"user_id": "u", "item_id": "a1", "type": "view", "timestamp": 1704067200}])
+    assert import_file(store, "events", path, progress=False).written == 1
+    assert seen == [-BULK_CACHE_KIB] and before != -BULK_CACHE_KIB
+    assert cache_size() == before
+    with store.transaction():  # a plain transaction keeps the connection's size
+        assert cache_size() == before

@@ -638,7 +638,7 @@ def import_frame(store: Store, kind: Kind, frame: pd.DataFrame, *, source: str =
     t0 = time.perf_counter()
     records, ignored = _validate(kind, frame, source, mapping or {}, default_type, progress,
                                  user_key=user_key)
-    with store.transaction():
+    with store.transaction(bulk=True):
         res = write_records(store, kind, records, progress=progress)
         if kind == "events":
             record_time_kind(store, time_kind)
@@ -682,7 +682,7 @@ def import_events_file(store: Store, path: str | Path, *,
     total = read = written = skipped = 0
     ignored: tuple[str, ...] = ()
     seen: dict[str, int] = {}
-    with store.transaction(), progress_bar(progress) as bar:
+    with store.transaction(bulk=True), progress_bar(progress) as bar:
         task = bar.add_task("importing events", total=None)
         for frame in iter_table(path, chunk_rows):
             read += len(frame)

@@ -106,8 +106,10 @@ class Store(Protocol):
 
     url: str
 
-    def transaction(self) -> AbstractContextManager[None]:
-        """A block whose writes commit together; a nested block joins the outer one."""
+    def transaction(self, *, bulk: bool = False) -> AbstractContextManager[None]:
+        """A block whose writes commit together; a nested block joins the outer one.
+        ``bulk`` says the block writes a lot (an import), so the store may size its caches
+        for that."""
         ...
 
     def upsert_items(self, items: Sequence[Item]) -> WriteResult:
