@@ -155,7 +155,7 @@ class BalancedWorkers(Multiprocess):
         self.processes.append(self._start())
 
 
-def run_workers(host: str, port: int, workers: int, *, keep_alive: int = 75) -> None:
+def run_workers(host: str, port: int, workers: int, *, keep_alive: int) -> None:
     """Serve :func:`worker_app` in ``workers`` processes on one port (balanced on Linux),
     closing connections idle for ``keep_alive`` seconds."""
     try:
