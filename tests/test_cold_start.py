@@ -188,10 +188,13 @@ def test_onboarding_refuses_unknown_picks_and_stores_nothing(client: TestClient)
 def test_a_first_search_query_shapes_the_next_feed(client: TestClient) -> None:
     wait_ready(client, "search_index")
     encoder = client.app.state.recommender.semantic.encoder  # type: ignore[attr-defined]
-    with counted_queries(encoder) as calls:
+    log = client.app.state.engine.impressions  # type: ignore[attr-defined]
+    # the search event is written behind the answer: held back here, the feed still sees it
+    with counted_queries(encoder) as calls, log._write_lock:
         r = client.post("/v1/search", json={"query": "fantasy role-playing game",
                                             "user_id": "seeker", "n": 3})
         assert r.status_code == 200, r.text
+        assert client.app.state.store.search_queries("seeker") == []  # type: ignore[attr-defined]
         body = feed(client, "seeker", n=2)
     assert calls == ["fantasy role-playing game"], "the feed reused the search's vector"
     assert body["cold_start"] and ids(body)[0] == "r1"

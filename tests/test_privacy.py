@@ -94,9 +94,9 @@ def leave_traces(client: TestClient, engine: Engine, user: str, *, session: str 
         c.post("/v1/experiments/aa/start")
     feed = c.get(f"/v1/users/{user}/feed", params={"n": 3, "explore": 2}).json()
     assert feed["experiments"]["aa"] in ("A", "B")
-    engine.impressions.flush()  # these impressions are stored, the later ones stay queued
-    engine.experiments.flush()
     assert c.post("/v1/search", json={"query": "gaming", "user_id": user}).status_code == 200
+    engine.impressions.flush()  # these lists and the search are stored, later ones queued
+    engine.experiments.flush()
     promo = c.post(f"/v1/users/{user}/promotions", json={"n": 1}).json()
     assert promo["promotions"], promo
     c.get("/v1/items/a1/similar", params={"user_id": user, "session_id": session})

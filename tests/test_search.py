@@ -167,8 +167,18 @@ def test_filters_and_personalized_flag(client: TestClient) -> None:
     body = client.post("/v1/search", json={"query": "shoes", "user_id": "runner"}).json()
     assert body["personalized"] is True
     store = client.app.state.store  # type: ignore[attr-defined]
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    assert engine.impressions.pending_queries("runner") == ["shoes"], "queued behind the answer"
+    assert engine.impressions.flush() >= 1
+    assert engine.impressions.pending_queries("runner") == []
     stored = store.user_events("runner", types=[EventType.SEARCH])
     assert [e.request_id for e in stored] == [body["request_id"]], "the search is logged"
+    # a NUL (which the store refuses in text) leaves the log, not the queue stuck behind it
+    odd = client.post("/v1/search", json={"query": "sho\u0000es", "user_id": "runner"})
+    assert odd.status_code == 200, odd.text
+    assert engine.impressions.flush() >= 1 and engine.impressions.pending() == 0
+    assert [e.query for e in store.user_events("runner", types=[EventType.SEARCH])] == [
+        "shoes", "shoes"]
     assert client.post("/v1/search", json={"query": ""}).status_code == 422
 
 

@@ -73,6 +73,7 @@ def test_ranker_learned_from_logged_clicks_serves_each_shopper_their_brand(
     store = client.app.state.store  # type: ignore[attr-defined]
     client.post("/v1/rerank", json={"query": "drill", "user_id": "u1",
                                     "items": ["Bosch-0", "Makita-0"]})
+    client.app.state.engine.impressions.flush()  # type: ignore[attr-defined]
     logged = logged_searches(store)
     assert [s.reranked for s in logged].count(True) == 1 and logged[-1].reranked
     logged = logged[:-1]
@@ -144,6 +145,7 @@ def test_shelfwise_train_learns_the_search_ranker(shop: tuple[str, Path], tmp_pa
         client.post("/v1/events", json={"events": [{
             "type": "purchase", "user_id": f"u{u}", "item_id": f"{brand_of(u)}-0",
             "request_id": body["request_id"]}]})
+    client.app.state.engine.impressions.flush()  # type: ignore[attr-defined]
     config = tmp_path / "train.toml"
     config.write_text('[[generators]]\nname = "cooccurrence"\n\n'
                       '[[generators]]\nname = "popularity"\nweight = 0.05\n')

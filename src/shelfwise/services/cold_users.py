@@ -12,7 +12,7 @@ category gains or loses items.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +65,8 @@ class ColdUsers:
         self._centroids: dict[str, tuple[int, NDArray[np.float32]]] = {}
         self._global: tuple[int, PopularityMix] | None = None
         self.groups = GroupPopularity(rec.store, rec.items, config)
+        self.pending_queries: Callable[[str], list[str]] | None = None
+        """The user's logged queries not stored yet (the engine's write-behind log)."""
 
     # ---- catalog ---------------------------------------------------------------------------
     def note_category(self, idx: int, path: Sequence[str]) -> None:
@@ -151,8 +153,11 @@ class ColdUsers:
         picked = attrs.get(self.config.interests_key)
         interests = [str(p) for p in picked if isinstance(p, str) and p] \
             if isinstance(picked, list) else ([picked] if isinstance(picked, str) else [])
-        queries = self.rec.store.search_queries(user_id, limit=self.config.queries) \
-            if self.config.queries else []
+        queries: list[str] = []
+        if self.config.queries:
+            queries = self.rec.store.search_queries(user_id, limit=self.config.queries)
+            if self.pending_queries is not None:
+                queries = (queries + self.pending_queries(user_id))[-self.config.queries:]
         group = self.groups.mix(attrs, self.global_popularity()) if attrs else None
         return ColdContext(attrs, queries, self.known_categories(interests), group)
 

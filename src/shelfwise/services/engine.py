@@ -86,6 +86,7 @@ class Engine:
                                                   self.settings.promotions)
         self.explorer = FeedExplorer(self.store, self.recommender, self.settings.exploration)
         self.impressions = ImpressionLog(self.store, self.settings.impressions)
+        self.recommender.cold.pending_queries = self.impressions.pending_queries
         self.explainer = Explainer(self.recommender)
         self.stages = StageRunner(self, self.settings.stages)
         self.experiments = ExperimentService(self.store, self.settings.experiments,
@@ -335,12 +336,9 @@ class Engine:
     def _search(self, slate: Slate, user_id: str | None) -> SearchResponse:
         slate = self._run(slate)
         assert slate.query is not None
-        if slate.user_id:  # the search log the search ranker learns from
-            self.store.add_events([Event(
-                id=f"search-{slate.request_id}", type="search", user_id=slate.user_id,
-                query=slate.query, request_id=slate.request_id, timestamp=datetime.now(UTC),
-                context={"items": [c.item_id for c in slate.items[:50]],
-                         "endpoint": slate.surface})])
+        if slate.user_id:  # the search log the search ranker learns from (write-behind)
+            self.impressions.log_search(slate.request_id, slate.user_id, slate.query,
+                                        [c.item_id for c in slate.items[:50]], slate.surface)
         catalog = self.recommender.catalog
         return SearchResponse(
             request_id=slate.request_id, model_version=slate.meta["model_version"],

@@ -4,8 +4,11 @@ Feeds, searches, similar items, carts and promotions each log the items they ret
 ``impression`` events (request id, user or anonymous session, surface, item, position, bundle
 version), so any click, cart add or purchase that cites the ``request_id`` joins what was shown.
 Impressions are written behind the response in batches (a bounded delay; the queue is flushed
-on shutdown); decisions that a learner needs before the user can act (exploration slots,
-promotions) and accepted client events are written before the answer.
+on shutdown), and so is the ``search`` event of a signed-in user's search (the log the search
+ranker learns from; until it is stored, :meth:`ImpressionLog.pending_queries` gives its query
+to the cold-start profile, so the next feed follows it at once); decisions that a learner
+needs before the user can act (exploration slots, promotions) and accepted client events are
+written before the answer.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from shelfwise.data.schemas import Event, EventType
 from shelfwise.storage.base import EVENT_ROW_COLUMNS, EventRow, Store
 
 IMPRESSION = EventType.IMPRESSION.value
+SEARCH = EventType.SEARCH.value
 assert EVENT_ROW_COLUMNS[2] == "user_id" and EVENT_ROW_COLUMNS[9] == "timestamp"
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,7 @@ class ImpressionLog:
         self.store = store
         self.config = config or ImpressionsConfig()
         self._queue: list[EventRow] = []
+        self._searches: dict[str, list[EventRow]] = {}  # per user, queued or being written
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
@@ -92,8 +97,34 @@ class ImpressionLog:
         if size >= self.config.batch_size:
             self._wake.set()
 
+    def log_search(self, request_id: str, user_id: str, query: str, item_ids: Sequence[str],
+                   endpoint: str) -> None:
+        """Queue the ``search`` event of a signed-in user's search (query and the items it
+        showed), stored with the next batch of impressions. NUL characters, which the store
+        refuses in text (and which would stop every later batch), are left out of the log."""
+        event = Event(id=f"search-{request_id}", type=EventType.SEARCH, user_id=user_id,
+                      query=query.replace("\x00", ""), request_id=request_id,
+                      timestamp=datetime.now(UTC),
+                      context={"items": list(item_ids[:50]), "endpoint": endpoint})
+        row: EventRow = (event.id, SEARCH, user_id, None, event.query, request_id, None, None,
+                         None, event.timestamp.timestamp(),
+                         json.dumps(event.context, allow_nan=False))
+        with self._lock:
+            self._queue.append(row)
+            self._searches.setdefault(user_id, []).append(row)
+            size = len(self._queue)
+        if size >= self.config.max_queue:
+            self.flush()
+            return
+        self._ensure_thread()
+
+    def pending_queries(self, user_id: str) -> list[str]:
+        """The user's search queries logged here and not stored yet, oldest first."""
+        with self._lock:
+            return [str(r[4]) for r in self._searches.get(user_id, ())]
+
     def flush(self) -> int:
-        """Store everything queued now; returns how many impressions were written."""
+        """Store everything queued now; returns how many events were written."""
         with self._write_lock:
             with self._lock:
                 batch, self._queue = self._queue, []
@@ -105,6 +136,14 @@ class ImpressionLog:
                 with self._lock:  # keep them for the next flush, in order
                     self._queue[:0] = batch
                 raise
+            with self._lock:  # stored: the store now answers for these searches
+                for row in batch:
+                    if row[1] == SEARCH and row[2] in self._searches:
+                        rows = self._searches[row[2]]
+                        if row in rows:
+                            rows.remove(row)
+                        if not rows:
+                            del self._searches[row[2]]
             self.written_ += len(batch)
             return len(batch)
 
@@ -122,6 +161,9 @@ class ImpressionLog:
         with self._lock:
             kept = [e for e in self._queue if not doomed(e)]
             n, self._queue = len(self._queue) - len(kept), kept
+            searches = {u: [r for r in rows if not doomed(r)]
+                        for u, rows in self._searches.items()}
+            self._searches = {u: rows for u, rows in searches.items() if rows}
         return n
 
     def pending(self) -> int:
