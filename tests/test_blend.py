@@ -84,3 +84,23 @@ def test_normalise_rows_known_answers() -> None:
     np.testing.assert_array_equal(x, before)
     f32 = np.array([[2.0, 4.0]], np.float32)
     assert normalise_rows(f32) is not f32 and f32[0, 0] == 2.0
+
+
+def test_each_item_is_labelled_with_the_part_that_gave_it_most() -> None:
+    """A part scored first (the non-focused ones go before a focused one, whatever their
+    place in the config) labels the items it leads: the label is its index, not 0."""
+    from types import SimpleNamespace
+
+    from shelfwise.retrieval.blend import Blend
+
+    class Part(SimpleNamespace):
+        n_items_ = 4
+
+    rows = {"semantic": np.array([[1.0, 0.0, 0.0, 0.5]], np.float32),
+            "cooc": np.array([[0.0, 1.0, 0.0, 0.2]], np.float32),
+            "pop": np.array([[0.0, 0.0, 1.0, 0.1]], np.float32)}
+    blend = Blend([("semantic", Part(approximate=True), 1.0),  # type: ignore[list-item]
+                   ("cooc", Part(approximate=False), 1.0),
+                   ("pop", Part(approximate=False), 1.0)])
+    _, label = blend.score_parts([np.array([0])], lambda name, *_: rows[name])
+    assert label[0].tolist() == [0, 1, 2, 0]

@@ -386,7 +386,7 @@ class Blend:
             s *= weight
             if total is None or best is None or label is None:
                 total, best = s.copy(), s
-                label = np.zeros(s.shape, dtype=np.int64)
+                label = np.full(s.shape, k, dtype=np.int64)  # the first part scored
             else:
                 total += s
                 better = s > best

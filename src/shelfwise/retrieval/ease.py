@@ -141,13 +141,19 @@ def _spd_inverse_inplace(a: NDArray[np.float64], block: int = 2048) -> NDArray[n
     LAPACK potrf + potri on the Fortran view of ``a`` (equal to ``a`` since it is symmetric)
     leave the inverse in one triangle; the other is then mirrored block by block.
     """
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped, unused-ignore]
+
     if not a.flags.c_contiguous:
         raise ValueError("_spd_inverse_inplace needs a C-contiguous matrix")
     f = a.T  # Fortran-contiguous view of the same memory
-    c, info = lapack.dpotrf(f, lower=0, overwrite_a=1, clean=0)
-    if info != 0:
-        raise ShelfwiseError(f"EASE: Gram matrix is not positive definite (potrf info={info})")
-    inv, info = lapack.dpotri(c, lower=0, overwrite_c=1)
+    # one BLAS thread: scipy's OpenBLAS 0.3.30 crashed the process (SIGSEGV) in a two-thread
+    # dpotrf at n = 16,859 (Amazon Games), and ran it on one thread
+    with threadpool_limits(1, user_api="blas"):
+        c, info = lapack.dpotrf(f, lower=0, overwrite_a=1, clean=0)
+        if info != 0:
+            raise ShelfwiseError(
+                f"EASE: Gram matrix is not positive definite (potrf info={info})")
+        inv, info = lapack.dpotri(c, lower=0, overwrite_c=1)
     if info != 0:
         raise ShelfwiseError(f"EASE: inversion failed (potri info={info})")
     if not np.shares_memory(inv, a):  # LAPACK wrapper copied after all; keep correctness

@@ -183,13 +183,17 @@ class Explainer:
             self._apply(blend, [(g, scale[name]) for name, g, _w in rec.blend.parts
                                 if scale.get(name)], slate.history)
         pipe = rec.bundle.pipeline
+        if pipe is None:
+            return
+        by_gen: dict[str | None, list[Candidate]] = {}  # one removal pass per generator
         for c in (c for c in slate.items if c.source == "pipeline"):
-            if pipe is None:
-                break
-            order = sorted(c.parts, key=lambda p: -c.parts[p])
-            gens = [(pipe.generators_[a], 1.0) for a in order
-                    if a in pipe.generators_ and c.parts[a] > 0][:1]
-            self._apply([c], gens, slate.history[slate.history < pipe.n_items_])
+            top = max((a for a in c.parts if a in pipe.generators_ and c.parts[a] > 0),
+                      key=lambda a: c.parts[a], default=None)
+            by_gen.setdefault(top, []).append(c)
+        history = slate.history[slate.history < pipe.n_items_]
+        for name, group in by_gen.items():
+            if name is not None:  # no generator added to its score: no history item named
+                self._apply(group, [(pipe.generators_[name], 1.0)], history)
 
     def _apply(self, items: Sequence[Candidate],
                gens: Sequence[tuple[CandidateGenerator, float]],
