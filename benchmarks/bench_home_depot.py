@@ -134,7 +134,9 @@ def run_finetune(method: str, args: argparse.Namespace, parts: dict[str, pd.Data
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--split", choices=["test", "val"], default="test")
-    ap.add_argument("--models", default="random,bm25,minilm,use,e5")
+    ap.add_argument("--models", default="random,bm25,minilm,use,e5",
+                    help="also: e5-static")
+    ap.add_argument("--out", default="home_depot", help="results name (results/<out>.json)")
     ap.add_argument("--methods", default="lora,full", help="fine-tuning methods ('' = none)")
     ap.add_argument("--max-pairs", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -185,14 +187,18 @@ def main() -> None:
     store = EmbeddingCache()
     methods = [m for m in args.methods.split(",") if m]
     zero_shot: pd.Series | None = None
-    for name in ("minilm", "use", "e5"):
+    for name in ("minilm", "use", "e5", "e5-static"):
         if name in models or (name == "e5" and methods):
             enc = get_encoder(name, num_threads=args.threads)
             per_query, secs = encoder_scores(enc, frame)
             if name == "e5":
                 zero_shot = per_query
-            label = {"e5": "e5 zero-shot (int8)", "minilm": "minilm", "use": "use"}[name]
-            rows.append(summarize(label, per_query, random_ndcg, secs, encoder=enc.id))
+            label = {"e5": "e5 zero-shot (int8)", "minilm": "minilm", "use": "use",
+                     "e5-static": "e5-static (distilled from e5)"}[name]
+            extra = paired(per_query, zero_shot) if zero_shot is not None and name != "e5" \
+                else {}
+            rows.append(summarize(label, per_query, random_ndcg, secs, encoder=enc.id,
+                                  **extra))
     tuned: dict[str, Any] = {}
     for method in methods:
         out, facts = run_finetune(method, args, parts)
@@ -226,7 +232,7 @@ def main() -> None:
         if trials.exists():  # settings tried on validation queries before this run
             payload["validation_trials"] = [
                 json.loads(line) for line in trials.read_text().splitlines() if line.strip()]
-        print(f"wrote {write_results('home_depot', payload)}")
+        print(f"wrote {write_results(args.out, payload)}")
     else:
         trials.parent.mkdir(parents=True, exist_ok=True)
         with trials.open("a") as fh:

@@ -29,7 +29,8 @@ Run (results appended per ``items`` scale to ``benchmarks/results/shop_scale.jso
                                                      # writes shop_scale_smoke.json instead
 
 Options: ``--events``, ``--users``, ``--store URL`` (must be empty), ``--config TOML``,
-``--no-semantic``, ``--warm-cache`` (reuse the shared embedding cache). Client and servers share
+``--no-semantic``, ``--encoder e5-static`` (the semantic generator's encoder; recorded, and a
+record per encoder), ``--warm-cache`` (reuse the shared embedding cache). Client and servers share
 the machine's cores, and latencies move with whatever else runs: a figure is only comparable
 with others taken at a similar load average (stored next to it).
 """
@@ -76,6 +77,21 @@ NO_SEMANTIC = """# written by bench_shop_scale --no-semantic
 name = "cooccurrence"
 params = { popularity_tiebreak = false }
 weight = 1.0
+
+[[train.generators]]
+name = "popularity"
+weight = 0.05
+"""
+ENCODER_CONFIG = """# written by bench_shop_scale --encoder {encoder}: the default generators
+[[train.generators]]
+name = "cooccurrence"
+params = {{ popularity_tiebreak = false }}
+weight = 1.0
+
+[[train.generators]]
+name = "semantic"
+params = {{ encoder = "{encoder}" }}
+weight = 0.3
 
 [[train.generators]]
 name = "popularity"
@@ -318,6 +334,8 @@ def parse_args() -> argparse.Namespace:
                     "a private PostgreSQL started and stopped by this run; default a fresh "
                     "SQLite file in the work dir")
     ap.add_argument("--config", type=Path, default=None, help="shelfwise TOML for train/serve")
+    ap.add_argument("--encoder", default=None,
+                    help="the semantic generator's encoder (e.g. e5-static); default e5")
     ap.add_argument("--semantic", action=argparse.BooleanOptionalAction, default=None,
                     help="--no-semantic: train co-occurrence + popularity only (default for "
                     "--smoke)")
@@ -348,6 +366,8 @@ def parse_args() -> argparse.Namespace:
         args.semantic = not smoke
     if args.config is not None and not args.semantic:
         ap.error("--no-semantic writes its own config; give either it or --config")
+    if args.encoder is not None and (args.config is not None or not args.semantic):
+        ap.error("--encoder writes its own config; give it without --config / --no-semantic")
     return args
 
 
@@ -391,13 +411,17 @@ def run(args: argparse.Namespace, note: str | None = None) -> None:
     if not args.semantic:
         config = work / "no_semantic.toml"
         config.write_text(NO_SEMANTIC)
+    elif args.encoder is not None:
+        config = work / f"encoder_{args.encoder}.toml"
+        config.write_text(ENCODER_CONFIG.format(encoder=args.encoder))
     env = {**os.environ}
     if not args.warm_cache:
         env["SHELFWISE_CACHE"] = str(cold_cache(work))
     cfg_args = ["--config", str(config)] if config else []
     rec: dict[str, Any] = {"items": args.items, "events": args.events, "users": args.users,
                            "seed": args.seed, "store": url.split("://")[0],
-                           "semantic": args.semantic, "load_avg": load1(), "load": {}}
+                           "semantic": args.semantic, "encoder": args.encoder or "e5",
+                           "load_avg": load1(), "load": {}}
     notes: list[str] = [note] if note else []
     print(f"shop: {args.items} items, {args.events} events, {args.users} users -> {work}",
           flush=True)
@@ -578,12 +602,14 @@ def fmt(s: dict[str, Any]) -> str:
 
 
 def save(rec: dict[str, Any], *, smoke: bool) -> Path:
-    """Replace the record of the same scale, store and semantic setting; keep the others."""
+    """Replace the record of the same scale, store, semantic setting and encoder; keep the
+    others."""
     path = RESULTS / ("shop_scale_smoke.json" if smoke else "shop_scale.json")
     RESULTS.mkdir(parents=True, exist_ok=True)
     runs = json.loads(path.read_text()).get("runs", []) if path.exists() else []
-    key = ("items", "store", "semantic")  # a run replaces only its own kind of record
-    runs = sorted([r for r in runs if any(r.get(k) != rec[k] for k in key)] + [rec],
+    key = ("items", "store", "semantic", "encoder")  # a run replaces only its own kind
+    runs = sorted([r for r in runs if any(r.get(k, "e5" if k == "encoder" else None) != rec[k]
+                                          for k in key)] + [rec],
                   key=lambda r: (int(r["items"]), str(r["store"])))
     path.write_text(json.dumps({"machine": machine_info(), "runs": runs}, indent=2,
                                default=str))

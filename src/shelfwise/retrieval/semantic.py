@@ -34,7 +34,8 @@ def script_of(text: str) -> str:
 class SemanticConfig(GeneratorConfig):
     encoder: str = Field(
         default="e5",
-        description="text encoder: e5, e5-fp32, use, minilm, or a directory written by "
+        description="text encoder: e5, e5-fp32, e5-static (distilled from e5: fast, less "
+        "accurate, for very large catalogs), use, minilm, or a directory written by "
         "`shelfwise finetune` (copied into the bundle)",
     )
     profile_decay: float = Field(

@@ -1,4 +1,5 @@
-"""Build encoders by name: ``e5`` (int8, default), ``e5-fp32``, ``use``, ``minilm``."""
+"""Build encoders by name: ``e5`` (int8, default), ``e5-fp32``, ``e5-static`` (distilled from
+e5, for very large catalogs), ``use``, ``minilm``."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from shelfwise.text.cache import CachedEncoder, EmbeddingCache
 if TYPE_CHECKING:
     from shelfwise.text.native import NativeQueries
 
-EncoderName = Literal["e5", "e5-fp32", "use", "minilm"]
-ENCODER_NAMES: tuple[str, ...] = ("e5", "e5-fp32", "use", "minilm")
+EncoderName = Literal["e5", "e5-fp32", "e5-static", "use", "minilm"]
+ENCODER_NAMES: tuple[str, ...] = ("e5", "e5-fp32", "e5-static", "use", "minilm")
 
 
 class EncoderConfig(BaseModel):
@@ -66,6 +67,10 @@ def load_encoder(config: EncoderConfig, *, cache_dir: Path | None = None) -> Tex
                                   queries=NativeQueries() if quantize else None)
         else:
             encoder = make()
+    elif config.name == "e5-static":
+        from shelfwise.text.static import StaticE5Encoder
+
+        return StaticE5Encoder(cache_dir=cache_dir)  # faster than the embedding cache
     elif config.name == "use":
         from shelfwise.text.use import USEEncoder
 
@@ -153,8 +158,8 @@ def warm_encoder(encoder: TextEncoder) -> None:
 
 
 def get_encoder(name: str = "e5", **options: Any) -> TextEncoder:
-    """Encoder ``name`` (``e5``, ``e5-fp32``, ``use``, ``minilm``); ``options`` are the other
-    :class:`EncoderConfig` fields plus ``cache_dir``."""
+    """Encoder ``name`` (``e5``, ``e5-fp32``, ``e5-static``, ``use``, ``minilm``); ``options``
+    are the other :class:`EncoderConfig` fields plus ``cache_dir``."""
     if name not in ENCODER_NAMES:
         raise ConfigError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODER_NAMES)}")
     cache_dir = options.pop("cache_dir", None)
