@@ -49,6 +49,7 @@ def partial_table(root: Path, texts: list[str]) -> tuple[Path, StaticE5Encoder]:
     table[ids] = distil_pieces(model, ids)
     table.flush()
     np.save(path / "mean.npy", np.asarray(table[ids], np.float32).mean(axis=0))
+    np.save(path / "logp.npy", scores)
     (path / "static.json").write_text(json.dumps({"version": STATIC_VERSION}))
     return path, StaticE5Encoder(table=path)
 

@@ -34,6 +34,9 @@ Chosen on Home Depot's validation queries (query-disjoint from its test queries)
 1e-2; e5 itself 0.9161."""
 CHUNK = 4096
 """Vocabulary pieces per worker task while distilling."""
+FILES = ("tokens.npy", "mean.npy", "logp.npy")
+"""A distilled folder: piece vectors (float16), their mean, the pieces' unigram
+log-probabilities (read once from the tokenizer's JSON, not at every start)."""
 
 
 def static_dir(root: Path | None = None) -> Path:
@@ -44,7 +47,7 @@ def static_dir(root: Path | None = None) -> Path:
 
 def is_distilled(path: Path) -> bool:
     meta = path / "static.json"
-    if not meta.is_file() or not (path / "tokens.npy").is_file():
+    if not meta.is_file() or not all((path / f).is_file() for f in FILES):
         return False
     try:
         return bool(json.loads(meta.read_text()).get("version") == STATIC_VERSION)
@@ -77,6 +80,7 @@ def ensure_distilled(root: Path | None = None, *, workers: int | None = None) ->
         mean += np.asarray(table[a:b], np.float64).sum(axis=0)
     mean /= n
     np.save(tmp / "mean.npy", mean.astype(np.float32))
+    np.save(tmp / "logp.npy", vocab)
     del table
     (tmp / "static.json").write_text(json.dumps({"version": STATIC_VERSION, "pieces": n,
                                                  "teacher": str(model)}))
@@ -168,7 +172,7 @@ class StaticE5Encoder:
         model = ensure_converted(cache_dir)
         self._table = np.load(path / "tokens.npy", mmap_mode="r")  # shared page cache
         self._mean = np.load(path / "mean.npy")
-        self._weights = sif_weights(_unigram_scores(model))
+        self._weights = sif_weights(np.load(path / "logp.npy"))
         self._tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
         self._normalise = normalization_table()
         unk = self._tokenizer.token_to_id("<unk>")
