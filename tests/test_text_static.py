@@ -117,3 +117,35 @@ def test_whole_vocabulary_distils_once_and_finds_the_mini_catalog(tmp_path: Path
         same_language = np.arange(len(CATALOG)) % 2 == (0 if k == 2 else 1)
         hits = (top1 == np.arange(len(CATALOG)))[same_language]
         assert hits.mean() >= 0.8, (k, top1)
+
+
+def test_the_semantic_generator_trains_and_searches_with_it(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """`params = { encoder = "e5-static" }`: fitted in process (no embedding workers, no
+    cache), its vectors keyed by the static encoder's id."""
+    import pandas as pd
+
+    from shelfwise.data.ids import IdMap
+    from shelfwise.data.interactions import Interactions
+    from shelfwise.retrieval import text_items
+    from shelfwise.retrieval.semantic import Semantic
+
+    path, _ = partial_table(tmp_path, TEXTS)
+    monkeypatch.setattr("shelfwise.text.static.static_dir", lambda root=None: path)
+    real_prefill = text_items.prefill_cache
+    spawned: list[int] = []
+    monkeypatch.setattr(text_items, "prefill_cache",
+                        lambda *a: spawned.append(real_prefill(*a)) or 0)
+    items = {f"i{k}": t for k, t in enumerate(TEXTS)}
+    data = Interactions.from_frame(pd.DataFrame({"user_id": ["u"], "item_id": ["i0"]}),
+                                   items=IdMap(items), item_text=items, has_time=False)
+    text_items._ENCODERS.pop("e5-static", None)
+    try:
+        gen = Semantic(encoder="e5-static").fit(data)
+        assert gen.encoder_id_ == STATIC_ID and gen.vectors_.shape == (len(TEXTS), 384)
+        idx, _ = gen.search_text("wireless bluetooth headphones", 2)
+        assert set(idx.tolist()) <= {0, 1, 3}, "headphones and earbuds, not hose or cup"
+        assert spawned == [0], "embedded in process: no worker processes, no cache"
+    finally:
+        text_items._ENCODERS.pop("e5-static", None)

@@ -109,8 +109,8 @@ def prefill_cache(encoder: TextEncoder, name: str, texts: Sequence[str]) -> int:
     from shelfwise.text.cache import CachedEncoder, text_key
 
     workers = embed_workers()
-    if not isinstance(encoder, CachedEncoder) or workers < 2 or name == "e5-static":
-        return 0  # (e5-static embeds thousands of texts a second in this process)
+    if not isinstance(encoder, CachedEncoder) or workers < 2:
+        return 0
     distinct = list(dict.fromkeys(t for t in texts if t and t.strip()))
     if len(distinct) < PARALLEL_MIN_TEXTS:
         return 0
