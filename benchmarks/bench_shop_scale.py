@@ -72,31 +72,28 @@ BIN = Path(sys.executable).parent
 TIME = Path("/usr/bin/time")
 FEED_N = 10
 SERVER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-NO_SEMANTIC = """# written by bench_shop_scale --no-semantic
-[[train.generators]]
-name = "cooccurrence"
-params = { popularity_tiebreak = false }
-weight = 1.0
+def generators_toml(header: str, *, semantic: bool = True, encoder: str | None = None) -> str:
+    """`train`'s default generators (``TrainConfig``) as a config file: without the semantic
+    generator (``--no-semantic``), or with its encoder set (``--encoder``)."""
+    from shelfwise.bundle.config import TrainConfig
 
-[[train.generators]]
-name = "popularity"
-weight = 0.05
-"""
-ENCODER_CONFIG = """# written by bench_shop_scale --encoder {encoder}: the default generators
-[[train.generators]]
-name = "cooccurrence"
-params = {{ popularity_tiebreak = false }}
-weight = 1.0
+    blocks = [f"# written by bench_shop_scale {header}"]
+    for spec in TrainConfig().generators:
+        params = dict(spec.params)
+        if spec.name == "semantic":
+            if not semantic:
+                continue
+            if encoder is not None:
+                params["encoder"] = encoder
+        lines = ["[[train.generators]]", f"name = {json.dumps(spec.name)}"]
+        if params:
+            inline = ", ".join(f"{k} = {json.dumps(v)}" for k, v in params.items())
+            lines.append(f"params = {{ {inline} }}")
+        lines.append(f"weight = {spec.weight}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
 
-[[train.generators]]
-name = "semantic"
-params = {{ encoder = "{encoder}" }}
-weight = 0.3
 
-[[train.generators]]
-name = "popularity"
-weight = 0.05
-"""
 Req = tuple[str, str, dict[str, Any] | None]  # method, path, JSON body
 
 
@@ -410,10 +407,10 @@ def run(args: argparse.Namespace, note: str | None = None) -> None:
     config = args.config
     if not args.semantic:
         config = work / "no_semantic.toml"
-        config.write_text(NO_SEMANTIC)
+        config.write_text(generators_toml("--no-semantic", semantic=False))
     elif args.encoder is not None:
         config = work / f"encoder_{args.encoder}.toml"
-        config.write_text(ENCODER_CONFIG.format(encoder=args.encoder))
+        config.write_text(generators_toml(f"--encoder {args.encoder}", encoder=args.encoder))
     env = {**os.environ}
     if not args.warm_cache:
         env["SHELFWISE_CACHE"] = str(cold_cache(work))
