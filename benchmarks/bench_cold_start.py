@@ -76,7 +76,8 @@ from shelfwise.retrieval.spec import GeneratorSpec
 METRICS = (HitRate(10), NDCG(10))
 COLD_USER_ITEMS = 2
 CF_MODELS = ("popularity", "cooccurrence", "itemknn", "als", "bpr", "ease")
-NEW_FEATURES = ["item_position", "history_cold_share", "history_pop", "sem_max_history"]
+NEW_FEATURES = ["item_position", "history_cold_share", "history_pop", "sem_max_history",
+                "lex_last_item", "lex_max_history"]
 """Feed features added with the cold-item work; ``before`` drops them."""
 #: Second stages tried on validation for ``after`` (the new features always on): cold
 #: candidates per generator (alias -> top-N among cold items; absent aliases are ignored).

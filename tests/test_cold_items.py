@@ -97,6 +97,7 @@ def test_zero_interaction_item_enters_the_candidates_by_its_text(log: Interactio
     boosted = Pipeline(config(1, cold_boost=100.0))
     boosted.generators_, boosted.ranker_ = with_cold.generators_, with_cold.ranker_
     boosted.stats_, boosted.mode_ = with_cold.stats_, with_cold.mode_
+    boosted.lexical_ = with_cold.lexical_
     top = np.argsort(-boosted.score([hist])[0])
     seen = set(hist.tolist())
     assert next(i for i in np.argsort(-scores) if i not in seen) != new

@@ -30,7 +30,8 @@ def served(tmp_path_factory: pytest.TempPathFactory
             for u, hist in enumerate(log.histories())}
     url = f"sqlite:///{tmp / 'shop.db'}"
     store = open_store(url)
-    store.upsert_items([Item(id=str(i), title=f"item {i}") for i in log.items.ids])
+    # titles carry no chain: the words would tell the next chain item (lex_* features)
+    store.upsert_items([Item(id=str(i), title=f"item {k}") for k, i in enumerate(log.items.ids)])
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
     store.add_events([Event(id=f"{u}-{k}", type=EventType.VIEW, user_id=u, item_id=i,
                             timestamp=t0 + timedelta(minutes=k))

@@ -38,6 +38,7 @@ from shelfwise.ranking.features import (
     ItemStats,
     merge_candidates,
 )
+from shelfwise.ranking.lexical import LEXICAL_FEATURES, TitleTerms
 from shelfwise.ranking.ranker import LambdaMART
 from shelfwise.retrieval.base import BaseGenerator, Scores, top_k
 from shelfwise.retrieval.blend import blend_scores, coordinate_weights
@@ -82,6 +83,8 @@ class Pipeline:
         self.weights_: dict[str, float] = {}
         self.mode_: Mode | None = None
         self.stats_: ItemStats | None = None
+        self.lexical_: TitleTerms | None = None
+        """The items' hashed words (features ``lex_*``); None without item texts."""
         self.report_: dict[str, Any] = {}
         self.shared_: dict[str, str] = {}
         """Generators reused from the bundle: pipeline key -> bundle generator key."""
@@ -111,6 +114,7 @@ class Pipeline:
             raise ConfigError(f"item_categories has {self.item_categories.shape[0]} entries but "
                               f"the data has {data.n_items} items; give one per item index")
         start = time.perf_counter()
+        self.lexical_ = self._lexical(data)
         split = LeaveLastOut().split(data)
         inner, seconds_inner = self._fit_generators(split.train)
         stage = _Stage(split.train, split.test, inner)
@@ -136,6 +140,8 @@ class Pipeline:
                 (g.key, g.name, g.params) for g in self.config.generators]:
             raise ConfigError("refit_ranker: generators differ from the fitted ones; fit() anew")
         self.config = cfg
+        if self.lexical_ is None:
+            self.lexical_ = self._lexical(self._inner.data)
         t = time.perf_counter()
         report = self._train_second_stage(self._inner)
         report["seconds_second_stage"] = round(time.perf_counter() - t, 3)
@@ -162,6 +168,8 @@ class Pipeline:
             grow = getattr(gen, "add_items", None)
             if alias not in self.shared_ and callable(grow):
                 grow(texts)
+        if self.lexical_ is not None:
+            self.lexical_.add(texts)
 
     # ---- explanations ----------------------------------------------------------------------
     def candidate_features(self, histories: Sequence[History]) -> tuple[
@@ -212,6 +220,12 @@ class Pipeline:
             raise NotFittedError("Pipeline is not fitted; call fit() or Pipeline.load()")
         return self.stats_
 
+    def _lexical(self, data: Interactions) -> TitleTerms | None:
+        """The items' words, unless there is no text or the config drops both ``lex_*``."""
+        if set(LEXICAL_FEATURES) <= set(self.config.drop_features):
+            return None
+        return TitleTerms.fit(data.item_text)
+
     def _item_stats(self, data: Interactions) -> ItemStats:
         return ItemStats.fit(data, categories=self.item_categories,
                              recent_days=self.config.recent_days)
@@ -239,7 +253,8 @@ class Pipeline:
             aliases=tuple(gens),
             ranked=tuple(s.key for s in self.config.generators if self.config.candidates_of(s)),
             stats=stats, semantic_vectors=None if sem is None else sem.vectors_,
-            cold_ranked=tuple(s.key for s in self.config.generators if s.cold_candidates))
+            cold_ranked=tuple(s.key for s in self.config.generators if s.cold_candidates),
+            lexical=self.lexical_)
 
     def _kept_columns(self, spec: FeatureSpec) -> list[int]:
         """Columns of ``spec.names`` the ranker reads: a fitted ranker's own feature names
@@ -410,6 +425,8 @@ class Pipeline:
             self.ranker_.save(path / "ranker")
         arrays = stats.arrays()
         np.savez(path / "items.npz", allow_pickle=False, **arrays)
+        if self.lexical_ is not None:
+            np.savez(path / "lexical.npz", allow_pickle=False, **self.lexical_.arrays())
         (path / "pipeline.json").write_text(json.dumps({
             "config": self.config.model_dump(mode="json"), "config_hash":
             self.config.config_hash(), "mode": self.mode_, "weights": self.weights_,
@@ -437,6 +454,9 @@ class Pipeline:
                            else load_generator(path / "generators" / s.key)
                            for s in cfg.generators}
         obj.stats_, obj.mode_ = stats, meta["mode"]
+        if (path / "lexical.npz").is_file():
+            with np.load(path / "lexical.npz", allow_pickle=False) as npz:
+                obj.lexical_ = TitleTerms.from_arrays({k: npz[k] for k in npz.files})
         obj.weights_ = {k: float(v) for k, v in meta["weights"].items()}
         obj.report_ = meta.get("report", {})
         if obj.mode_ == "ranker":

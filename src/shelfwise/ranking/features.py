@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 from shelfwise.data.interactions import History, Interactions
 from shelfwise.exceptions import ConfigError
+from shelfwise.ranking.lexical import LEXICAL_FEATURES, TitleTerms
 from shelfwise.retrieval.base import sorted_unique
 
 ScalarT = TypeVar("ScalarT", bound=np.generic)
@@ -33,7 +34,7 @@ COLD_BELOW = 5
 """Items with fewer training interactions than this are cold (the benchmarks' cold slice);
 items posted after training (beyond the statistics) are cold too."""
 TEXT_HISTORY = 10
-"""Most recent history items read by ``sem_max_history``."""
+"""Most recent history items read by ``sem_max_history`` and ``lex_max_history``."""
 COLD_SUFFIX = ":cold"
 """Key suffix, in the top-N lists, of a generator's top-N among cold items only."""
 
@@ -185,13 +186,15 @@ class FeatureSpec:
     over the row's best score), for candidate sources ``_rank`` and, for sources that also add
     their best cold items, ``_cold_rank`` (place among cold items only); then ``n_sources``,
     ``history_len``, ``pop``, the history's cold share and mean popularity (how much a user
-    goes for rarely bought items) and the optional ones the data supports."""
+    goes for rarely bought items) and the optional ones the data supports (item texts: the
+    words shared with the last and the closest recent history item, ``lexical``)."""
 
     aliases: tuple[str, ...]
     ranked: tuple[str, ...]
     stats: ItemStats
     semantic_vectors: NDArray[np.float32] | None = None
     cold_ranked: tuple[str, ...] = ()
+    lexical: TitleTerms | None = None
 
     @property
     def names(self) -> list[str]:
@@ -211,6 +214,8 @@ class FeatureSpec:
             out += ["cat_affinity", "cat_recency"]
         if self.semantic_vectors is not None:
             out += ["sem_last_item", "sem_max_history"]
+        if self.lexical is not None:
+            out += list(LEXICAL_FEATURES)
         return out
 
     def compute(self, histories: Sequence[History], cands: Candidates,
@@ -259,6 +264,9 @@ class FeatureSpec:
         if self.semantic_vectors is not None:
             cols.append(_last_item_similarity(histories, cands, self.semantic_vectors))
             cols.append(_max_history_similarity(histories, cands, self.semantic_vectors))
+        if self.lexical is not None:
+            cols += self.lexical.similarities(histories, cands.items, cands.offsets,
+                                              TEXT_HISTORY)
         return np.column_stack(cols).astype(np.float32) if cols else np.zeros(
             (len(cands), 0), np.float32)
 

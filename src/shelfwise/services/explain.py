@@ -62,7 +62,8 @@ shared profile tag is, when there is one)."""
 
 _FEATURE_KIND = {"pop": "popular_in", "pop_recent": "trending", "item_age_days": "new_arrival",
                  "cat_affinity": "interest", "cat_recency": "interest",
-                 "sem_last_item": "last", NEW_ARRIVALS: "new_arrival", "category": "popular_in",
+                 "sem_last_item": "last", "lex_last_item": "last", NEW_ARRIVALS: "new_arrival",
+                 "category": "popular_in",
                  "similar_text": "history"}
 _CART = {"cooccurrence": "bought_with", "sequential": "bought_with",
          "user_cooccurrence": "similar_to", "user_repeat": "similar_to",

@@ -1,0 +1,161 @@
+"""Lexical likeness of item texts for the feed ranker: the words two items share.
+
+A multilingual sentence encoder places "Call of Duty: Black Ops III" near every shooter; the
+words (and word pairs) a title shares with one the user bought name the product line, the
+sequel, the brand. On Amazon Games (validation split, issue 15) the two features below moved
+the served pipeline's cold-item HR@10 from 0.060 to 0.070 at the same overall HR@10.
+
+Words come from the search index's tokenizer (Chinese segmented, English stemmed, stop words
+dropped); each text's first :data:`MAX_TOKENS` words and their adjacent pairs are hashed into
+:data:`N_FEATURES` buckets (no vocabulary to keep in memory), weighted by sublinear tf times
+the idf of the fitted catalog, rows L2-normalised. Terms that fewer than two catalog items
+carry get no weight: they cannot link two items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from shelfwise.data.interactions import History
+
+N_FEATURES = 1 << 20
+MAX_TOKENS = 24
+"""Words read per text (the title comes first in an item's text)."""
+MIN_DF = 2
+LEXICAL_FEATURES = ("lex_last_item", "lex_max_history")
+
+
+def _terms(tokenize: Callable[[str], list[str]], text: str) -> list[str]:
+    words = tokenize(text)[:MAX_TOKENS]
+    return words + [f"{a} {b}" for a, b in pairwise(words)]
+
+
+class TitleTerms:
+    """Hashed tf-idf rows of the items' texts (row = item index) and the fitted idf."""
+
+    def __init__(self, idf: NDArray[np.float32], matrix: sp.csr_matrix) -> None:
+        self.idf = idf
+        self.matrix = matrix
+        self._vectorizer: Any = None
+
+    @classmethod
+    def fit(cls, texts: Sequence[str] | None) -> TitleTerms | None:
+        """Fitted on the catalog's texts; None when no item has text."""
+        if not texts or not any(t and t.strip() for t in texts):
+            return None
+        obj = cls(np.zeros(N_FEATURES, np.float32), sp.csr_matrix((0, N_FEATURES),
+                                                                   dtype=np.float32))
+        counts = obj._counts(texts)
+        df = np.bincount(counts.indices, minlength=N_FEATURES)
+        n = counts.shape[0]
+        idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
+        idf[df < MIN_DF] = 0.0
+        obj.idf = idf.astype(np.float32)
+        obj.matrix = obj._weigh(counts)
+        return obj
+
+    def add(self, texts: Sequence[str]) -> None:
+        """Rows for items appended after fitting (same idf: their new words weigh nothing)."""
+        if texts:
+            self.matrix = sp.vstack([self.matrix, self._weigh(self._counts(texts))],
+                                    format="csr")
+
+    @property
+    def n_items(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def _counts(self, texts: Iterable[str]) -> sp.csr_matrix:
+        if self._vectorizer is None:
+            from sklearn.feature_extraction.text import HashingVectorizer
+
+            from shelfwise.text.bm25 import BM25Index
+
+            tokenize = BM25Index().tokenize
+            self._vectorizer = HashingVectorizer(
+                analyzer=lambda text: _terms(tokenize, text), n_features=N_FEATURES,
+                alternate_sign=False, norm=None, dtype=np.float32)
+        counts: sp.csr_matrix = self._vectorizer.transform(
+            [t or "" for t in texts])
+        return counts.tocsr()
+
+    def _weigh(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        m = counts.copy()
+        m.data = (1.0 + np.log(m.data)) * self.idf[m.indices]
+        m.eliminate_zeros()
+        norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+        m = sp.csr_matrix(sp.diags(np.divide(1.0, norms, out=np.zeros_like(norms),
+                                             where=norms > 0)) @ m)
+        m.data = m.data.astype(np.float32)
+        m.indices = m.indices.astype(np.int32)
+        return m
+
+    def similarities(self, histories: Sequence[History], items: NDArray[np.int64],
+                     offsets: NDArray[np.int64], recent: int
+                     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """For each candidate (``items[offsets[r]:offsets[r + 1]]`` belong to history ``r``):
+        its cosine to the history's last item, and the largest to any of its last ``recent``
+        items; NaN where either side has no row. Works on the rows' few terms only (scipy's
+        product would build 2^20-long index arrays per call)."""
+        n = self.n_items
+        last = np.full(items.shape[0], np.nan, np.float32)
+        best = last.copy()
+        for r, hist in enumerate(histories):
+            lo, hi = int(offsets[r]), int(offsets[r + 1])
+            h = np.asarray(hist, np.int64)
+            h = h[(h >= 0) & (h < n)][-recent:]
+            if hi == lo or h.shape[0] == 0:
+                continue
+            c = items[lo:hi]
+            ok = np.flatnonzero(c < n)
+            if ok.shape[0] == 0:
+                continue
+            h_row, h_term, h_val = self._entries(h)
+            terms, at = np.unique(h_term, return_inverse=True)
+            hist_terms = np.zeros((terms.shape[0], h.shape[0]), np.float32)
+            hist_terms[at, h_row] = h_val
+            c_row, c_term, c_val = self._entries(c[ok])
+            pos = np.minimum(np.searchsorted(terms, c_term), max(terms.shape[0] - 1, 0))
+            hit = (terms[pos] == c_term if terms.shape[0]
+                   else np.zeros(c_term.shape[0], bool))
+            sims = np.zeros((ok.shape[0], h.shape[0]), np.float32)
+            rows = c_row[hit]  # ascending: entries come row by row
+            if rows.shape[0]:
+                first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+                sims[rows[first]] = np.add.reduceat(
+                    c_val[hit, None] * hist_terms[pos[hit]], first, axis=0)
+            last[lo + ok] = sims[:, -1]
+            best[lo + ok] = sims.max(axis=1)
+        return last, best
+
+    def _entries(self, rows: NDArray[np.int64]
+                 ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float32]]:
+        """(position in ``rows``, term, weight) of every stored entry of those rows."""
+        indptr = self.matrix.indptr
+        starts = indptr[rows].astype(np.int64)
+        lens = indptr[rows + 1] - starts
+        owner = np.repeat(np.arange(rows.shape[0]), lens)
+        at = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(
+            starts, lens)
+        return owner, self.matrix.indices[at], self.matrix.data[at]
+
+    # ---- persistence -----------------------------------------------------------------------
+    def arrays(self) -> dict[str, NDArray[np.generic]]:
+        keep = np.flatnonzero(self.idf)
+        return {"idf_at": keep.astype(np.int32), "idf": self.idf[keep],
+                "data": self.matrix.data, "indices": self.matrix.indices,
+                "indptr": self.matrix.indptr.astype(np.int64)}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, NDArray[np.generic]]) -> TitleTerms:
+        idf = np.zeros(N_FEATURES, np.float32)
+        idf[arrays["idf_at"]] = arrays["idf"]
+        indptr = np.asarray(arrays["indptr"])
+        matrix = sp.csr_matrix((arrays["data"], arrays["indices"], indptr),
+                               shape=(indptr.shape[0] - 1, N_FEATURES))
+        return cls(idf, matrix)
