@@ -2,8 +2,7 @@
 
 A multilingual sentence encoder places "Call of Duty: Black Ops III" near every shooter; the
 words (and word pairs) a title shares with one the user bought name the product line, the
-sequel, the brand. On Amazon Games (validation split, issue 15) the two features below moved
-the served pipeline's cold-item HR@10 from 0.060 to 0.070 at the same overall HR@10.
+sequel, the brand (``benchmarks/bench_cold_ceiling.py`` measures how much they find alone).
 
 Words come from the search index's tokenizer (Chinese segmented, English stemmed, stop words
 dropped); each text's first :data:`MAX_TOKENS` words and their adjacent pairs are hashed into
