@@ -72,6 +72,14 @@ def test_posted_items_and_persistence() -> None:
     again = TitleTerms.from_arrays(terms.arrays())
     assert (again.matrix != terms.matrix).nnz == 0
     np.testing.assert_array_equal(again.idf, terms.idf)
+    # items posted one by one get the rows of one batch, and old rows stay as they were
+    more = ["Mario Party - Nintendo Switch", "", "蓝牙耳机 降噪"]
+    for text in more:
+        again.add([text])
+    terms.add(more)
+    assert again.n_items == terms.n_items == len(TITLES) + 4
+    assert (again.matrix != terms.matrix).nnz == 0
+    assert again.matrix[len(TITLES) + 2].nnz == 0  # an empty text has no words
 
 
 LINES, PER_LINE = 20, 20

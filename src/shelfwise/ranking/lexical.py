@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from shelfwise.data.interactions import History
+from shelfwise.text.bm25 import BM25Index, put_growing
 
 N_FEATURES = 1 << 20
 MAX_TOKENS = 24
@@ -40,8 +41,19 @@ class TitleTerms:
 
     def __init__(self, idf: NDArray[np.float32], matrix: sp.csr_matrix) -> None:
         self.idf = idf
-        self.matrix = matrix
+        # CSR arrays with spare room: a posted item appends in amortised O(its terms)
+        self._data: NDArray[np.float32] = matrix.data.astype(np.float32)
+        self._indices: NDArray[np.int32] = matrix.indices.astype(np.int32)
+        self._indptr: NDArray[np.int64] = matrix.indptr.astype(np.int64)
+        self._rows = int(matrix.shape[0])
         self._vectorizer: Any = None
+
+    @property
+    def matrix(self) -> sp.csr_matrix:
+        """The rows as a scipy CSR matrix (a view of the stored arrays)."""
+        nnz = int(self._indptr[self._rows])
+        return sp.csr_matrix((self._data[:nnz], self._indices[:nnz],
+                              self._indptr[: self._rows + 1]), shape=(self._rows, N_FEATURES))
 
     @classmethod
     def fit(cls, texts: Sequence[str] | None) -> TitleTerms | None:
@@ -56,24 +68,31 @@ class TitleTerms:
         idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
         idf[df < MIN_DF] = 0.0
         obj.idf = idf.astype(np.float32)
-        obj.matrix = obj._weigh(counts)
+        obj._append(counts)
         return obj
 
     def add(self, texts: Sequence[str]) -> None:
-        """Rows for items appended after fitting (same idf: their new words weigh nothing)."""
+        """Rows for items appended after fitting (same idf: their new words weigh nothing).
+        Readers see the new rows once ``n_items`` grows, which happens last."""
         if texts:
-            self.matrix = sp.vstack([self.matrix, self._weigh(self._counts(texts))],
-                                    format="csr")
+            self._append(self._counts(texts))
+
+    def _append(self, counts: sp.csr_matrix) -> None:
+        rows = self._weigh(counts)
+        nnz = int(self._indptr[self._rows])
+        self._data = put_growing(self._data, nnz, rows.data)
+        self._indices = put_growing(self._indices, nnz, rows.indices)
+        self._indptr = put_growing(self._indptr, self._rows + 1,
+                                   rows.indptr[1:].astype(np.int64) + nnz)
+        self._rows += rows.shape[0]
 
     @property
     def n_items(self) -> int:
-        return int(self.matrix.shape[0])
+        return self._rows
 
     def _counts(self, texts: Iterable[str]) -> sp.csr_matrix:
         if self._vectorizer is None:
             from sklearn.feature_extraction.text import HashingVectorizer
-
-            from shelfwise.text.bm25 import BM25Index
 
             tokenize = BM25Index().tokenize
             self._vectorizer = HashingVectorizer(
@@ -135,20 +154,20 @@ class TitleTerms:
     def _entries(self, rows: NDArray[np.int64]
                  ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float32]]:
         """(position in ``rows``, term, weight) of every stored entry of those rows."""
-        indptr = self.matrix.indptr
-        starts = indptr[rows].astype(np.int64)
+        indptr, indices, data = self._indptr, self._indices, self._data
+        starts = indptr[rows]
         lens = indptr[rows + 1] - starts
         owner = np.repeat(np.arange(rows.shape[0]), lens)
         at = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(
             starts, lens)
-        return owner, self.matrix.indices[at], self.matrix.data[at]
+        return owner, indices[at], data[at]
 
     # ---- persistence -----------------------------------------------------------------------
     def arrays(self) -> dict[str, NDArray[np.generic]]:
         keep = np.flatnonzero(self.idf)
-        return {"idf_at": keep.astype(np.int32), "idf": self.idf[keep],
-                "data": self.matrix.data, "indices": self.matrix.indices,
-                "indptr": self.matrix.indptr.astype(np.int64)}
+        m = self.matrix
+        return {"idf_at": keep.astype(np.int32), "idf": self.idf[keep], "data": m.data,
+                "indices": m.indices, "indptr": m.indptr}
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, NDArray[np.generic]]) -> TitleTerms:
