@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from benchmarks.bench_cold_start import cold_mask, targets_of
 from benchmarks.common import write_results
 from shelfwise.cli.evaluate_cmd import load_data
 from shelfwise.evaluation import LeaveLastOut
-from shelfwise.ranking.features import COLD_BELOW, TEXT_HISTORY
+from shelfwise.ranking.features import TEXT_HISTORY
 from shelfwise.ranking.lexical import TitleTerms
 from shelfwise.retrieval import make_generator
 
@@ -59,9 +60,8 @@ def run(dataset: str) -> dict[str, Any]:
         raise SystemExit(f"{dataset} has no item texts")
     split = LeaveLastOut(validation=True).split(data)
     assert split.valid is not None
-    counts = np.bincount(split.train.item_idx, minlength=data.n_items)
-    cold = np.flatnonzero(counts < COLD_BELOW)
-    targets = np.fromiter((int(t[0]) for t in split.valid.targets), np.int64)
+    cold = np.flatnonzero(cold_mask(split.train, np.arange(data.n_items)))
+    targets = targets_of(split.valid)
     users = np.flatnonzero(np.isin(targets, cold))
     histories = [split.valid.histories[u] for u in users]
     at = np.searchsorted(cold, targets[users])  # target's column among the cold items
