@@ -130,11 +130,12 @@ class Candidates:
     def _feed(self, slate: Slate) -> None:
         assert slate.user_id is not None
         size = slate.n - slate.explore_slots
+        slate.history = self.rec.history(slate.user_id)  # one read serves every stage
         result = self.rec.feed(slate.user_id, max(size, slate.pool),
                                exclude_seen=slate.exclude_seen,
-                               pipeline=slate.overrides.pipeline is not False) \
+                               pipeline=slate.overrides.pipeline is not False,
+                               history=slate.history) \
             if size > 0 else RecommendationList([])
-        slate.history = self.rec.history(slate.user_id)
         if slate.exclude_seen:
             slate.exclude |= set(self.rec.items.externals(sorted_unique(slate.history)))
         slate.items, slate.cold_start = from_recommendations(result), result.cold_start
