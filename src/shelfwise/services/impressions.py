@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import DataError, IntegrityError
 
 from shelfwise.data.schemas import Event, EventType
 from shelfwise.storage.base import EVENT_ROW_COLUMNS, EventRow, Store
@@ -65,6 +66,7 @@ class ImpressionLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.written_ = 0
+        self.refused_ = 0
 
     def log(self, surface: str, request_id: str, user_id: str | None, item_ids: Sequence[str],
             *, session_id: str | None = None, bundle: str | None = None,
@@ -131,12 +133,12 @@ class ImpressionLog:
             if not batch:
                 return 0
             try:
-                self.store.add_event_rows(batch)
+                written = self._write(batch)
             except Exception:
                 with self._lock:  # keep them for the next flush, in order
                     self._queue[:0] = batch
                 raise
-            with self._lock:  # stored: the store now answers for these searches
+            with self._lock:  # stored (or set aside): the store now answers for searches
                 for row in batch:
                     if row[1] == SEARCH and row[2] in self._searches:
                         rows = self._searches[row[2]]
@@ -144,8 +146,26 @@ class ImpressionLog:
                             rows.remove(row)
                         if not rows:
                             del self._searches[row[2]]
-            self.written_ += len(batch)
-            return len(batch)
+            self.written_ += written
+            return written
+
+    def _write(self, rows: list[EventRow]) -> int:
+        """Store ``rows``; how many were written. A row the database refuses for its data
+        (integrity or data error) is set aside, logged and counted in ``refused_``: retried,
+        it would stop every later batch. Any other failure (the store is down, locked, full)
+        is raised and the caller keeps the rows; rows already written are written again
+        next time, which their ids make a no-op."""
+        try:
+            self.store.add_event_rows(rows)
+            return len(rows)
+        except (IntegrityError, DataError) as exc:
+            if len(rows) == 1:
+                self.refused_ += 1
+                log.error("the store refused logged event %r (%s); set aside", rows[0][0],
+                          str(exc).splitlines()[0])
+                return 0
+        mid = len(rows) // 2  # halve until the refused rows stand alone
+        return self._write(rows[:mid]) + self._write(rows[mid:])
 
     def forget_users(self, match: Callable[[str], bool]) -> int:
         """Drop queued impressions of users where ``match``; how many. (A batch already being

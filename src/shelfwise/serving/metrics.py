@@ -8,7 +8,8 @@ Exported (prometheus-client), every name prefixed ``shelfwise_``:
 - ``events_ingested_total{type}``: client events in accepted batches (``POST /v1/events``,
   ``Engine.track``), counted by an engine subscriber; redeliveries the store skips count too.
 - ``impressions_written_total`` and ``impressions_queue_depth``: the write-behind impression
-  log's throughput and what it holds now.
+  log's throughput and what it holds now; ``impressions_refused_total``: logged rows the
+  store refused on their own and that were set aside (should stay 0; the log says which).
 - ``bundle_info{version}`` = 1 for the serving bundle, ``bundle_created_timestamp_seconds``,
   ``bundle_age_seconds``.
 - ``cache_lookups_total{cache, result="hit"|"miss"}`` for ``user_history`` (the recommender's
@@ -135,6 +136,8 @@ class Metrics:
                               "batches, by type", ["type"], registry=reg)
         self.impressions = Counter("shelfwise_impressions_written", "impressions stored by "
                                    "the write-behind log", registry=reg)
+        self.refused = Counter("shelfwise_impressions_refused", "logged rows the store "
+                               "refused on their own, set aside", registry=reg)
         self.queue = Gauge("shelfwise_impressions_queue_depth", "impressions waiting in the "
                            "write-behind queue", registry=reg, multiprocess_mode="livesum")
         self.bundle = Gauge("shelfwise_bundle_info", "the serving model bundle (value 1)",
@@ -189,6 +192,7 @@ class Metrics:
             eng = self.engine
             self.queue.set(eng.impressions.pending())
             self._advance(self.impressions, ("impressions",), eng.impressions.written_)
+            self._advance(self.refused, ("refused",), eng.impressions.refused_)
             manifest = eng.recommender.bundle.manifest
             if manifest.version != self._version:
                 if self._version is not None:
