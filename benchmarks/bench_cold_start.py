@@ -27,8 +27,9 @@ features added by issue 15 (``NEW_FEATURES``, dropped by ``drop_features``: then
 reads exactly the former columns). ``after`` is chosen on validation — generators fitted on
 ``s[:-2]``, validation target ``s[-2]``, ``--valid-users`` sampled users for ``all`` and every
 validation user with a cold target for ``cold_items`` — among the ``AFTER_GRID`` second stages
-(cold candidates per generator) times the ``BOOSTS`` (``cold_boost``): the best cold-item HR@10
-whose validation HR@10 and NDCG@10 over all users are not below ``before``'s. The whole
+(cold candidates per generator, cold items by shared words) times the ``BOOSTS``
+(``cold_boost``): the best cold-item HR@10 whose validation HR@10 and NDCG@10 over all users
+are not below ``before``'s. The whole
 validation curve is kept (``validation``: what more cold hits would cost). On test, ``before``
 and ``after`` are trained in the same run on the same split with the same generators
 (``Pipeline.refit_ranker``), so only the second stage differs.
@@ -80,10 +81,13 @@ NEW_FEATURES = ["item_position", "history_cold_share", "history_pop", "sem_max_h
                 "lex_last_item", "lex_max_history"]
 """Feed features added with the cold-item work; ``before`` drops them."""
 #: Second stages tried on validation for ``after`` (the new features always on): cold
-#: candidates per generator (alias -> top-N among cold items; absent aliases are ignored).
+#: candidates per generator (alias -> top-N among cold items; absent aliases are ignored)
+#: and the cold items sharing the most words with the history (``cold_words``).
 AFTER_GRID: list[dict[str, Any]] = [
     {"cold_candidates": {}},
     {"cold_candidates": {"semantic": 50, "cooccurrence": 50}},
+    {"cold_candidates": {}, "cold_words": 50},
+    {"cold_candidates": {"semantic": 50, "cooccurrence": 50}, "cold_words": 50},
 ]
 #: ``cold_boost`` values tried with each of them (no retraining: added at score time).
 BOOSTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0)

@@ -12,6 +12,7 @@ import pytest
 from shelfwise.data.interactions import Interactions
 from shelfwise.evaluation import HitRate, LeaveLastOut
 from shelfwise.pipeline import Pipeline
+from shelfwise.ranking import lexical
 from shelfwise.ranking.lexical import TitleTerms
 from shelfwise.retrieval import recommend
 
@@ -158,3 +159,123 @@ def test_refit_ranker_adds_the_words_a_first_fit_dropped(lines: Interactions) ->
     assert pipe.lexical_ is not None and pipe.ranker_ is not None
     assert {"lex_last_item", "lex_max_history"} <= set(pipe.ranker_.feature_names_)
     assert hit_rate(pipe, lines) > 0.4
+
+
+def brute_top_cold(terms: TitleTerms, history: np.ndarray, cold: np.ndarray,
+                   recent: int) -> dict[int, float]:
+    """Every cold item outside the history with a shared word, and its best cosine."""
+    full = (terms.matrix @ terms.matrix.T).toarray()
+    recent_items = history[-recent:]
+    if not len(recent_items):
+        return {}
+    sims = {int(c): float(full[recent_items, c].max()) for c in cold
+            if c not in set(history.tolist())}
+    return {c: v for c, v in sims.items() if v > 0}
+
+
+def test_top_cold_equals_brute_force_and_follows_posted_items(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    more = ["Call of Duty: Modern Warfare - Xbox One", "Mario Tennis Aces - Nintendo Switch",
+            "Halo 5 Guardians - Xbox One", "降噪 蓝牙耳机 头戴式"]
+    terms = TitleTerms.fit(TITLES + more)
+    assert terms is not None
+    cold = np.array([1, 3, 4, 5, 7, 8, 9, 10, 11])
+    histories = [np.array([0]), np.array([2, 6]), np.array([], np.int64), np.array([5, 3, 1]),
+                 np.array([99])]
+    for k, recent in ((3, 10), (10, 1)):
+        got = terms.top_cold(histories, cold, k, recent)
+        assert got.shape == (len(histories), k)
+        for r, h in enumerate(histories):
+            want = brute_top_cold(terms, h[h < terms.n_items], cold, recent)
+            found = [int(i) for i in got[r] if i >= 0]
+            assert len(found) == min(k, len(want)) and set(found) <= set(want)
+            # best first, and nothing left out scores above what was taken
+            sims = [want[i] for i in found]
+            assert sims == sorted(sims, reverse=True)
+            assert not found or max((v for i, v in want.items() if i not in found),
+                                    default=0.0) <= sims[-1] + 1e-6
+    assert set(terms.top_cold(histories, cold, 3, 10)[0, :2].tolist()) == {1, 8}  # Call of Duty
+    whole = terms.top_cold(histories, cold, 3, 10)
+    monkeypatch.setattr(lexical, "CHUNK_CELLS", 1)  # one history per chunk: same answer
+    np.testing.assert_array_equal(terms.top_cold(histories, cold, 3, 10), whole)
+    assert 3 in terms.top_cold([np.array([3])], cold, 5, 10, exclude=False)[0]
+    # posted items are cold: they join as a tail block, the fitted block stays
+    base = terms._cold_blocks[0][1]
+    terms.add(["Call of Duty: Vanguard - PlayStation 4"])
+    posted = terms.n_items - 1
+    got = terms.top_cold([np.array([0])], np.r_[cold, posted], 2, 10)
+    assert posted in got[0] and terms._cold_blocks[0][1] is base
+    fresh = TitleTerms.from_arrays(terms.arrays())
+    np.testing.assert_array_equal(got, fresh.top_cold([np.array([0])], np.r_[cold, posted], 2,
+                                                      10))
+    # a changed cold set (retraining) is rebuilt from scratch
+    assert terms.top_cold([np.array([0])], np.array([1]), 2, 10)[0].tolist() == [1, -1]
+
+
+def test_cold_words_bring_cold_items_of_the_line_into_the_candidates(
+        lines: Interactions) -> None:
+    narrow = {**CONFIG, "generators": [{"name": "popularity",
+                                        "params": {"half_life_days": None}, "candidates": 10}]}
+    train = LeaveLastOut().split(lines).train
+    with_words = Pipeline({**narrow, "cold_words": 40}).fit(train)
+    without = Pipeline(narrow).fit(train)
+    assert with_words.ranker_ is not None
+    assert "lex_cold_rank" in with_words.ranker_.feature_names_
+    assert with_words.report_["candidate_recall"] > without.report_["candidate_recall"] + 0.2
+    assert hit_rate(with_words, lines) > hit_rate(without, lines) + 0.1
+    # an item posted after training is cold: the words make it a candidate of its line
+    with_words.add_items([f"{WORDS[3]} {WORDS[10]}x edition 99 deluxe"])
+    history = np.array([lines.items.get(f"i3_{k}") for k in range(3)])
+    scores = with_words.score([history])[0]
+    assert scores[with_words.n_items_ - 1] >= 0  # candidates score >= 0, the rest < 0
+
+
+def test_served_pipeline_lists_a_posted_item_by_its_words(tmp_path: Path,
+                                                         lines: Interactions) -> None:
+    """End to end: `train` with ``cold_words``, serve, post an item of a product line; a
+    shopper of that line gets it in the feed (no generator embeds text here), explained."""
+    from datetime import UTC, datetime, timedelta
+
+    from fastapi.testclient import TestClient
+
+    from shelfwise.bundle import GeneratorSpec, TrainConfig, train_bundle
+    from shelfwise.data.loading import interactions_from_store
+    from shelfwise.data.schemas import Event, EventType, Item
+    from shelfwise.ranking.config import PipelineConfig
+    from shelfwise.serving import create_app
+    from shelfwise.storage import open_store
+
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    store = open_store(url)
+    text = lines.item_text
+    assert text is not None
+    store.upsert_items([Item(id=str(i), title=text[k]) for k, i in enumerate(lines.items.ids)])
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    store.add_events([Event(id=f"{u}-{k}", type=EventType.VIEW,
+                            user_id=str(lines.users.external(u)),
+                            item_id=str(lines.items.external(int(i))),
+                            timestamp=t0 + timedelta(minutes=k))
+                      for u, hist in enumerate(lines.histories()) for k, i in enumerate(hist)])
+    pipeline = PipelineConfig.from_dict({
+        **CONFIG, "cold_words": 40,
+        "generators": [{"name": "popularity", "params": {"half_life_days": None},
+                        "candidates": 10}]})
+    cfg = TrainConfig(generators=[GeneratorSpec(name="popularity")], pipeline=pipeline,
+                      tune_weights=False)
+    train_bundle(interactions_from_store(store), tmp_path / "bundles", cfg)
+    store.close()
+    client = TestClient(create_app(url, tmp_path / "bundles"))
+    r = client.post("/v1/items", json={"items": [
+        {"id": "new-3", "title": f"{WORDS[3]} {WORDS[10]}x edition 99 deluxe"}]})
+    assert r.status_code == 200, r.text
+    shoppers = [str(lines.users.external(u)) for u, hist in enumerate(lines.histories())
+                if str(lines.items.external(int(hist[0]))).startswith("i3_")]
+    assert shoppers
+    shown = 0
+    for user in shoppers:
+        r = client.get(f"/v1/users/{user}/feed", params={"n": 20})
+        assert r.status_code == 200, r.text
+        items = r.json()["items"]
+        assert all(i["explanation"]["text"] for i in items)
+        shown += "new-3" in [i["item_id"] for i in items]
+    assert shown >= 0.8 * len(shoppers)

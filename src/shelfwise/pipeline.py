@@ -11,8 +11,9 @@ log for serving. With too few usable held-out users, the pipeline serves the heu
 
 Cold items (fewer than ``COLD_BELOW`` training interactions, and items posted after training,
 which a text generator scores once :meth:`Pipeline.add_items` embedded them) can get a
-candidate quota per generator (``GeneratorSpec.cold_candidates``: its best cold items) and a
-score boost (``PipelineConfig.cold_boost``); features read every item index, trained or not.
+candidate quota per generator (``GeneratorSpec.cold_candidates``: its best cold items), the
+cold items sharing the most words with the history (``PipelineConfig.cold_words``) and a score
+boost (``PipelineConfig.cold_boost``); features read every item index, trained or not.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from shelfwise.ranking.config import GeneratorSpec, PipelineConfig
 from shelfwise.ranking.features import (
     COLD_BELOW,
     COLD_SUFFIX,
+    LEX_COLD,
+    TEXT_HISTORY,
     Candidates,
     FeatureSpec,
     ItemStats,
@@ -95,7 +98,15 @@ class Pipeline:
     def n_items_(self) -> int:
         if not self.generators_:
             raise NotFittedError("Pipeline is not fitted; call fit() or Pipeline.load()")
-        return max(g.n_items_ for g in self.generators_.values())
+        return self._width(self.generators_)
+
+    def _width(self, gens: Mapping[str, BaseGenerator]) -> int:
+        """Items scored: every generator's, and with ``cold_words`` every item with words
+        (a posted item is a candidate through them even when no generator embeds it)."""
+        n = max(g.n_items_ for g in gens.values())
+        if self.config.cold_words and self.lexical_ is not None:
+            n = max(n, self.lexical_.n_items)
+        return n
 
     def to_config(self) -> dict[str, Any]:
         return {"name": self.name, **self.config.model_dump(mode="json")}
@@ -221,8 +232,10 @@ class Pipeline:
         return self.stats_
 
     def _lexical(self, data: Interactions) -> TitleTerms | None:
-        """The items' words, unless there is no text or the config drops both ``lex_*``."""
-        if set(LEXICAL_FEATURES) <= set(self.config.drop_features):
+        """The items' words, unless there is no text or the config drops both ``lex_*``
+        features and takes no ``cold_words``."""
+        if set(LEXICAL_FEATURES) <= set(self.config.drop_features) and not (
+                self.config.cold_words):
             return None
         return TitleTerms.fit(data.item_text)
 
@@ -254,7 +267,8 @@ class Pipeline:
             ranked=tuple(s.key for s in self.config.generators if self.config.candidates_of(s)),
             stats=stats, semantic_vectors=None if sem is None else sem.vectors_,
             cold_ranked=tuple(s.key for s in self.config.generators if s.cold_candidates),
-            lexical=self.lexical_)
+            lexical=self.lexical_,
+            lexical_cold=bool(self.config.cold_words) and self.lexical_ is not None)
 
     def _kept_columns(self, spec: FeatureSpec) -> list[int]:
         """Columns of ``spec.names`` the ranker reads: a fitted ranker's own feature names
@@ -283,7 +297,7 @@ class Pipeline:
 
     def _scores(self, histories: Sequence[History], gens: Mapping[str, BaseGenerator]
                 ) -> dict[str, Scores]:
-        n = max(g.n_items_ for g in gens.values())
+        n = self._width(gens)
         out: dict[str, Scores] = {}
         for alias, gen in gens.items():
             # features and cold candidates read arbitrary items: no top-list approximation
@@ -297,7 +311,8 @@ class Pipeline:
                     stats: ItemStats) -> tuple[Candidates, dict[str, NDArray[np.int64]]]:
         """Each source's top-N, and with ``cold_candidates`` its top-N among cold items
         (key ``<alias>:cold``: items with fewer than COLD_BELOW training interactions,
-        including items posted after training), merged."""
+        including items posted after training), with ``cold_words`` the cold items sharing
+        the most words with the history (key ``lex:cold``), merged."""
         tops: dict[str, NDArray[np.int64]] = {}
         exclude = histories if self.config.exclude_seen else None
         n = next(iter(scores.values())).shape[1]
@@ -312,6 +327,12 @@ class Pipeline:
                 cold_only = np.where(warm, -np.inf, scores[spec.key]).astype(np.float32)
                 tops[spec.key + COLD_SUFFIX] = top_k(cold_only, spec.cold_candidates,
                                                      exclude=exclude)[0]
+        if self.config.cold_words and self.lexical_ is not None:
+            if warm is None:
+                warm = stats.counts(n) >= COLD_BELOW
+            tops[LEX_COLD] = self.lexical_.top_cold(
+                histories, np.flatnonzero(~warm), self.config.cold_words, TEXT_HISTORY,
+                exclude=self.config.exclude_seen)
         return merge_candidates(list(tops.values()), len(histories), n), tops
 
     def _score_batch(self, histories: Sequence[History], gens: Mapping[str, BaseGenerator],

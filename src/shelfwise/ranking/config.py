@@ -47,6 +47,10 @@ class PipelineConfig(BaseModel):
         default=0.0, ge=0, description="added to the ranker's score of cold candidates (fewer "
         "than 5 training interactions, or posted after training), in the ranker's score units: "
         "trades accuracy on warm targets for cold ones; choose it on validation")
+    cold_words: int = Field(
+        default=0, ge=0, description="top-N cold items (as for cold_boost) whose text shares "
+        "the most words with the user's last 10 items, added to the candidates, with their "
+        "place as the feature lex_cold_rank (items need text); 0 = none")
     batch_size: int = Field(default=1024, ge=1)
     seed: int = 0
 

@@ -37,6 +37,8 @@ TEXT_HISTORY = 10
 """Most recent history items read by ``sem_max_history`` and ``lex_max_history``."""
 COLD_SUFFIX = ":cold"
 """Key suffix, in the top-N lists, of a generator's top-N among cold items only."""
+LEX_COLD = "lex" + COLD_SUFFIX
+"""Key, in the top-N lists, of the cold items sharing the most words with the history."""
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,8 @@ class FeatureSpec:
     their best cold items, ``_cold_rank`` (place among cold items only); then ``n_sources``,
     ``history_len``, ``pop``, the history's cold share and mean popularity (how much a user
     goes for rarely bought items) and the optional ones the data supports (item texts: the
-    words shared with the last and the closest recent history item, ``lexical``)."""
+    words shared with the last and the closest recent history item, ``lexical``, and with
+    ``lexical_cold`` the place among the cold items sharing the most words, ``lex_cold_rank``)."""
 
     aliases: tuple[str, ...]
     ranked: tuple[str, ...]
@@ -195,6 +198,7 @@ class FeatureSpec:
     semantic_vectors: NDArray[np.float32] | None = None
     cold_ranked: tuple[str, ...] = ()
     lexical: TitleTerms | None = None
+    lexical_cold: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -216,6 +220,7 @@ class FeatureSpec:
             out += ["sem_last_item", "sem_max_history"]
         if self.lexical is not None:
             out += list(LEXICAL_FEATURES)
+            out += ["lex_cold_rank"] if self.lexical_cold else []
         return out
 
     def compute(self, histories: Sequence[History], cands: Candidates,
@@ -267,6 +272,8 @@ class FeatureSpec:
         if self.lexical is not None:
             cols += self.lexical.similarities(histories, cands.items, cands.offsets,
                                               TEXT_HISTORY)
+            if self.lexical_cold:
+                cols.append(_rank_lookup(tops[LEX_COLD], cands, n_items))
         return np.column_stack(cols).astype(np.float32) if cols else np.zeros(
             (len(cands), 0), np.float32)
 

@@ -22,12 +22,16 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from shelfwise.data.interactions import History
+from shelfwise.retrieval.base import top_k
 from shelfwise.text.bm25 import BM25Index, put_growing
 
 N_FEATURES = 1 << 20
 MAX_TOKENS = 24
 """Words read per text (the title comes first in an item's text)."""
 MIN_DF = 2
+CHUNK_CELLS = 1 << 22
+"""Dense (history item x cold item) similarities held at once by :meth:`TitleTerms.top_cold`
+(16 MB of float32)."""
 LEXICAL_FEATURES = ("lex_last_item", "lex_max_history")
 
 
@@ -47,6 +51,9 @@ class TitleTerms:
         self._indptr: NDArray[np.int64] = matrix.indptr.astype(np.int64)
         self._rows = int(matrix.shape[0])
         self._vectorizer: Any = None
+        # term -> cold item postings for top_cold: the fitted cold items, then a tail of
+        # items that became cold later (posted), rebuilt alone while it stays small
+        self._cold_blocks: list[tuple[NDArray[np.int64], sp.csr_matrix]] = []
 
     @property
     def matrix(self) -> sp.csr_matrix:
@@ -150,6 +157,70 @@ class TitleTerms:
             last[lo + ok] = sims[:, -1]
             best[lo + ok] = sims.max(axis=1)
         return last, best
+
+    def top_cold(self, histories: Sequence[History], cold: NDArray[np.int64], k: int,
+                 recent: int, *, exclude: bool = True) -> NDArray[np.int64]:
+        """Per history (rows), the ``k`` items of ``cold`` (ascending item indices) whose text
+        shares the most words with any of its last ``recent`` items (largest cosine; ties
+        broken arbitrarily), best first, -1 padded; with ``exclude`` the history's own items
+        are skipped. Reads only the postings of the history items' terms."""
+        out = np.full((len(histories), k), -1, np.int64)
+        n = self.n_items
+        cold = np.asarray(cold, np.int64)
+        cold = cold[cold < n]
+        hists = [np.asarray(h, np.int64) for h in histories]
+        hists = [h[(h >= 0) & (h < n)] for h in hists]
+        if k == 0 or cold.shape[0] == 0 or not any(h.shape[0] for h in hists):
+            return out
+        blocks = self._cold_postings(cold)  # their items, concatenated, are ``cold``
+        step = max(1, CHUNK_CELLS // (cold.shape[0] * max(recent, 1)))
+        for lo in range(0, len(hists), step):
+            part = hists[lo : lo + step]
+            recents = [h[-recent:] for h in part]
+            lens = np.asarray([h.shape[0] for h in recents], np.int64)
+            has = np.flatnonzero(lens)
+            if has.shape[0] == 0:
+                continue
+            flat = np.concatenate(recents)
+            h_row, h_term, h_val = self._entries(flat)
+            queries = sp.csr_matrix((h_val, (h_row, h_term)),
+                                    shape=(flat.shape[0], N_FEATURES))
+            sims = np.hstack([(queries @ postings).toarray() for _, postings in blocks])
+            best = np.full((len(part), cold.shape[0]), -np.inf, np.float32)
+            best[has] = np.maximum.reduceat(sims, (np.cumsum(lens) - lens)[has], axis=0)
+            best[best <= 0] = -np.inf  # no shared word: not a candidate
+            if exclude:
+                for r, h in enumerate(part):
+                    at = np.searchsorted(cold, h)
+                    ok = at < cold.shape[0]
+                    at, h = at[ok], h[ok]
+                    best[r, at[cold[at] == h]] = -np.inf
+            idx, _ = top_k(best, k)
+            out[lo : lo + len(part)] = np.where(idx >= 0, cold[np.maximum(idx, 0)], -1)
+        return out
+
+    def _cold_postings(self, cold: NDArray[np.int64]
+                       ) -> list[tuple[NDArray[np.int64], sp.csr_matrix]]:
+        """Blocks of (items, term x item postings) covering ``cold``: kept while ``cold``
+        still starts with the first block's items, the rest rebuilt as one tail block."""
+        blocks = self._cold_blocks
+        base = blocks[0][0] if blocks else np.zeros(0, np.int64)
+        m = base.shape[0]
+        if not blocks or cold.shape[0] < m or not np.array_equal(cold[:m], base) or (
+                cold.shape[0] - m > max(m // 4, 1024)):
+            blocks = [self._postings(cold)]
+        elif cold.shape[0] > m and (len(blocks) < 2 or not np.array_equal(
+                cold[m:], blocks[1][0])):
+            blocks = [blocks[0], self._postings(cold[m:])]
+        elif cold.shape[0] == m:
+            blocks = blocks[:1]
+        self._cold_blocks = blocks
+        return blocks
+
+    def _postings(self, items: NDArray[np.int64]) -> tuple[NDArray[np.int64], sp.csr_matrix]:
+        row, term, val = self._entries(items)
+        return items.copy(), sp.csr_matrix((val, (term, row)),
+                                           shape=(N_FEATURES, items.shape[0]))
 
     def _entries(self, rows: NDArray[np.int64]
                  ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float32]]:

@@ -64,7 +64,7 @@ _FEATURE_KIND = {"pop": "popular_in", "pop_recent": "trending", "item_age_days":
                  "cat_affinity": "interest", "cat_recency": "interest",
                  "sem_last_item": "last", "lex_last_item": "last", NEW_ARRIVALS: "new_arrival",
                  "category": "popular_in",
-                 "similar_text": "history"}
+                 "similar_text": "history", "lex_cold_rank": "history"}
 _CART = {"cooccurrence": "bought_with", "sequential": "bought_with",
          "user_cooccurrence": "similar_to", "user_repeat": "similar_to",
          "popularity": "popular_in", "new_item": "new_arrival"}

@@ -511,6 +511,8 @@ class Recommender:
         """The two-stage feed; items posted after training (unknown to it) rank last here,
         :meth:`with_new_items` then places the ones that match."""
         scores, explain = pipe.score_explained(history[history < pipe.n_items_])
+        # an item being posted has its words before its id (_index_new): not yet listable
+        scores = scores[: len(self.items)]
         if scores.shape[0] < self.n_model_items:
             scores = np.pad(scores, (0, self.n_model_items - scores.shape[0]),
                             constant_values=float(scores.min()) - 1.0)
