@@ -111,6 +111,8 @@ def test_metrics_per_route_template_status_and_engine_state(shop: tuple[str, Pat
     after = scrape(client)
     assert value(after, "shelfwise_impressions_queue_depth") == 0
     assert value(after, "shelfwise_impressions_written_total") >= queued
+    refused = ("shelfwise_impressions_refused_total", frozenset())
+    assert refused in after and after[refused] == 0  # exported, and nothing set aside
     assert value(after, req, method="GET", route="/metrics", status="200") == 1
 
 
