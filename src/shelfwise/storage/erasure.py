@@ -53,6 +53,18 @@ def user_columns(metadata: sa.MetaData) -> list[tuple[sa.Table, list[sa.Column[A
     return out
 
 
+def user_match(column: sa.Column[Any], user: Any) -> Any:
+    """``column == user`` (a value, or a column to join on), written so that the planner
+    reads the column's partial indexes: with ``info["index_where"]`` (the conditions of
+    partial indexes that lead with the column and together hold every row) one arm per index,
+    each stating its condition literally (SQLite and PostgreSQL use a partial index only for
+    a condition they can see implies it)."""
+    wheres = column.info.get("index_where")
+    if not wheres:
+        return column == user
+    return sa.or_(*(sa.and_(column == user, sa.text(w)) for w in wheres))
+
+
 def lock(conn: Connection, *, exclusive: bool) -> None:
     """Order this transaction against erasures (PostgreSQL; SQLite's write lock does it)."""
     if conn.dialect.name == "postgresql":
@@ -70,7 +82,7 @@ def forget(conn: Connection, metadata: sa.MetaData, user_id: str) -> Erasure:
     rows: dict[str, int] = {}
     types: Counter[str] = Counter()
     for table, cols in user_columns(metadata):
-        match = sa.or_(*(c == user_id for c in cols))
+        match = sa.or_(*(user_match(c, user_id) for c in cols))
         if table.name == "events":
             types.update(conn.execute(table.delete().where(match).returning(table.c.type))
                          .scalars())

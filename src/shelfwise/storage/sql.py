@@ -62,7 +62,14 @@ metadata = sa.MetaData()
 _INTERACTIONS_SQL = "type IN ('cart', 'click', 'purchase', 'view')"
 assert {f"'{t.value}'" for t in INTERACTION_TYPES} == set(
     _INTERACTIONS_SQL.split("(")[1].rstrip(")").split(", "))
+_OTHER_SQL = "type NOT IN ('cart', 'click', 'purchase', 'view')"
 _SEARCHES_SQL = "type = 'search'"
+_USER_INDEXES = (_INTERACTIONS_SQL, _OTHER_SQL)
+"""The conditions of the two partial per-user event indexes: every event is in exactly one,
+so a write updates one per-user index. A query by user states its index's condition literally
+(:func:`user_events_match`) for the planner to use it."""
+_RETIRED_INDEXES = ("ix_events_user_time", "ix_events_user_searches", "ix_events_request")
+"""Indexes of files made before the per-user indexes were split (dropped on open)."""
 
 items_t = sa.Table(
     "items",
@@ -99,7 +106,8 @@ events_t = sa.Table(
               autoincrement=True),
     sa.Column("id", sa.String(256), nullable=False, unique=True),
     sa.Column("type", sa.String(32), nullable=False),
-    sa.Column("user_id", sa.String(256), nullable=False, info={"user_id": True}),
+    sa.Column("user_id", sa.String(256), nullable=False,
+              info={"user_id": True, "index_where": _USER_INDEXES}),
     sa.Column("item_id", sa.String(256)),
     sa.Column("query", sa.Text),
     sa.Column("request_id", sa.Text),
@@ -108,15 +116,18 @@ events_t = sa.Table(
     sa.Column("value", sa.Float),
     sa.Column("timestamp", sa.Float, nullable=False),
     sa.Column("context", sa.JSON, nullable=False),
-    sa.Index("ix_events_user_time", "user_id", "timestamp", "seq"),
-    sa.Index("ix_events_request", "request_id"),
+    # the outcomes of a logged decision; most events cite no request and stay out
+    sa.Index("ix_events_request_given", "request_id",
+             sqlite_where=sa.text("request_id IS NOT NULL"),
+             postgresql_where=sa.text("request_id IS NOT NULL")),
     # a user's interactions without scanning their impressions (which grow with every list
     # served); the query must repeat this exact condition for the planner to use it
     sa.Index("ix_events_user_interactions", "user_id", "timestamp", "seq",
              sqlite_where=sa.text(_INTERACTIONS_SQL), postgresql_where=sa.text(_INTERACTIONS_SQL)),
-    # a cold user's search queries (their feed reads them) without scanning impressions
-    sa.Index("ix_events_user_searches", "user_id", "timestamp", "seq",
-             sqlite_where=sa.text(_SEARCHES_SQL), postgresql_where=sa.text(_SEARCHES_SQL)),
+    # the rest of a user's events (impressions, searches, ...) by type: a cold user's search
+    # queries in order; one per-user index per event keeps writes cheap
+    sa.Index("ix_events_user_other", "user_id", "type", "timestamp", "seq",
+             sqlite_where=sa.text(_OTHER_SQL), postgresql_where=sa.text(_OTHER_SQL)),
 )
 
 promotions_t = sa.Table(
@@ -221,9 +232,24 @@ class SqlStore:
             metadata.create_all(self.engine)
         self._add_order_columns()
         self._add_change_column()
-        if create:  # indexes added since a file was made (create_all skips existing tables)
-            for index in events_t.indexes:
+        if create:
+            self._upgrade_event_indexes()
+
+    def _upgrade_event_indexes(self) -> None:
+        """Create the event indexes a file made earlier lacks (``create_all`` skips existing
+        tables), then drop the :data:`_RETIRED_INDEXES` they replace."""
+        for index in events_t.indexes:
+            try:
                 index.create(self.engine, checkfirst=True)
+            except sa.exc.DBAPIError:
+                # Another process may have created it in between.
+                if index.name not in _index_names(self.engine, "events"):
+                    raise
+        retired = set(_RETIRED_INDEXES) & _index_names(self.engine, "events")
+        if retired:
+            with self.engine.begin() as conn:
+                for name in sorted(retired):
+                    conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
 
     def _add_order_columns(self) -> None:
         """Give tables written before insertion order was stored their ``seq`` column: SQLite
@@ -502,7 +528,7 @@ class SqlStore:
         types: Sequence[EventType] | None = None,
         limit: int | None = None,
     ) -> list[Event]:
-        q = sa.select(events_t).where(events_t.c.user_id == user_id)
+        q = sa.select(events_t).where(erasure.user_match(events_t.c.user_id, user_id))
         if types is not None:
             q = q.where(events_t.c.type.in_([t.value for t in types]))
         q = q.order_by(events_t.c.timestamp.desc(), events_t.c.seq.desc())
@@ -525,8 +551,9 @@ class SqlStore:
 
     def search_queries(self, user_id: str, *, limit: int = 5) -> list[str]:
         """The user's last ``limit`` search queries, oldest first; one indexed query (the
-        partial index of ``search`` events, whose condition it repeats literally)."""
-        sql = (f"SELECT query FROM events WHERE user_id = :u AND {_SEARCHES_SQL} "
+        partial index of non-interaction events, whose condition it repeats literally)."""
+        sql = (f"SELECT query FROM events WHERE user_id = :u AND {_OTHER_SQL} "
+               f"AND {_SEARCHES_SQL} "
                "ORDER BY timestamp DESC, seq DESC LIMIT :n")
         with self._conn() as conn:
             rows = conn.execute(sa.text(sql), {"u": user_id, "n": limit}).fetchall()
@@ -781,7 +808,7 @@ class SqlStore:
             where.append(c.timestamp < _ts(until))
         q = (sa.select(c.user_id, c.item_id, c.type, c.request_id, c.value, c.propensity,
                        c.timestamp, ctx.label("context"))
-             .select_from(exposures_t.join(events_t, c.user_id == x.unit))
+             .select_from(exposures_t.join(events_t, erasure.user_match(c.user_id, x.unit)))
              .where(*where).order_by(c.seq))
         with self._conn() as conn:
             rows = conn.execute(q).all()
@@ -867,6 +894,10 @@ class SqlStore:
 
 def _column_names(inspector: sa.Inspector, table: str) -> set[str]:
     return {c["name"] for c in inspector.get_columns(table)}
+
+
+def _index_names(engine: Engine, table: str) -> set[str]:
+    return {str(i["name"]) for i in sa.inspect(engine).get_indexes(table)}
 
 
 def _row_name(table: sa.Table, row: dict[str, Any]) -> str:
