@@ -236,20 +236,24 @@ class SqlStore:
             self._upgrade_event_indexes()
 
     def _upgrade_event_indexes(self) -> None:
-        """Create the event indexes a file made earlier lacks (``create_all`` skips existing
-        tables), then drop the :data:`_RETIRED_INDEXES` they replace."""
-        for index in events_t.indexes:
-            try:
-                index.create(self.engine, checkfirst=True)
-            except sa.exc.DBAPIError:
-                # Another process may have created it in between.
-                if index.name not in _index_names(self.engine, "events"):
-                    raise
-        retired = set(_RETIRED_INDEXES) & _index_names(self.engine, "events")
-        if retired:
-            with self.engine.begin() as conn:
-                for name in sorted(retired):
-                    conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
+        """Create the event indexes a database made earlier lacks (``create_all`` skips
+        existing tables), then drop the :data:`_RETIRED_INDEXES` they replace. PostgreSQL
+        builds and drops them ``CONCURRENTLY``: other servers keep writing events meanwhile."""
+        have = _index_names(self.engine, "events")
+        missing = [ix for ix in events_t.indexes if ix.name not in have]
+        retired = sorted(set(_RETIRED_INDEXES) & have)
+        if not missing and not retired:
+            return
+        pg = self.engine.dialect.name == "postgresql"
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for index in missing:
+                ddl = str(sa.schema.CreateIndex(index).compile(dialect=self.engine.dialect))
+                ddl = ddl.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY IF NOT EXISTS"
+                                  if pg else "CREATE INDEX IF NOT EXISTS", 1)
+                conn.exec_driver_sql(ddl)  # IF NOT EXISTS: another process may be first
+            for name in retired:
+                conn.exec_driver_sql(f"DROP INDEX {'CONCURRENTLY ' if pg else ''}"
+                                     f"IF EXISTS {name}")
 
     def _add_order_columns(self) -> None:
         """Give tables written before insertion order was stored their ``seq`` column: SQLite
