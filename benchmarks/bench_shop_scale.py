@@ -234,7 +234,8 @@ def cold_cache(work: Path) -> Path:
     from shelfwise.text.base import cache_root
 
     cache = work / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(cache, ignore_errors=True)  # a stopped run's vectors would warm this one
+    cache.mkdir(parents=True)
     models = cache_root() / "models"
     if models.is_dir() and not (cache / "models").exists():
         (cache / "models").symlink_to(models)
