@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from shelfwise.bundle import train_bundle
+from shelfwise.config import ShelfwiseConfig
 from shelfwise.data.loading import interactions_from_store
 from shelfwise.data.schemas import Event, EventType, Item
 from shelfwise.exceptions import ConfigError, NotFittedError
@@ -118,7 +119,10 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     store.add_events(events)
     train_bundle(interactions_from_store(store), tmp / "bundles")
     store.close()
-    return TestClient(create_app(url, tmp / "bundles"))
+    # the log's writer waits a minute: what a search queues stays queued until a test
+    # flushes (else a background flush 0.1 s apart could land before a check of the queue)
+    quiet = ShelfwiseConfig.model_validate({"serve": {"impressions": {"flush_seconds": 60}}})
+    return TestClient(create_app(url, tmp / "bundles", config=quiet))
 
 
 @pytest.mark.parametrize(("query", "expected"), [
