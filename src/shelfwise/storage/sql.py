@@ -62,14 +62,14 @@ metadata = sa.MetaData()
 _INTERACTIONS_SQL = "type IN ('cart', 'click', 'purchase', 'view')"
 assert {f"'{t.value}'" for t in INTERACTION_TYPES} == set(
     _INTERACTIONS_SQL.split("(")[1].rstrip(")").split(", "))
-_OTHER_SQL = "type NOT IN ('cart', 'click', 'purchase', 'view')"
+_OTHER_SQL = _INTERACTIONS_SQL.replace(" IN ", " NOT IN ", 1)
 _SEARCHES_SQL = "type = 'search'"
 _USER_INDEXES = (_INTERACTIONS_SQL, _OTHER_SQL)
 """The conditions of the two partial per-user event indexes: every event is in exactly one,
 so a write updates one per-user index. A query by user states its index's condition literally
-(:func:`user_events_match`) for the planner to use it."""
+(:func:`~shelfwise.storage.erasure.user_match`) for the planner to use it."""
 _RETIRED_INDEXES = ("ix_events_user_time", "ix_events_user_searches", "ix_events_request")
-"""Indexes of files made before the per-user indexes were split (dropped on open)."""
+"""Indexes of stores made before the per-user indexes were split (dropped on open)."""
 
 items_t = sa.Table(
     "items",
