@@ -237,7 +237,7 @@ def cold_cache(work: Path) -> Path:
     shutil.rmtree(cache, ignore_errors=True)  # a stopped run's vectors would warm this one
     cache.mkdir(parents=True)
     models = cache_root() / "models"
-    if models.is_dir() and not (cache / "models").exists():
+    if models.is_dir():
         (cache / "models").symlink_to(models)
     return cache
 

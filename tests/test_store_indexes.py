@@ -4,6 +4,7 @@ upgraded on open."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -77,8 +78,9 @@ def _plan(store: SqlStore, statement: str, params: Any) -> str:
 
 
 def _scans_events(plan: str) -> bool:
-    return any(line.strip().startswith(("SCAN events", "SCAN e ")) or line.strip() == "SCAN e"
-               or "Seq Scan on events" in line for line in plan.splitlines())
+    """A full scan of events: SQLite's ``SCAN events`` (or its alias ``e``), PostgreSQL's
+    ``Seq Scan on events``."""
+    return bool(re.search(r"^\s*SCAN (events|e)\b|Seq Scan on events", plan, re.MULTILINE))
 
 
 def test_reads_and_erasure_by_user_use_the_partial_indexes(store: SqlStore) -> None:
