@@ -249,6 +249,54 @@ def test_a_new_stage_runs_wherever_the_config_lists_it(tmp_path: Path,
         "similar's list leaves out 'impressions', so nothing is logged for it")
 
 
+@pytest.mark.parametrize("slots", [2, 6])
+def test_a_process_scores_at_most_scoring_threads_requests_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slots: int) -> None:
+    """Six concurrent feeds and similar lists: at most ``serve.scoring_threads`` run their
+    stages at once, the others wait their turn and are all answered."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from typing import ClassVar
+
+    from shelfwise.config import load_config
+    from shelfwise.services import stages
+
+    lock, seen = threading.Lock(), {"now": 0, "peak": 0}
+
+    class Hold:
+        name: ClassVar[str] = "hold"
+
+        def __init__(self, engine: object) -> None:
+            pass
+
+        def __call__(self, slate: stages.Slate) -> None:
+            with lock:
+                seen["now"] += 1
+                seen["peak"] = max(seen["peak"], seen["now"])
+            time.sleep(0.2)
+            with lock:
+                seen["now"] -= 1
+
+    monkeypatch.setitem(stages.STAGES, "hold", Hold)
+    monkeypatch.setattr(stages, "ORDER", ["candidates", "rules", "rerank", "hold",
+                                          "explore", "explain", "impressions"])
+    url, bundles = build(two_group_frame(), tmp_path)
+    cfg = load_config(env={"SHELFWISE_SERVE__SCORING_THREADS": str(slots),
+                           "SHELFWISE_SERVE__STAGES__FEED": '["candidates", "hold", "explain"]',
+                           "SHELFWISE_SERVE__STAGES__SIMILAR":
+                           '["candidates", "hold", "explain"]'}).config
+    engine = create_app(url, bundles, config=cfg).state.engine
+    calls = [lambda: engine.feed("u0", 3), lambda: engine.similar("a1", 3)] * 3
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda call: call(), calls))
+    assert all(len(a.items) == 3 for a in answers)
+    if slots == 2:
+        assert seen["peak"] == 2, "two scored at once, never more"
+    else:
+        assert seen["peak"] > 2, "the setting, not a fixed limit, holds them back"
+
+
 def test_the_rules_stage_drops_items_made_unavailable_after_scoring(tmp_path: Path) -> None:
     from shelfwise.data.schemas import Item
     from shelfwise.services.stages import Candidate, Rules, Slate

@@ -140,6 +140,10 @@ class ServeConfig(_Section):
     threads: int = Field(default=1, ge=1, le=64, description="threads each numeric library "
                          "(BLAS, OpenMP, torch, faiss) may use per server process; 1 keeps "
                          "concurrent requests from oversubscribing the cores")
+    scoring_threads: int = Field(
+        default=2, ge=1, le=256, description="requests one server process scores at once "
+        "(feed, similar, search, cart); the rest wait their turn without running: more "
+        "concurrent scoring threads than cores only contend for the GIL and the CPU caches")
     catalog_sync_seconds: float = Field(
         default=2.0, gt=0, le=300, description="how often a server looks in the store for "
         "items another worker or `shelfwise import items` added or changed, and applies them")

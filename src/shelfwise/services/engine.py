@@ -101,6 +101,8 @@ class Engine:
             sync_seconds=self.config.privacy.sync_seconds,
             retention_days=storage.retention_days,
             retention_every_seconds=storage.retention_every_minutes * 60)
+        # scoring threads at once (serve.scoring_threads); a variant's runs inside its parent's
+        self._scoring = threading.BoundedSemaphore(self.settings.scoring_threads)
         self._variants: dict[str, Engine] = {}  # bundles that experiment variants serve
         self._variants_lock = threading.Lock()
         if variant_of is None:  # a variant's engine leaves retention to the one it serves for
@@ -226,6 +228,10 @@ class Engine:
     def _run(self, slate: Slate) -> Slate:
         if slate.surface != "rerank":  # a shop's own list is as long as the shop sent
             self._check_n(slate.n)
+        with self._scoring:
+            return self._run_stages(slate)
+
+    def _run_stages(self, slate: Slate) -> Slate:
         self.erasures.sync()  # users forgotten by another worker leave this one's memory
         slate.user_id, slate.session_id = self._user(slate.user_id), self._session(
             slate.session_id)
