@@ -209,3 +209,17 @@ def test_item_page_plots_its_daily_counts_and_rates(client: TestClient) -> None:
     conversion = next(s for s in rates["data"] if s["name"] == "Conversion")
     assert ctr["y"][-1] == 0.5 and conversion["y"][-1] == 0.5  # 1 of 2 shown
     assert "50.00%" in html  # the CTR tile
+
+
+def test_the_overview_counts_only_once_someone_looks(shop: tuple[str, Path]) -> None:
+    """A server counts the shop's activity from the first look at the overview on, not at
+    start, where the full count competed with the first shoppers' requests."""
+    with _client(shop) as c:
+        activity = c.app.state.dashboard.activity  # type: ignore[attr-defined]
+        assert c.get("/v1/users/u0/feed").status_code == 200
+        assert activity._thread is None and activity._updated_at == -float("inf")
+        assert c.get("/dashboard", params={"lang": "en"}).status_code == 200
+        assert activity._thread is not None and activity._thread.is_alive()
+    assert activity._thread is None, "stopped with the server"
+    activity.snapshot()
+    assert activity._thread is None, "and not restarted by a late look"

@@ -325,3 +325,45 @@ def test_the_search_index_is_built_at_start_and_health_says_when(tmp_path: Path)
     body = client.post("/v1/search", json={"query": "knife", "n": 1}).json()
     assert body["items"][0]["item_id"] == "b1"
     assert service._index is index, "the first search used the index built at start"
+
+
+def test_an_http_event_is_stored_exactly_as_the_event_model_would_validate_it(
+        tmp_path: Path) -> None:
+    """``track`` builds events from HTTP bodies without validating them a second time: what
+    it stores, and what it refuses, is what :class:`Event` makes of the same fields."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from shelfwise.data.schemas import Event
+    from shelfwise.exceptions import InvalidRequestError
+    from shelfwise.serving.schemas import EventIn
+
+    url, bundles = build(two_group_frame(), tmp_path)
+    engine = create_app(url, bundles).state.engine
+    plus2 = timezone(timedelta(hours=2))
+    good = [
+        {"id": "  h-1 ", "type": "click", "user_id": " u0", "item_id": "a1 ",
+         "timestamp": datetime(2026, 1, 2, 3, 4, 5)},
+        {"id": "h-2", "type": "purchase", "user_id": "u0", "item_id": "a2", "value": 19.5,
+         "timestamp": datetime(2026, 1, 2, 3, 4, 5, tzinfo=plus2), "context": {"page": 2}},
+        {"id": "h-3", "type": "search", "user_id": "u0", "query": "  red shoes ",
+         "timestamp": datetime(2026, 1, 2, tzinfo=UTC)},
+    ]
+    engine.track([EventIn(**e) for e in good])
+    for e in good:
+        want = Event(**e)
+        got = engine.store.existing_event_ids([want.id])
+        assert got == {want.id}
+        stored = [x for x in engine.store.user_events(want.user_id) if x.id == want.id]
+        assert stored == [want]
+    bad = [({"type": "view", "user_id": "u0"}, "needs item_id"),
+           ({"type": "search", "user_id": "u0"}, "needs query"),
+           ({"type": "click", "user_id": "u0", "item_id": "a1",
+             "timestamp": datetime(1800, 1, 1, tzinfo=UTC)}, "outside the supported range"),
+           ({"type": "purchase", "user_id": "u0", "item_id": "a1", "value": float("nan")},
+            "value")]
+    for body, message in bad:
+        with pytest.raises(ValueError, match=message):
+            Event(**{"id": "x", "timestamp": datetime(2026, 1, 1, tzinfo=UTC), **body})
+        fine = EventIn(type="click", user_id="u0", item_id="a1")
+        with pytest.raises(InvalidRequestError, match=rf"(?s)events\[1\].*{message}"):
+            engine.track([fine, EventIn(**body)])
