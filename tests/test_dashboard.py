@@ -223,3 +223,7 @@ def test_the_overview_counts_only_once_someone_looks(shop: tuple[str, Path]) -> 
     assert activity._thread is None, "stopped with the server"
     activity.snapshot()
     assert activity._thread is None, "and not restarted by a late look"
+    outside = _client(shop)  # an app used without its lifespan (no server around it)
+    assert outside.get("/dashboard", params={"lang": "en"}).status_code == 200
+    assert outside.app.state.dashboard.activity._thread is None, (  # type: ignore[attr-defined]
+        "counted on the request, no thread left behind")

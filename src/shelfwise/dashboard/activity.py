@@ -50,7 +50,8 @@ class Activity:
         self._samples: deque[tuple[float, int]] = deque(maxlen=64)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._closed = False  # stopped by the server: no look restarts the refresher
+        self._serving = False  # between the server's serve() and stop(): a look may start it
+        self._start_lock = threading.Lock()
 
     def update(self, *, full: bool = False) -> None:
         """Bring the counts up to date (recount everything when due or ``full``)."""
@@ -85,19 +86,24 @@ class Activity:
         idle = self._thread is None or not self._thread.is_alive()
         if (stale and idle) or self._updated_at == -float("inf"):
             self.update()
-        if self._thread is None and not self._closed:
+        if self._serving and self._thread is None:
             self.start()
         with self._lock:
             return self._snap
 
+    def serve(self) -> None:
+        """Let the first look start the refresher (a server's start; :meth:`stop` ends it)."""
+        self._serving = True
+
     def start(self) -> None:
         """Count in a background thread every ``refresh_seconds`` until :meth:`stop`."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="shelfwise-dashboard",
-                                        daemon=True)
-        self._thread.start()
+        with self._start_lock:
+            if self._thread is not None:
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="shelfwise-dashboard",
+                                            daemon=True)
+            self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -108,7 +114,7 @@ class Activity:
             self._stop.wait(self.refresh_seconds)
 
     def stop(self) -> None:
-        self._closed = True
+        self._serving = False
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -57,6 +57,8 @@ def create_app(store_url: str | None = None, bundle_path: Path | str | None = No
                            WARM_TIMEOUT_S)
         if app.state.metrics is not None:  # gauges refreshed in the background while serving
             app.state.metrics.start()
+        if app.state.dashboard is not None:  # the overview's counts: from the first look on
+            app.state.dashboard.activity.serve()
         yield
         if app.state.dashboard is not None:
             app.state.dashboard.activity.stop()
