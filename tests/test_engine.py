@@ -329,8 +329,9 @@ def test_the_search_index_is_built_at_start_and_health_says_when(tmp_path: Path)
 
 def test_an_http_event_is_stored_exactly_as_the_event_model_would_validate_it(
         tmp_path: Path) -> None:
-    """``track`` builds events from HTTP bodies without validating them a second time: what
-    it stores, and what it refuses, is what :class:`Event` makes of the same fields."""
+    """What ``track`` stores from HTTP bodies, and what it refuses (naming the row), is what
+    :class:`Event` makes of the same fields: stripped ids, times in UTC, the time range, a
+    type's required target, a finite value."""
     from datetime import UTC, datetime, timedelta, timezone
 
     from shelfwise.data.schemas import Event
