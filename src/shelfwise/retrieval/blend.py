@@ -365,7 +365,8 @@ class Blend:
         exact score."""
         total: Scores | None = None
         best: Scores | None = None
-        label: NDArray[np.int64] | None = None
+        label: NDArray[np.integer[Any]] | None = None
+        small = np.int8 if len(self.parts) < 128 else np.int64
         n = self.n_items_
         order = sorted(range(len(self.parts)), key=lambda k: focused(self.parts[k][1]))
         for k in order:
@@ -386,14 +387,16 @@ class Blend:
             s *= weight
             if total is None or best is None or label is None:
                 total, best = s.copy(), s
-                label = np.full(s.shape, k, dtype=np.int64)  # the first part scored
+                label = np.full(s.shape, k, dtype=small)  # the first part scored
             else:
                 total += s
-                better = s > best
-                label[better] = k
+                # label = k where this part beats the best so far: arithmetic, as a masked
+                # store of a random half of 100k items costs ~0.35 ms per part
+                better = (s > best).view(np.int8)
+                label += better * (small(k) - label)
                 np.maximum(best, s, out=best)
         assert total is not None and label is not None
-        return total, label
+        return total, label.astype(np.int64)
 
     def score(self, histories: Sequence[History]) -> Scores:
         return self.score_parts(histories)[0]

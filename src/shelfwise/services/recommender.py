@@ -555,7 +555,8 @@ class Recommender:
                 items = self._finish(scores, n, history, label, names)
                 sem = self.semantic
                 if sem is not None and idx < sem.vectors_.shape[0]:
-                    items = self.with_new_items(items, sem.vectors_[idx], history, n)
+                    # the blend's own profile (same bytes): its ANN list is reused, not redone
+                    items = self.with_new_items(items, sem.profile(history), history, n)
                 return RecommendationList(items, history_length=1, sources=names)
         if item_id not in self._category:
             raise NotFoundError(f"unknown item {item_id!r}: post it to /v1/items first")
