@@ -212,3 +212,26 @@ def test_parts_add_up_to_the_blend_score_when_semantic_scores_only_its_lists(
     for i in blended:
         parts = i["explanation"]["parts"]
         assert sum(parts.values()) == pytest.approx(i["score"], abs=1e-4), (i["item_id"], parts)
+
+
+def test_similar_items_search_the_ann_once_with_new_items_to_place(client: TestClient) -> None:
+    """Similar items on a large catalog's path, with an untouched item to place: the new-item
+    step asks the ANN for the blend's own profile, whose list the blend just searched."""
+    rec = client.app.state.engine.recommender  # type: ignore[attr-defined]
+    sem = rec.bundle.generators["semantic"]
+    sem.config = sem.config.model_copy(update={"exact_items": 0, "ann_candidates": 400})
+    assert client.post("/v1/items", json={"items": [
+        {"id": "fresh", "title": "Steel chef knife, 20 cm"}]}).status_code == 200
+    assert rec._untouched[rec.items.index("fresh")]
+    searched: list[int] = []
+    search = sem._search
+
+    def spy(q: Any, k: int) -> Any:
+        searched.append(k)
+        return search(q, k)
+
+    sem._search = spy
+    for item in ("a1", "a3", "b2"):
+        sem._recent.clear()
+        assert client.get(f"/v1/items/{item}/similar", params={"n": 5}).status_code == 200
+    assert searched == [400, 400, 400]
