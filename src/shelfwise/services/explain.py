@@ -79,22 +79,53 @@ def removal_rows(gen: CandidateGenerator, histories: Sequence[NDArray[np.int64]]
     """``gen``'s raw scores of ``items`` for each history (rows), computed on those columns
     only; None for a generator this module cannot score that way (its drops count as 0)."""
     out = np.zeros((len(histories), len(items)), np.float64)
-    if isinstance(gen, Cooccurrence | ItemKNN):
-        m = gen.matrix_ if isinstance(gen, Cooccurrence) else gen.similarity_
+    if isinstance(gen, Cooccurrence):
+        m = gen.matrix_
+        ok = items < m.shape[0]
+        used, weights = decayed_weights(histories, m.shape[0], gen.config.max_history,
+                                        gen.config.history_decay)
+        out[:, ok] = weights @ m[used][:, items[ok]].toarray()
+        return out
+    if isinstance(gen, ItemKNN):
+        m = gen.similarity_
         n = m.shape[0]
-        h = (gen._history_matrix(histories, n) if isinstance(gen, Cooccurrence) else
-             history_matrix(histories, n, decay=gen.config.history_decay,
-                            max_history=gen.config.max_history))
+        h = history_matrix(histories, n, decay=gen.config.history_decay,
+                           max_history=gen.config.max_history)
         ok = items < n
         used = np.unique(h.indices)  # only the history items' rows of the matrix matter
         out[:, ok] = (h[:, used] @ m[used][:, items[ok]]).toarray()
         return out
     if isinstance(gen, Semantic):
-        ok = items < gen.vectors_.shape[0]
-        profiles = np.vstack([gen.profile(h) for h in histories])
-        out[:, ok] = profiles @ gen.vectors_[items[ok]].T
+        vectors = gen.vectors_
+        ok = items < vectors.shape[0]
+        used, weights = decayed_weights(histories, vectors.shape[0], gen.config.max_history,
+                                        gen.config.profile_decay)
+        profiles = weights @ vectors[used]  # Semantic.profile of every history at once
+        norms = np.linalg.norm(profiles, axis=1, keepdims=True)
+        np.divide(profiles, norms, out=profiles, where=norms > 0)
+        out[:, ok] = profiles @ vectors[items[ok]].T
         return out
     return None
+
+
+def decayed_weights(histories: Sequence[NDArray[np.int64]], n: int, max_history: int,
+                    decay: float) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """The distinct items of ``histories`` (columns) and each history's weight on each (rows),
+    as the co-occurrence and semantic generators weigh a history: its last ``max_history``
+    items, those the model knows, the d-th from the end ``decay**d``, repeats adding up."""
+    kept = []
+    for h in histories:
+        h = np.asarray(h, np.int64)[-max_history:]
+        kept.append(h[(h >= 0) & (h < n)])
+    flat = np.concatenate(kept) if kept else np.empty(0, np.int64)
+    used = np.unique(flat)
+    weights = np.zeros((len(kept), len(used)), np.float32)
+    lengths = np.fromiter((len(h) for h in kept), np.int64, count=len(kept))
+    rows = np.repeat(np.arange(len(kept)), lengths)
+    steps = np.repeat(np.cumsum(lengths), lengths) - np.arange(len(flat)) - 1  # from the end
+    np.add.at(weights, (rows, np.searchsorted(used, flat)),
+              np.float32(decay) ** steps.astype(np.float32))
+    return used, weights
 
 
 def history_drops(gens: Sequence[tuple[CandidateGenerator, float]], history: NDArray[np.int64],
