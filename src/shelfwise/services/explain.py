@@ -167,9 +167,11 @@ class Explainer:
             # the row the blend normalised (a part exact only on top lists: the blend's lists)
             row = rec.blend_row(name, history, shown)[:n]
             finite = np.isfinite(row)
-            lo = float(row.min(where=finite, initial=np.inf))
-            hi = float(row.max(where=finite, initial=-np.inf))
-            if row.shape[0] < n or not finite.all():  # those entries are 0 in the blend
+            every = bool(finite.all())  # the usual case: plain reductions, ~6x faster
+            lo = float(row.min() if every and row.size else row.min(where=finite, initial=np.inf))
+            hi = float(row.max() if every and row.size else
+                       row.max(where=finite, initial=-np.inf))
+            if row.shape[0] < n or not every:  # those entries are 0 in the blend
                 lo, hi = min(lo, 0.0), max(hi, 0.0)
             span = hi - lo
             scale[name] = weight / span if span > 0 else 0.0
