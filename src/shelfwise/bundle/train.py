@@ -90,6 +90,10 @@ def train_bundle(data: Interactions, out_dir: Path, config: TrainConfig | None =
         bundle.search_index = SearchService(recommender, search).export()
         seconds = time.perf_counter() - start
         bundle.manifest.fit_seconds["search_index"] = round(seconds, 3)
+        if recommender.semantic is not None:  # the server's query engine files, built here
+            from shelfwise.text.factory import prepare_queries  # rather than at its start
+
+            prepare_queries(recommender.semantic.encoder)
         cfg = bundle.manifest.config
         report = train_search_ranker(store, recommender, cfg.search_ranker)
         bundle.search_ranker = report.ranker

