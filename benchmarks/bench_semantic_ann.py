@@ -25,7 +25,7 @@ from benchmarks.common import write_results
 from shelfwise.cli.evaluate_cmd import load_data
 from shelfwise.evaluation import NDCG, HitRate, LeaveLastOut, evaluate, format_table
 from shelfwise.retrieval.base import CandidateGenerator
-from shelfwise.retrieval.blend import Blend
+from shelfwise.retrieval.blend import FOCUS, Blend
 from shelfwise.retrieval.semantic import Semantic
 from shelfwise.retrieval.spec import GeneratorSpec
 
@@ -57,7 +57,11 @@ def main() -> None:
     ap.add_argument("--dataset", default="amazon_games", help="a preset name or a data path")
     ap.add_argument("--candidates", default="500,1000,2000",
                     help="ann_candidates settings to compare with exact scoring")
+    ap.add_argument("--focus", default=None, help="Blend.focus settings for the ANN blends "
+                    "(the other parts' best items the semantic part also scores exactly); "
+                    f"default {FOCUS} only. Results then go to semantic_ann_<data>_focus.json")
     args = ap.parse_args()
+    focuses = [int(f) for f in args.focus.split(",")] if args.focus else [FOCUS]
     start = time.perf_counter()
     path_arg = Path(args.dataset)
     data, name = (load_data(None, None, path_arg) if path_arg.exists()
@@ -69,7 +73,11 @@ def main() -> None:
     models: dict[str, CandidateGenerator] = {}
     for label, params in settings.items():
         models[f"semantic ({label})"] = Semantic(**params)
-        models[f"feed blend ({label})"] = blend(params)
+        for focus in focuses if params else [FOCUS]:  # exact scoring has no focus
+            b = blend(params)
+            b.focus = focus
+            tag = label if focus == FOCUS or not params else f"{label}, focus {focus}"
+            models[f"feed blend ({tag})"] = b
     table = evaluate(models, data, split, [HitRate(10), NDCG(10)], dataset=name)
     print(format_table(table))
     histories = [h for h in split.test.histories if len(h)]
@@ -80,15 +88,15 @@ def main() -> None:
         timing[label] = request_ms(gen, histories)
     print("semantic score() per request, ms:", timing)
     weights = {}
-    for label in settings:
-        b = models[f"feed blend ({label})"]
-        assert isinstance(b, Blend)
-        weights[label] = b.weights_
-    out = write_results(f"semantic_ann_{name}", {
+    for label, model in models.items():
+        if isinstance(model, Blend):
+            weights[label] = model.weights_
+    out = write_results(f"semantic_ann_{name}{'_focus' if args.focus else ''}", {
         "protocol": "leave-last-out full ranking, seen excluded; blend weights tuned on "
                     "validation per setting; request_ms = one history per score() call, "
                     "one thread",
-        "n_items": int(data.n_items), "settings": settings, "blend_weights": weights,
+        "n_items": int(data.n_items), "settings": settings, "focus": focuses,
+        "blend_weights": weights,
         "request_ms": timing, "records": table.to_dict(orient="records"),
         "seconds": round(time.perf_counter() - start, 1)})
     print(f"results: {out}")

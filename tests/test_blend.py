@@ -104,3 +104,31 @@ def test_each_item_is_labelled_with_the_part_that_gave_it_most() -> None:
                    ("pop", Part(approximate=False), 1.0)])
     _, label = blend.score_parts([np.array([0])], lambda name, *_: rows[name])
     assert label[0].tolist() == [0, 1, 2, 0]
+
+
+def test_a_focused_part_is_asked_for_the_blends_best_focus_items() -> None:
+    """The semantic part (large catalog) also scores exactly the other parts' best
+    ``Blend.focus`` items: those and no others."""
+    from types import SimpleNamespace
+
+    from shelfwise.retrieval.blend import FOCUS, Blend
+
+    class Part(SimpleNamespace):
+        n_items_ = 50
+
+    other = np.arange(50, dtype=np.float32)[None, :]  # item 49 best, 0 worst
+    asked: list[np.ndarray] = []
+
+    def score(name: str, gen: object, histories: object, focus: object) -> np.ndarray:
+        if name == "semantic":
+            assert isinstance(focus, list)
+            asked.append(np.sort(focus[0]))
+            return np.zeros((1, 50), np.float32)
+        return other
+
+    blend = Blend([("semantic", Part(approximate=True), 1.0),  # type: ignore[list-item]
+                   ("cooc", Part(approximate=False), 1.0)])
+    assert blend.focus == FOCUS
+    blend.focus = 5
+    blend.score_parts([np.array([0])], score)
+    assert asked[0].tolist() == [45, 46, 47, 48, 49]
