@@ -171,3 +171,29 @@ def test_each_event_enters_one_per_user_index(tmp_path: Path) -> None:
         assert (inter, other) == (8, 6)
     finally:
         store.close()
+
+
+def test_an_index_left_invalid_by_an_interrupted_build_is_rebuilt_on_open(
+        pg_cluster: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL: an interrupted ``CREATE INDEX CONCURRENTLY`` leaves an invalid index that
+    every write maintains and no read uses; ``IF NOT EXISTS`` alone would keep it forever."""
+    url = pg_cluster.new_database()
+    store = open_store(url)
+    store.add_events(_events("u1"))
+    store.close()
+    engine = sa.create_engine(url)
+    valid = ("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+             "WHERE c.relname = 'ix_events_user_interactions'")
+    with engine.begin() as conn:  # what the interrupted build leaves behind
+        conn.exec_driver_sql("UPDATE pg_index SET indisvalid = false WHERE indexrelid = "
+                             "'ix_events_user_interactions'::regclass")
+        assert conn.exec_driver_sql(valid).scalar() is False
+    again = open_store(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql(valid).scalar() is True
+        assert "left invalid by an interrupted build" in caplog.text
+        assert [e.id for e in again.user_events("u1")] == [e.id for e in _events("u1")]
+    finally:
+        again.close()
+        engine.dispose()

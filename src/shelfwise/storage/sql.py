@@ -29,6 +29,7 @@ runs the same known answers on each):
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -58,6 +59,7 @@ from shelfwise.storage.base import (
 )
 from shelfwise.storage.groupcommit import Checkpointer, GroupCommit, WriteGate
 
+logger = logging.getLogger(__name__)
 metadata = sa.MetaData()
 _INTERACTIONS_SQL = "type IN ('cart', 'click', 'purchase', 'view')"
 assert {f"'{t.value}'" for t in INTERACTION_TYPES} == set(
@@ -239,13 +241,19 @@ class SqlStore:
         """Create the event indexes a database made earlier lacks (``create_all`` skips
         existing tables), then drop the :data:`_RETIRED_INDEXES` they replace. PostgreSQL
         builds and drops them ``CONCURRENTLY``: other servers keep writing events meanwhile."""
-        have = _index_names(self.engine, "events")
+        pg = self.engine.dialect.name == "postgresql"
+        ours = {str(ix.name) for ix in events_t.indexes} | set(_RETIRED_INDEXES)
+        broken = _abandoned_indexes(self.engine, "events") & ours if pg else set()
+        have = _index_names(self.engine, "events") - broken
         missing = [ix for ix in events_t.indexes if ix.name not in have]
         retired = sorted(set(_RETIRED_INDEXES) & have)
         if not missing and not retired:
             return
-        pg = self.engine.dialect.name == "postgresql"
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for name in sorted(broken):  # a concurrent build that was interrupted
+                logger.warning("index %s was left invalid by an interrupted build; "
+                               "rebuilding it", name)
+                conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
             for index in missing:
                 ddl = str(sa.schema.CreateIndex(index).compile(dialect=self.engine.dialect))
                 ddl = ddl.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY IF NOT EXISTS"
@@ -902,6 +910,19 @@ def _column_names(inspector: sa.Inspector, table: str) -> set[str]:
 
 def _index_names(engine: Engine, table: str) -> set[str]:
     return {str(i["name"]) for i in sa.inspect(engine).get_indexes(table)}
+
+
+def _abandoned_indexes(engine: Engine, table: str) -> set[str]:
+    """PostgreSQL: indexes of ``table`` left invalid by an interrupted ``CREATE INDEX
+    CONCURRENTLY`` (no build of them in progress). Such an index is kept up to date by every
+    write but never read, and ``IF NOT EXISTS`` would keep it forever."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = to_regclass(:table) AND NOT i.indisvalid AND NOT EXISTS ("
+            "SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid)"
+        ), {"table": table})
+        return {str(r[0]) for r in rows}
 
 
 def _row_name(table: sa.Table, row: dict[str, Any]) -> str:
