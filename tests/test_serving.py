@@ -200,3 +200,18 @@ def test_malloc_arenas_cap_holds_for_threads_that_collide() -> None:
     assert free > 1, "control: colliding threads did not open extra arenas here"
     assert capped == 1
     assert "'MALLOC_ARENA_MAX': '1'" in env  # and child processes inherit the cap
+
+
+def test_a_started_server_keeps_what_it_loaded_out_of_the_cyclic_collector(
+        tmp_path: Path) -> None:
+    """Once warm, the engine's objects are frozen (a full collection no longer walks them);
+    an app that stops inside a longer-lived process unfreezes them again."""
+    import gc
+
+    url, bundles = build(two_group_frame(), tmp_path)
+    app = create_app(url, bundles)
+    assert gc.get_freeze_count() == 0
+    with TestClient(app) as client:
+        assert client.get("/v1/users/u0/feed").status_code == 200
+        assert gc.get_freeze_count() > 10_000
+    assert gc.get_freeze_count() == 0
