@@ -214,6 +214,7 @@ class OnnxQueries:
         self._table: dict[int, str] = {}
         self._space_id = 0
         self._span = 510
+        self._graph = ""
 
     def prepare(self) -> None:
         """Build the ONNX files now if missing (``train`` does, so a server starts with
