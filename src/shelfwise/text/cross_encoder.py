@@ -30,8 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.exceptions import ConfigError
 from shelfwise.text.base import check_texts, read_model_manifest, torch_threads
-from shelfwise.text.e5 import PASSAGE_PREFIX, QUERY_PREFIX
-from shelfwise.text.e5_convert import base_id, ensure_converted, normalization_table
+from shelfwise.text.e5_convert import (
+    PASSAGE_PREFIX,
+    QUERY_PREFIX,
+    base_id,
+    ensure_converted,
+    normalization_table,
+)
 from shelfwise.text.finetune import _progress_bar, weights_hash
 from shelfwise.text.int8 import clear_quantizer_state, quantize_int8
 from shelfwise.text.transformer import quiet_transformers

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shelfwise.text.e5_convert import e5_id, ensure_converted, normalization_table
+from shelfwise.text.e5_convert import (
+    PASSAGE_PREFIX,
+    QUERY_PREFIX,
+    e5_id,
+    ensure_converted,
+    normalization_table,
+)
 from shelfwise.text.transformer import (
     TransformerEncoder,
     Windows,
     load_hf,
     map_word_embeddings,
 )
-
-QUERY_PREFIX = "query: "
-PASSAGE_PREFIX = "passage: "
 
 
 class E5Encoder(TransformerEncoder):

@@ -50,6 +50,9 @@ def base_id() -> str:
 
 E5_DIM = 384
 """Width of multilingual-e5-small's vectors."""
+QUERY_PREFIX = "query: "
+PASSAGE_PREFIX = "passage: "
+"""What e5 expects before a query and before an item's text."""
 
 
 def e5_id(quantize: bool = True, encoder_id: str | None = None) -> str:

