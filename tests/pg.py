@@ -67,8 +67,10 @@ class PgCluster:
             shutil.rmtree(self.base, ignore_errors=True)
 
 
-def start_cluster() -> PgCluster:
-    """Start a private server in a new temporary folder (raises with the server log if not)."""
+def start_cluster(*, fast: bool = True) -> PgCluster:
+    """Start a private server in a new temporary folder (raises with the server log if not);
+    ``fast``: with :data:`FAST_SETTINGS` (tests), else PostgreSQL's durable defaults
+    (benchmarks)."""
     with warnings.catch_warnings():
         # platformdirs warns at import when XDG_RUNTIME_DIR is unset (CI, root shells).
         warnings.simplefilter("ignore")
@@ -86,7 +88,7 @@ def start_cluster() -> PgCluster:
     cluster = PgCluster(server, base)
     try:
         with cluster.admin.connect() as conn:
-            for key, value in FAST_SETTINGS.items():
+            for key, value in (FAST_SETTINGS if fast else {}).items():
                 conn.execute(sa.text(f"ALTER SYSTEM SET {key} = '{value}'"))
             conn.execute(sa.text("SELECT pg_reload_conf()"))
     except BaseException:
