@@ -15,8 +15,10 @@ run, each figure with the 1-minute load average at the time:
 - ``shelfwise serve`` (loopback): start until ``/health`` answers, RSS before and after load,
   the first search; p50/p95/p99 at 1 client of feed (known / unknown users), similar, search
   (anonymous / personalized) and cart; feed req/s and p99 at 8 and 32 concurrent clients
-  (asyncio + httpx); ``POST /v1/events`` in batches of 100 with unique ids, then a check that
-  every accepted event is in the store; non-2xx answers are counted as errors (must be 0);
+  (asyncio, one keep-alive :class:`~benchmarks.common.RawConnection` per client, as ``wrk``
+  sends; httpx until 2026-12-06); ``POST /v1/events`` in batches of 100 with unique ids,
+  then a check that every accepted event is in the store; non-2xx answers are counted as
+  errors (must be 0);
 - the baseline a shop engineer would hand-roll: a bare FastAPI app around implicit's ALS
   ``recommend`` fitted on the same events (uvicorn on another loopback port), measured by the
   same client code: feed p99 at 1 client, req/s and p99 at 32 clients; shelfwise/baseline ratios.
@@ -60,6 +62,8 @@ from benchmarks.common import (
     REPO,
     RESULTS,
     SHARED_DATA,
+    RawConnection,
+    RawResponse,
     Server,
     free_port,
     machine_info,
@@ -141,26 +145,29 @@ def summarize(lat: list[float], errors: int, wall: float, clients: int,
 
 
 async def _drive(base: str, reqs: list[Req], clients: int, max_n: int, max_s: float,
-                 on_ok: Callable[[int, httpx.Response], None] | None) -> dict[str, Any]:
+                 on_ok: Callable[[int, RawResponse], None] | None) -> dict[str, Any]:
     lat: list[float] = []
     samples: list[str] = []
     state = {"next": 0, "errors": 0}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
-        t0 = time.perf_counter()
-        deadline = t0 + max_s
+    t0 = time.perf_counter()
+    deadline = t0 + max_s
 
-        async def worker() -> None:
+    async def worker() -> None:
+        conn = RawConnection(base, timeout=60)
+        try:
             while state["next"] < max_n and time.perf_counter() < deadline:
                 k = state["next"]
                 state["next"] += 1
                 method, path, body = reqs[k % len(reqs)]
                 t = time.perf_counter()
                 try:
-                    r = await client.request(method, path, json=body)
+                    r: RawResponse | None = await conn.request(method, path, body)
+                    assert r is not None
                     problem = None if r.is_success else f"{r.status_code} {method} {path}: " \
                                                         f"{r.text[:200]}"
-                except httpx.HTTPError as exc:
+                except (OSError, asyncio.IncompleteReadError, ValueError,
+                        TimeoutError) as exc:
+                    conn.close()
                     r, problem = None, f"{type(exc).__name__} {method} {path}: {exc}"
                 if problem is None and r is not None:
                     lat.append(1000 * (time.perf_counter() - t))
@@ -170,14 +177,16 @@ async def _drive(base: str, reqs: list[Req], clients: int, max_n: int, max_s: fl
                     state["errors"] += 1
                     if len(samples) < 5:
                         samples.append(str(problem))
+        finally:
+            conn.close()
 
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        wall = time.perf_counter() - t0
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    wall = time.perf_counter() - t0
     return summarize(lat, state["errors"], wall, clients, samples)
 
 
 def drive(base: str, reqs: list[Req], clients: int, max_n: int, max_s: float, *,
-          warmup: int = 10, on_ok: Callable[[int, httpx.Response], None] | None = None
+          warmup: int = 10, on_ok: Callable[[int, RawResponse], None] | None = None
           ) -> dict[str, Any]:
     """Send ``reqs`` (cycled) from ``clients`` concurrent clients, at most ``max_n`` requests
     and ``max_s`` seconds, after ``warmup`` unmeasured ones; latency stats of the 2xx answers."""
@@ -280,7 +289,7 @@ def post_events(base: str, events: Any, batches: int, max_s: float, seed: int,
     accepted: list[str] = []
     counts = {"accepted": 0, "duplicates": 0}
 
-    def on_ok(k: int, r: httpx.Response) -> None:
+    def on_ok(k: int, r: RawResponse) -> None:
         body = r.json()
         counts["accepted"] += int(body["accepted"])
         counts["duplicates"] += int(body["duplicates"])
@@ -586,8 +595,10 @@ PROTOCOL = (
     "the train process or one of its embedding workers; peak_tree_rss the sum over the "
     "process tree sampled every 0.2 s); `shelfwise serve` with --workers uvicorn workers "
     "(server RSS summed over them) and the baseline (one worker) on "
-    "127.0.0.1, OMP/OPENBLAS/MKL_NUM_THREADS=1; one asyncio+httpx "
-    "client process on the same machine; 10 warm-up requests per phase; n=10; feed users "
+    "127.0.0.1, OMP/OPENBLAS/MKL_NUM_THREADS=1; one asyncio "
+    "client process on the same machine, a raw keep-alive HTTP/1.1 connection per client "
+    "(benchmarks.common.RawConnection; httpx before 2026-12-06, ~2.5 ms of client CPU per "
+    "request); 10 warm-up requests per phase; n=10; feed users "
     "drawn uniformly from users with events, similar/events items drawn by event frequency; "
     "POST /v1/events from 4 concurrent clients (1 before 2026-12-05); "
     "baseline = implicit ALS (64 factors, 15 iterations, type weights 1/1/2/3) behind a bare "
