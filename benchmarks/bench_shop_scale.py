@@ -160,15 +160,15 @@ async def _drive(base: str, reqs: list[Req], clients: int, max_n: int, max_s: fl
                 state["next"] += 1
                 method, path, body = reqs[k % len(reqs)]
                 t = time.perf_counter()
+                r: RawResponse | None = None
                 try:
-                    r: RawResponse | None = await conn.request(method, path, body)
-                    assert r is not None
+                    r = await conn.request(method, path, body)
                     problem = None if r.is_success else f"{r.status_code} {method} {path}: " \
                                                         f"{r.text[:200]}"
                 except (OSError, asyncio.IncompleteReadError, ValueError,
                         TimeoutError) as exc:
                     conn.close()
-                    r, problem = None, f"{type(exc).__name__} {method} {path}: {exc}"
+                    problem = f"{type(exc).__name__} {method} {path}: {exc}"
                 if problem is None and r is not None:
                     lat.append(1000 * (time.perf_counter() - t))
                     if on_ok is not None:
