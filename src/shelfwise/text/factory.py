@@ -154,20 +154,25 @@ class LazyEncoder:
         return getattr(self.warm(), name)
 
 
+def _lazy(encoder: TextEncoder) -> LazyEncoder | None:
+    """The :class:`LazyEncoder` that is ``encoder`` or sits behind its embedding cache."""
+    inner = encoder if isinstance(encoder, LazyEncoder) else getattr(encoder, "encoder", None)
+    return inner if isinstance(inner, LazyEncoder) else None
+
+
 def prepare_queries(encoder: TextEncoder) -> None:
     """Build what the query engine of a lazily loaded encoder needs on disk, without loading
     it here (``train`` calls this so that a server starts with the files in place)."""
-    inner = encoder if isinstance(encoder, LazyEncoder) else getattr(encoder, "encoder", None)
-    prepare = getattr(getattr(inner, "queries", None), "prepare", None)
-    if isinstance(inner, LazyEncoder) and prepare is not None:
+    prepare = getattr(getattr(_lazy(encoder), "queries", None), "prepare", None)
+    if prepare is not None:
         prepare()
 
 
 def warm_encoder(encoder: TextEncoder) -> None:
     """Load what a lazily loaded encoder (behind the embedding cache, if any) needs to encode
     queries, now."""
-    inner = encoder if isinstance(encoder, LazyEncoder) else getattr(encoder, "encoder", None)
-    if isinstance(inner, LazyEncoder):
+    inner = _lazy(encoder)
+    if inner is not None:
         inner.warm_queries()
 
 
