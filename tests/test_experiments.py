@@ -440,3 +440,50 @@ def test_cli_defines_starts_lists_and_stops_experiments(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "sum to 1.4" in bad.output
     missing = run(cli, ["experiment", "report", "nope", "--store", url])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_a_flush_waits_for_the_exposures_the_writer_thread_is_storing(tmp_path: Path) -> None:
+    """A report flushes and then reads the store: exposures the background writer had taken
+    but not yet stored must be in the store when flush returns, and a batch the store
+    refuses stays queued for the next flush."""
+    import threading
+
+    from shelfwise.experiments.service import ExperimentService
+    from shelfwise.storage import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'x.db'}")
+    entered, release = threading.Event(), threading.Event()
+    real = store.add_exposures
+    calls: list[int] = []
+
+    def slow(rows: Any) -> int:
+        calls.append(len(rows))
+        if len(calls) == 1:  # the writer thread's write: held until the main thread flushed
+            entered.set()
+            assert release.wait(10)
+        if len(calls) == 2:
+            raise RuntimeError("store unavailable")
+        return real(rows)
+
+    store.add_exposures = slow  # type: ignore[method-assign]
+    service = ExperimentService(store)
+    exp = Experiment.model_validate({**_spec("wf"), "status": "running",
+                                     "started_at": datetime.now(UTC)})
+    service.expose("u1", [(exp, exp.variants[0])])
+    assert entered.wait(10)  # the writer thread holds u1's batch inside the store call
+    done = threading.Event()
+    flusher = threading.Thread(target=lambda: (service.flush(), done.set()))
+    flusher.start()
+    assert not done.wait(0.3)  # the flush waits for the write in flight...
+    release.set()
+    assert done.wait(10)  # ...and returns once it is stored
+    flusher.join()
+    assert list(store.exposures("wf")["unit"]) == ["u1"]
+    service._stop.set()  # no writer thread from here on: the test flushes by hand
+    service._wake.set()
+    assert service._writer is not None
+    service._writer.join(10)
+    service.expose("u2", [(exp, exp.variants[0])])
+    with pytest.raises(RuntimeError):
+        service.flush()  # the second store call fails: u2 stays queued
+    assert service.flush() == 1  # and is stored by the next one

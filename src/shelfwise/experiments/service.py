@@ -52,6 +52,7 @@ class ExperimentService:
         self.config = config or ExperimentsConfig()
         self.check_bundle = check_bundle
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one flush writes at a time; others wait for it
         self._running: list[Experiment] = []
         self._read_at = -float("inf")
         self._seen: set[tuple[str, str]] = set()  # exposures this process has queued
@@ -155,10 +156,20 @@ class ExperimentService:
         self._wake.set()
 
     def flush(self) -> int:
-        """Store the queued exposures now; how many were new."""
-        with self._lock:
-            batch, self._pending = self._pending, []
-        return self.store.add_exposures(batch) if batch else 0
+        """Store the queued exposures now, including a batch the writer thread is storing
+        (a report that reads the store after this sees them all); how many were new. A batch
+        the store refuses goes back to the queue for the next flush."""
+        with self._write_lock:
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if not batch:
+                return 0
+            try:
+                return self.store.add_exposures(batch)
+            except Exception:
+                with self._lock:
+                    self._pending[:0] = batch
+                raise
 
     def _write_loop(self) -> None:
         while not self._stop.is_set():
