@@ -201,8 +201,9 @@ def test_parts_add_up_to_the_blend_score_when_semantic_scores_only_its_lists(
     sem.config = sem.config.model_copy(update={"exact_items": 0, "ann_candidates": 2})
     sem.fill_sample, sem._sample = 2, None  # most items then get the fill value
     calls: list[int] = []
-    scorer = sem.score_focused
+    scorer, sparse = sem.score_focused, sem.sparse_row
     sem.score_focused = lambda h, f: (calls.append(1), scorer(h, f))[1]
+    sem.sparse_row = lambda h, f=None: (calls.append(1), sparse(h, f))[1]
     client.post("/v1/events", json={"events": [
         {"type": "purchase", "user_id": "k", "item_id": i} for i in ("a1", "b1", "a3")]})
     items = client.get("/v1/users/k/feed", params={"n": 6, "explore": 0}).json()["items"]

@@ -200,3 +200,70 @@ def test_a_blend_scores_the_other_parts_best_items_exactly() -> None:
     on = np.flatnonzero(sparse.row)
     np.testing.assert_allclose(focused[:, on], exact.score(histories)[:, on], atol=1e-5)
     assert not np.allclose(raw[:, on], focused[:, on])
+
+
+@pytest.mark.parametrize("tiebreak", [False, True])
+def test_one_history_blended_from_sparse_rows_has_the_dense_blends_bits(tiebreak: bool) -> None:
+    """The serving path (``Blend.score_row`` over co-occurrence and semantic rows given as
+    a fill value plus scored entries) must give every item the very score and contributing
+    part of the dense ``score_parts``, so serving can skip the catalog-wide passes."""
+    from shelfwise.retrieval.base import SparseRow
+    from shelfwise.retrieval.blend import Blend, focused
+    from shelfwise.retrieval.cooccurrence import Cooccurrence
+    from shelfwise.retrieval.popular import Popularity
+
+    n = 3000
+    rng = np.random.default_rng(4)
+    users = rng.integers(0, 400, 6000)
+    frame = pd.DataFrame({"user_id": users.astype(str),
+                          "item_id": rng.zipf(1.3, 6000).clip(1, n).astype(str),
+                          "timestamp": pd.Timestamp("2026-01-01")
+                          + pd.to_timedelta(rng.integers(0, 10**6, 6000), unit="s")})
+    data = Interactions.from_frame(frame)
+    # every item id known to the interactions, in the semantic generator's order
+    vectors = _large(n=data.n_items, exact_items=100, ann_candidates=40)
+    cooc = Cooccurrence(popularity_tiebreak=tiebreak).fit(data)  # with it: a dense row
+    pop = Popularity().fit(data)
+    blend = Blend.fitted({"cooccurrence": cooc, "semantic": vectors, "popularity": pop},
+                         {"cooccurrence": 0.5, "semantic": 0.25, "popularity": 1.0})
+
+    def part_row(h: np.ndarray) -> object:
+        def score(name: str, gen: object, focus: np.ndarray | None) -> object:
+            wants = focus is not None and focused(gen)  # type: ignore[arg-type]
+            row = gen.sparse_row(h, focus if wants else None)  # type: ignore[attr-defined]
+            if row is not None:
+                assert isinstance(row, SparseRow)
+                return row
+            scored = (gen.score_focused([h], [focus]) if wants  # type: ignore[attr-defined]
+                      else gen.score([h]))  # type: ignore[attr-defined]
+            return scored[0]
+        return score
+
+    histories = [np.array([3]), np.array([0, 5, 9, 3, 5]), np.empty(0, np.int64),
+                 rng.integers(0, data.n_items, 30)]
+    kinds = set()
+    for h in histories:
+        dense, label = blend.score_parts([h])
+        row, labels = blend.score_row(part_row(h))  # type: ignore[arg-type]
+        np.testing.assert_array_equal(row, dense[0])
+        np.testing.assert_array_equal(labels(np.arange(data.n_items)), label[0])
+        kinds |= set(label[0].tolist())
+    assert kinds == {0, 1, 2}, "every part leads somewhere, so the labels were tested"
+    assert (cooc.sparse_row(histories[1]) is None) == tiebreak
+    if not tiebreak:
+        np.testing.assert_array_equal(
+            cooc.sparse_row(histories[1]).dense(),  # type: ignore[union-attr]
+            cooc.score([histories[1]])[0])
+
+
+def test_a_sparse_row_keeps_the_last_value_written_and_reads_like_its_dense_row() -> None:
+    from shelfwise.retrieval.base import SparseRow
+
+    row = SparseRow.of(8, 0.5, np.array([6, 2, 6, 0]), np.array([1.0, 2.0, 3.0, np.inf]))
+    np.testing.assert_array_equal(row.idx, [0, 2, 6])
+    dense = np.array([np.inf, 0.5, 2.0, 0.5, 0.5, 0.5, 3.0, 0.5], np.float32)
+    np.testing.assert_array_equal(row.dense(), dense)
+    np.testing.assert_array_equal(row.at(np.array([7, 6, 0, 1])), dense[[7, 6, 0, 1]])
+    assert row.finite_range() == (0.5, 3.0, False)
+    full = SparseRow.of(2, -9.0, np.array([1, 0]), np.array([1.0, 2.0]))
+    assert full.covered and full.finite_range() == (1.0, 2.0, True), "the fill is nowhere"

@@ -82,6 +82,12 @@ class BaseGenerator(ABC):
         assert out.shape == (len(histories), n), out.shape
         return out
 
+    def sparse_row(self, history: History, focus: NDArray[np.int64] | None = None
+                   ) -> SparseRow | None:
+        """One history's row as a :class:`SparseRow` (exact also on ``focus``), where the
+        generator's row is mostly one value; None where it is not (call :meth:`score`)."""
+        return None
+
     @abstractmethod
     def _fit(self, data: Interactions) -> None: ...
 
@@ -144,6 +150,66 @@ def sorted_unique(a: NDArray[np.int64]) -> NDArray[np.int64]:
     keep[1:] = s[1:] != s[:-1]
     out: NDArray[np.int64] = s[keep]
     return out
+
+
+class SparseRow:
+    """One history's score row of ``n`` items that is ``fill`` everywhere but at ``idx``
+    (sorted, unique), where it is ``vals``: what a generator that scores a short list exactly
+    and gives every other item one value answers (co-occurrence's neighbours, the semantic
+    generator's top list and sample on a large catalog). A blend then touches the few
+    scored entries instead of the catalog's ~100k (:meth:`~shelfwise.retrieval.blend.Blend.
+    score_row`)."""
+
+    __slots__ = ("fill", "idx", "n", "vals")
+
+    def __init__(self, n: int, fill: float | np.float32, idx: NDArray[np.int64],
+                 vals: NDArray[np.float32]) -> None:
+        self.n = n
+        self.fill = np.float32(fill)
+        self.idx = idx
+        self.vals = vals
+
+    @classmethod
+    def of(cls, n: int, fill: float, idx: NDArray[np.integer[Any]],
+           vals: NDArray[np.floating[Any]]) -> SparseRow:
+        """From entries in write order: a repeated index keeps its last value, as successive
+        assignments into a dense row would."""
+        ids: NDArray[np.int64] = np.asarray(idx, np.int64)
+        vals = np.asarray(vals, np.float32)
+        last = ids.shape[0] - 1
+        uniq, first = unique_first(ids[::-1])
+        return cls(n, fill, uniq, vals[last - first])
+
+    def dense(self) -> Scores:
+        out = np.full(self.n, self.fill, np.float32)
+        out[self.idx] = self.vals
+        return out
+
+    def at(self, items: NDArray[np.int64]) -> Scores:
+        """The row's values at ``items`` (each in ``0..n-1``)."""
+        pos = np.searchsorted(self.idx, items)
+        hit = pos < self.idx.shape[0]
+        hit[hit] = self.idx[pos[hit]] == items[hit]
+        out = np.full(items.shape[0], self.fill, np.float32)
+        out[hit] = self.vals[pos[hit]]
+        return out
+
+    def finite_range(self) -> tuple[float, float, bool]:
+        """Smallest and largest finite value of the whole row, and whether all are finite."""
+        finite = np.isfinite(self.vals)
+        vals = self.vals[finite]
+        every = bool(finite.all())
+        if not self.covered:
+            vals = np.append(vals, self.fill) if np.isfinite(self.fill) else vals
+            every = every and bool(np.isfinite(self.fill))
+        if not vals.size:
+            return float("inf"), float("-inf"), every
+        return float(vals.min()), float(vals.max()), every
+
+    @property
+    def covered(self) -> bool:
+        """Whether every item is in ``idx`` (``fill`` then appears nowhere)."""
+        return bool(self.idx.shape[0] >= self.n)
 
 
 #: Rows longer than this take :func:`best_unordered`'s threshold path.

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from shelfwise.data.interactions import History, Interactions
-from shelfwise.retrieval.base import BaseGenerator, GeneratorConfig, Scores
+from shelfwise.retrieval.base import BaseGenerator, GeneratorConfig, Scores, SparseRow
 
 
 class CooccurrenceConfig(GeneratorConfig):
@@ -110,6 +110,15 @@ class Cooccurrence(BaseGenerator):
         if self.config.popularity_tiebreak:
             out += self.tiebreak_
         return out
+
+    def sparse_row(self, history: History, focus: NDArray[np.int64] | None = None
+                   ) -> SparseRow | None:
+        """The history's neighbours (zero elsewhere); None with the popularity tie-break."""
+        if self.config.popularity_tiebreak:
+            return None
+        n = self.matrix_.shape[0]
+        row = self._history_matrix([history], n) @ self.matrix_
+        return SparseRow.of(n, 0.0, row.indices, row.data)
 
     def _state(self) -> dict[str, NDArray[Any]]:
         m = self.matrix_

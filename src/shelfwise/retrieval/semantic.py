@@ -16,7 +16,13 @@ from pydantic import Field
 from shelfwise.data.interactions import History, Interactions
 from shelfwise.exceptions import ConfigError
 from shelfwise.retrieval.ann import EXACT_THRESHOLD, VectorIndex, fill_value, spread_sample
-from shelfwise.retrieval.base import BaseGenerator, GeneratorConfig, Scores, best_unordered
+from shelfwise.retrieval.base import (
+    BaseGenerator,
+    GeneratorConfig,
+    Scores,
+    SparseRow,
+    best_unordered,
+)
 from shelfwise.retrieval.passages import PassageVectors, centre
 from shelfwise.retrieval.text_items import TextItems
 from shelfwise.text.base import TextEncoder
@@ -201,6 +207,31 @@ class Semantic(TextItems, BaseGenerator):
         empty = ~profiles.any(axis=1)
         out[empty] = 0.0
         return out
+
+    def sparse_row(self, history: History, focus: NDArray[np.int64] | None = None
+                   ) -> SparseRow | None:
+        """:meth:`score_focused` of one history as a :class:`SparseRow` (large catalogs
+        only): the sample's and the top list's exact cosines, then the focus items', over
+        the fill value."""
+        if not self.approximate:
+            return None
+        n = self.vectors_.shape[0]
+        profiles = self._profiles([history])
+        if not profiles[0].any():
+            return SparseRow(n, 0.0, np.zeros(0, np.int64), np.zeros(0, np.float32))
+        sample, vecs = self._fill_sample()
+        s_scores = profiles @ vecs.T
+        idx, val = self.search_vectors(profiles, self.config.ann_candidates)
+        ok = idx >= 0
+        fill = fill_value(s_scores, np.where(ok, val, np.inf))[0]
+        parts_idx = [sample, idx[ok]]
+        parts_val = [s_scores[0], val[ok]]
+        if focus is not None:
+            items = focus[(focus >= 0) & (focus < n)]
+            parts_idx.append(items)
+            parts_val.append(self.vectors_[items] @ profiles[0])
+        return SparseRow.of(n, float(fill), np.concatenate(parts_idx),
+                            np.concatenate(parts_val))
 
     def _fill_sample(self) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """The :attr:`fill_sample` items and their vectors (gathered once)."""

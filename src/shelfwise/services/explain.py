@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shelfwise.data.schemas import Item
-from shelfwise.retrieval.base import CandidateGenerator
+from shelfwise.retrieval.base import CandidateGenerator, SparseRow
 from shelfwise.retrieval.cooccurrence import Cooccurrence
 from shelfwise.retrieval.ease import history_matrix
 from shelfwise.retrieval.itemknn import ItemKNN
@@ -165,19 +165,30 @@ class Explainer:
         shown = idx[(idx >= 0) & (idx < n)]
         for name, _gen, weight in rec.blend.parts:
             # the row the blend normalised (a part exact only on top lists: the blend's lists)
-            row = rec.blend_row(name, history, shown)[:n]
-            finite = np.isfinite(row)
-            every = bool(finite.all())  # the usual case: plain reductions, ~6x faster
-            lo = float(row.min() if every and row.size else row.min(where=finite, initial=np.inf))
-            hi = float(row.max() if every and row.size else
-                       row.max(where=finite, initial=-np.inf))
-            if row.shape[0] < n or not every:  # those entries are 0 in the blend
+            got = rec.blend_row(name, history, shown)
+            if isinstance(got, SparseRow):  # its range from the entries and the fill alone
+                lo, hi, every = got.finite_range()
+                length = got.n
+                inside = idx[(idx >= 0) & (idx < min(n, got.n))]
+                values = dict(zip(inside.tolist(), got.at(inside).tolist(), strict=True))
+            else:
+                row = got[:n]
+                finite = np.isfinite(row)
+                every = bool(finite.all())  # the usual case: plain reductions, ~6x faster
+                lo = float(row.min() if every and row.size else
+                           row.min(where=finite, initial=np.inf))
+                hi = float(row.max() if every and row.size else
+                           row.max(where=finite, initial=-np.inf))
+                length = row.shape[0]
+                values = {int(k): float(row[k]) for k in idx if 0 <= k < length}
+            if length < n or not every:  # those entries are 0 in the blend
                 lo, hi = min(lo, 0.0), max(hi, 0.0)
             span = hi - lo
             scale[name] = weight / span if span > 0 else 0.0
             for c, k in zip(items, idx, strict=True):
                 if 0 <= k < n:
-                    value = float(row[k]) if k < row.shape[0] and finite[k] else 0.0
+                    value = values.get(int(k), 0.0)
+                    value = value if np.isfinite(value) else 0.0
                     part = (value - lo) / span if span > 0 else 0.0
                     c.parts[name] = round(float(weight * np.float32(part)), 6)
         return scale

@@ -19,8 +19,8 @@ from shelfwise.data.loading import item_text
 from shelfwise.data.schemas import INTERACTION_TYPES, Event, Item
 from shelfwise.exceptions import NotFoundError
 from shelfwise.pipeline import Pipeline
-from shelfwise.retrieval.base import sorted_unique, top_k
-from shelfwise.retrieval.blend import focused
+from shelfwise.retrieval.base import SparseRow, sorted_unique, top_k
+from shelfwise.retrieval.blend import PartLabels, focused
 from shelfwise.retrieval.popular import Popularity
 from shelfwise.retrieval.semantic import Semantic
 from shelfwise.services.catalog import Catalog
@@ -105,7 +105,7 @@ class Recommender:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, NDArray[np.int64]] = OrderedDict()
         self._scored: OrderedDict[tuple[str, int, bytes, bytes | str | None],
-                                  NDArray[np.float32]] = OrderedDict()
+                                  NDArray[np.float32] | SparseRow] = OrderedDict()
         # the last queries' raw vectors (popular queries repeat; embedding one is most of a
         # search), keyed by a hash: no query text is kept; dropped with forgotten users
         self._query_vectors: OrderedDict[tuple[str, bytes], NDArray[np.float32]] = OrderedDict()
@@ -318,13 +318,22 @@ class Recommender:
 
     # ---- recommendations -----------------------------------------------------------------
     def generator_scores(self, name: str, history: NDArray[np.int64],
-                         focus: NDArray[np.int64] | None = None, *, blend: bool = False
-                         ) -> NDArray[np.float32]:
+                         focus: NDArray[np.int64] | None = None) -> NDArray[np.float32]:
         """Bundle generator ``name``'s raw scores for one history (read-only), exact also on
-        ``focus`` items where the generator scores only its own top list exactly. The last
-        few answers are kept, so a feed with exploration slots, which asks the blend's
-        generators and then the slots' sources, scores each generator once. ``blend``: the
-        blend's own row, also kept as :meth:`blend_row`'s answer."""
+        ``focus`` items where the generator scores only its own top list exactly."""
+        row = self.generator_row(name, history, focus)
+        if isinstance(row, SparseRow):
+            row = row.dense()
+            row.flags.writeable = False
+        return row
+
+    def generator_row(self, name: str, history: NDArray[np.int64],
+                      focus: NDArray[np.int64] | None = None, *, blend: bool = False
+                      ) -> NDArray[np.float32] | SparseRow:
+        """:meth:`generator_scores`, as a :class:`SparseRow` where the generator gives one.
+        The last few answers are kept, so a feed with exploration slots, which asks the
+        blend's generators and then the slots' sources, scores each generator once.
+        ``blend``: the blend's own row, also kept as :meth:`blend_row`'s answer."""
         gen = self.bundle.generators[name]
         hist = np.ascontiguousarray(history, np.int64).tobytes()
         key = (name, gen.n_items_, hist, None if focus is None else np.sort(focus).tobytes())
@@ -337,10 +346,14 @@ class Recommender:
                 self.score_stats.misses += 1
         if hit is None:
             single_threaded_ann()
-            scored = (gen.score_focused([history], [focus])  # type: ignore[attr-defined]
-                      if focus is not None and focused(gen) else gen.score([history]))
-            hit = np.asarray(scored[0], dtype=np.float32)
-            hit.flags.writeable = False
+            wants = focus is not None and focused(gen)
+            hit = gen.sparse_row(history, focus if wants else None)
+            if hit is None:
+                scored = (gen.score_focused([history], [focus])  # type: ignore[attr-defined]
+                          if wants else gen.score([history]))
+                dense = np.asarray(scored[0], dtype=np.float32)
+                dense.flags.writeable = False
+                hit = dense
         with self._lock:
             self._scored[key] = hit
             if blend and focus is not None:
@@ -369,43 +382,39 @@ class Recommender:
         return vec
 
     def blend_row(self, name: str, history: NDArray[np.int64], shown: NDArray[np.int64]
-                  ) -> NDArray[np.float32]:
+                  ) -> NDArray[np.float32] | SparseRow:
         """Part ``name``'s raw row as the last blend of ``history`` used it (so explained
         parts add up to the blend's score), else one exact on the ``shown`` items."""
         gen = self.bundle.generators[name]
         if not focused(gen):
-            return self.generator_scores(name, history)
+            return self.generator_row(name, history)
         key = (name, gen.n_items_, np.ascontiguousarray(history, np.int64).tobytes(), BLEND_ROW)
         with self._lock:
             hit = self._scored.get(key)
-        return hit if hit is not None else self.generator_scores(name, history, shown)
+        return hit if hit is not None else self.generator_row(name, history, shown)
 
     def _blend(self, history: NDArray[np.int64]) -> tuple[NDArray[np.float32], list[str],
-                                                          NDArray[np.int64]]:
-        """The bundle's feed blend for one history; also who contributed most to each item."""
-        scores, label = self.blend.score_parts(
-            [history], lambda name, _gen, _h, focus: self.generator_scores(
-                name, history, None if focus is None else focus[0], blend=True)[None, :])
-        return scores[0], self.blend.names, label[0]
+                                                          PartLabels]:
+        """The bundle's feed blend for one history; also who contributed most to an item."""
+        scores, labels = self.blend.score_row(
+            lambda name, _gen, focus: self.generator_row(name, history, focus, blend=True))
+        return scores, self.blend.names, labels
 
     def _finish(
         self,
         scores: NDArray[np.float32],
         n: int,
         exclude: NDArray[np.int64],
-        label: NDArray[np.int64] | None,
+        label: PartLabels | None,
         names: list[str],
     ) -> list[Recommendation]:
-        scores = scores.copy()
-        scores[self._blocked[: scores.shape[0]]] = -np.inf
-        idx, val = top_k(scores[None, :], n, exclude=[exclude])
-        out = []
-        for i, v in zip(idx[0], val[0], strict=True):
-            if i < 0:
-                break
-            source = names[int(label[i])] if label is not None else names[0]
-            out.append(Recommendation(self.items.external(int(i)), float(v), source))
-        return out
+        blocked = np.flatnonzero(self._blocked[: scores.shape[0]])  # top_k copies the row
+        idx, val = top_k(scores[None, :], n,
+                         exclude=[np.concatenate([exclude, blocked]) if len(blocked) else exclude])
+        shown = idx[0][idx[0] >= 0]
+        parts = label(shown) if label is not None else np.zeros(len(shown), np.int64)
+        return [Recommendation(self.items.external(int(i)), float(v), names[int(k)])
+                for i, v, k in zip(shown, val[0], parts, strict=False)]
 
     def feed(self, user_id: str, n: int = 10, *, exclude_seen: bool = True,
              pipeline: bool = True, history: NDArray[np.int64] | None = None
@@ -585,5 +594,9 @@ def _staged(items: list[Recommendation], stage: str) -> list[Recommendation]:
 
 
 def _spread(scores: NDArray[np.float32]) -> float:
+    if scores.size:
+        low, high = scores.min(), scores.max()
+        if np.isfinite(low) and np.isfinite(high):  # a blend's row: two passes, no copy
+            return float(high - low)
     finite = scores[np.isfinite(scores)]
     return float(finite.max() - finite.min()) if finite.size else 0.0
