@@ -239,8 +239,8 @@ def test_one_history_blended_from_sparse_rows_has_the_dense_blends_bits(tiebreak
             return scored[0]
         return score
 
-    histories = [np.array([3]), np.array([0, 5, 9, 3, 5]), np.empty(0, np.int64),
-                 rng.integers(0, data.n_items, 30)]
+    histories = [np.array([3]), np.array([data.n_items + 5, 7]), np.array([0, 5, 9, 3, 5]),
+                 np.empty(0, np.int64), rng.integers(0, data.n_items, 30)]
     kinds = set()
     for h in histories:
         dense, label = blend.score_parts([h])

@@ -116,8 +116,14 @@ class Cooccurrence(BaseGenerator):
         """The history's neighbours (zero elsewhere); None with the popularity tie-break."""
         if self.config.popularity_tiebreak:
             return None
-        n = self.matrix_.shape[0]
-        row = self._history_matrix([history], n) @ self.matrix_
+        m = self.matrix_
+        n = m.shape[0]
+        h = np.asarray(history, dtype=np.int64)[-self.config.max_history:]
+        h = h[(h >= 0) & (h < n)]
+        if len(h) == 1:  # one item (similar items): its row, weight 1 (no sparse product)
+            a, b = m.indptr[h[0]], m.indptr[h[0] + 1]
+            return SparseRow.of(n, 0.0, m.indices[a:b], m.data[a:b])
+        row = self._history_matrix([history], n) @ m
         return SparseRow.of(n, 0.0, row.indices, row.data)
 
     def _state(self) -> dict[str, NDArray[Any]]:
