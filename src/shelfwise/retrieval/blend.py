@@ -73,6 +73,16 @@ def normalise_rows(scores: NDArray[np.floating]) -> NDArray[np.float32]:
     return out
 
 
+def _scaled(s: Scores, n: int, weight: float) -> NDArray[np.float32]:
+    """A part's rows as the blend adds them: padded to ``n`` items with 0, min-max scaled,
+    weighted."""
+    if s.shape[1] < n:
+        s = np.pad(s, ((0, 0), (0, n - s.shape[1])))
+    out = normalise_rows(s)
+    out *= weight
+    return out
+
+
 def normalise_sparse(row: SparseRow) -> tuple[np.float32, NDArray[np.float32]]:
     """:func:`normalise_rows` of a sparse row: its fill's and its entries' scaled values,
     the same bits as the dense row's."""
@@ -98,14 +108,13 @@ class PartLabels:
     worked out only for the items asked about: the first part, in scoring order, with the
     largest weighted share."""
 
-    def __init__(self, order: list[int],
-                 parts: list[NDArray[np.float32] | tuple[np.float32, SparseRow]]) -> None:
+    def __init__(self, order: list[int], parts: list[NDArray[np.float32] | SparseRow]) -> None:
         self._order = np.asarray(order, np.int64)
-        self._parts = parts
+        self._parts = parts  # each part's weighted, scaled row, in scoring order
 
     def __call__(self, items: NDArray[np.int64]) -> NDArray[np.int64]:
         items = np.asarray(items, np.int64)
-        shares = np.vstack([p[items] if isinstance(p, np.ndarray) else p[1].at(items)
+        shares = np.vstack([p.at(items) if isinstance(p, SparseRow) else p[items]
                             for p in self._parts])
         out: NDArray[np.int64] = self._order[shares.argmax(axis=0)]
         return out
@@ -426,10 +435,7 @@ class Blend:
                 s = gen.score_focused(histories, focus)  # type: ignore[attr-defined]
             else:
                 s = gen.score(histories)
-            if s.shape[1] < n:
-                s = np.pad(s, ((0, 0), (0, n - s.shape[1])))
-            s = normalise_rows(s)
-            s *= weight
+            s = _scaled(s, n, weight)
             if total is None or best is None or label is None:
                 total, best = s.copy(), s
                 label = np.full(s.shape, k, dtype=small)  # the first part scored
@@ -450,7 +456,7 @@ class Blend:
         catalog instead of the dozen a dense row's scaling, weighting and adding take."""
         n = self.n_items_
         total: NDArray[np.float32] | None = None
-        kept: list[NDArray[np.float32] | tuple[np.float32, SparseRow]] = []
+        kept: list[NDArray[np.float32] | SparseRow] = []
         order = sorted(range(len(self.parts)), key=lambda k: focused(self.parts[k][1]))
         for k in order:
             name, gen, weight = self.parts[k]
@@ -470,13 +476,9 @@ class Blend:
                     before = total[row.idx]
                     total += fill
                     total[row.idx] = before + vals
-                kept.append((fill, SparseRow(n, fill, row.idx, vals)))
+                kept.append(SparseRow(n, fill, row.idx, vals))
             else:
-                dense = np.asarray(row, np.float32)[None, :]
-                if dense.shape[1] < n:
-                    dense = np.pad(dense, ((0, 0), (0, n - dense.shape[1])))
-                s = normalise_rows(dense)[0]
-                s *= weight
+                s = _scaled(np.asarray(row, np.float32)[None, :], n, weight)[0]
                 if total is None:
                     total = s.copy()
                 else:

@@ -196,11 +196,9 @@ class Semantic(TextItems, BaseGenerator):
         catalog's), and the items that can reach the top of a list keep their exact score.
         Measured against exact scoring by ``benchmarks/bench_semantic_ann.py``."""
         n = self.vectors_.shape[0]
-        sample, vecs = self._fill_sample()
-        s_scores = profiles @ vecs.T
-        idx, val = self.search_vectors(profiles, self.config.ann_candidates)
+        sample, s_scores, idx, val, fill = self._candidates(profiles)
         ok = idx >= 0
-        out = np.repeat(fill_value(s_scores, np.where(ok, val, np.inf))[:, None], n, axis=1)
+        out = np.repeat(fill[:, None], n, axis=1)
         rows = np.arange(profiles.shape[0])[:, None]
         out[rows, sample[None, :]] = s_scores
         out[np.nonzero(ok)[0], idx[ok]] = val[ok]
@@ -219,19 +217,26 @@ class Semantic(TextItems, BaseGenerator):
         profiles = self._profiles([history])
         if not profiles[0].any():
             return SparseRow(n, 0.0, np.zeros(0, np.int64), np.zeros(0, np.float32))
-        sample, vecs = self._fill_sample()
-        s_scores = profiles @ vecs.T
-        idx, val = self.search_vectors(profiles, self.config.ann_candidates)
+        sample, s_scores, idx, val, fill = self._candidates(profiles)
         ok = idx >= 0
-        fill = fill_value(s_scores, np.where(ok, val, np.inf))[0]
         parts_idx = [sample, idx[ok]]
         parts_val = [s_scores[0], val[ok]]
         if focus is not None:
             items = focus[(focus >= 0) & (focus < n)]
             parts_idx.append(items)
             parts_val.append(self.vectors_[items] @ profiles[0])
-        return SparseRow.of(n, float(fill), np.concatenate(parts_idx),
+        return SparseRow.of(n, float(fill[0]), np.concatenate(parts_idx),
                             np.concatenate(parts_val))
+
+    def _candidates(self, profiles: NDArray[np.float32]) -> tuple[
+            NDArray[np.int64], Scores, NDArray[np.int64], Scores, NDArray[np.float32]]:
+        """Per profile: the fill sample's items and exact cosines, the ANN list (exactly
+        rescored, -1 pads) and the value every other item gets."""
+        sample, vecs = self._fill_sample()
+        s_scores = profiles @ vecs.T
+        idx, val = self.search_vectors(profiles, self.config.ann_candidates)
+        fill = fill_value(s_scores, np.where(idx >= 0, val, np.inf))
+        return sample, s_scores, idx, val, fill
 
     def _fill_sample(self) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """The :attr:`fill_sample` items and their vectors (gathered once)."""
