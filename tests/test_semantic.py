@@ -99,6 +99,74 @@ def test_vector_index_exact_and_hnsw_agree() -> None:
     assert overlap >= 0.9
 
 
+def test_the_shared_lock_lets_holders_share_and_an_exclusive_one_wait_for_them() -> None:
+    import threading
+
+    from shelfwise.retrieval.ann import SharedLock
+
+    lock = SharedLock()
+    entered = [threading.Event(), threading.Event()]
+    leave = [threading.Event(), threading.Event()]
+    order: list[str] = []
+
+    def reader(k: int) -> None:
+        with lock.shared():
+            entered[k].set()
+            leave[k].wait(5)
+            order.append(f"reader {k} out")
+
+    def writer() -> None:
+        with lock.exclusive():
+            order.append("writer in")
+
+    readers = [threading.Thread(target=reader, args=(k,), daemon=True) for k in (0, 1)]
+    for t in readers:
+        t.start()
+    assert entered[0].wait(5) and entered[1].wait(5), "two shared holders at once"
+    w = threading.Thread(target=writer, daemon=True)
+    w.start()
+    w.join(0.2)
+    assert w.is_alive() and order == [], "the exclusive holder waits for the shared ones"
+    leave[0].set()
+    w.join(0.2)
+    assert w.is_alive() and order == ["reader 0 out"], "... for all of them"
+    leave[1].set()
+    w.join(5)
+    assert order == ["reader 0 out", "reader 1 out", "writer in"]
+
+
+def test_an_index_searched_by_threads_while_it_grows_answers_rows_it_has() -> None:
+    """Server threads search the ANN index side by side while a posted item grows it."""
+    import threading
+
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(3000, 16)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    index = VectorIndex(16, exact=False, quantized=True)
+    index.add(v[:1000])
+    problems: list[str] = []
+    done = threading.Event()
+
+    def search() -> None:
+        while not done.is_set():
+            n = len(index)
+            idx, _ = index.search(v[rng.integers(0, 3000, 4)], 50)
+            if idx.max() >= max(n, len(index)) or (idx < 0).all():
+                problems.append(f"{idx.max()} of {n}")
+
+    threads = [threading.Thread(target=search) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for start in range(1000, 3000, 100):
+        index.add(v[start:start + 100])
+    done.set()
+    for t in threads:
+        t.join(10)
+    assert not problems
+    assert len(index) == 3000
+    assert (index.search(v[2990:], 1)[0][:, 0] == np.arange(2990, 3000)).all()
+
+
 def test_a_fine_tuned_encoder_travels_in_the_bundle(tmp_path: Path) -> None:
     """`shelfwise finetune` output as the semantic encoder: the bundle copies it and serves
     with its id, so the bundle alone reproduces the vectors."""

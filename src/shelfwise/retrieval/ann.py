@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +17,55 @@ from shelfwise.exceptions import ConfigError
 EXACT_THRESHOLD = 50_000
 
 
+class SharedLock:
+    """Many holders of the shared side at once, or one of the exclusive side. A waiting
+    exclusive holder keeps new shared ones out, so appends are not starved by searches."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._shared = 0
+        self._exclusive = False
+        self._waiting = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive or self._waiting:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                if not self._shared:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._exclusive or self._shared:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
 class VectorIndex:
     """Inner-product (cosine, for L2-normalised vectors) search over rows 0..n-1, with appends.
 
     ``exact`` decides the faiss index: ``IndexFlatIP`` or ``IndexHNSWFlat`` (inner product);
-    None picks exact below :data:`EXACT_THRESHOLD` items.
+    None picks exact below :data:`EXACT_THRESHOLD` items. Safe to share between threads:
+    searches run side by side (faiss searches are thread-safe, and each passes its own
+    ``efSearch``), appends alone.
     """
 
     def __init__(self, dim: int, *, exact: bool | None = None, n_hint: int = 0,
@@ -29,6 +76,7 @@ class VectorIndex:
             raise ConfigError(f"vector dimension must be positive, got {dim}")
         self.dim = dim
         self.exact = n_hint <= EXACT_THRESHOLD if exact is None else exact
+        self._rw = SharedLock()
         if self.exact:
             self._index: Any = faiss.IndexFlatIP(dim)
         elif quantized:  # 1 byte per dimension: a quarter of the memory; rescore exactly
@@ -53,9 +101,10 @@ class VectorIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ConfigError(f"expected vectors of shape (n, {self.dim}), got {vectors.shape}")
-        if not self._index.is_trained:  # a quantizer learns its ranges from the first rows
-            self._index.train(vectors)
-        self._index.add(vectors)
+        with self._rw.exclusive():
+            if not self._index.is_trained:  # a quantizer learns its ranges from the first rows
+                self._index.train(vectors)
+            self._index.add(vectors)
 
     def search(self, queries: NDArray[np.float32], k: int, *, ef: int = 0
                ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
@@ -64,25 +113,28 @@ class VectorIndex:
         import faiss
 
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        k = max(1, min(k, len(self))) if len(self) else 1
-        if self.exact:
-            scores, idx = self._index.search(q, k)
-        else:  # HNSW keeps only efSearch candidates: a longer list needs a wider search
-            ef = max(int(self._index.hnsw.efSearch), k, ef)
-            params = faiss.SearchParametersHNSW(efSearch=ef)  # type: ignore[attr-defined]
-            scores, idx = self._index.search(q, k, params=params)
+        with self._rw.shared():
+            k = max(1, min(k, len(self))) if len(self) else 1
+            if self.exact:
+                scores, idx = self._index.search(q, k)
+            else:  # HNSW keeps only efSearch candidates: a longer list needs a wider search
+                ef = max(int(self._index.hnsw.efSearch), k, ef)
+                params = faiss.SearchParametersHNSW(efSearch=ef)  # type: ignore[attr-defined]
+                scores, idx = self._index.search(q, k, params=params)
         return idx.astype(np.int64), scores.astype(np.float32)
 
     def save(self, path: Path) -> None:
         import faiss
 
-        faiss.write_index(self._index, str(path))
+        with self._rw.shared():
+            faiss.write_index(self._index, str(path))
 
     def to_array(self) -> NDArray[np.uint8]:
         """The index serialised into bytes (for a state saved with other arrays)."""
         import faiss
 
-        out: NDArray[np.uint8] = faiss.serialize_index(self._index)
+        with self._rw.shared():
+            out: NDArray[np.uint8] = faiss.serialize_index(self._index)
         return out
 
     @classmethod
@@ -105,6 +157,7 @@ class VectorIndex:
         obj.dim = int(raw.d)
         obj.exact = isinstance(raw, faiss.IndexFlat)
         obj._index = raw
+        obj._rw = SharedLock()
         return obj
 
 

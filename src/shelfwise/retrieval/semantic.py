@@ -86,7 +86,7 @@ class Semantic(TextItems, BaseGenerator):
         super().__init__(**params)
         self._encoder: TextEncoder | None = None
         self._index: VectorIndex | None = None
-        self._index_lock = threading.Lock()  # faiss must not search while rows are added
+        self._index_lock = threading.Lock()  # builds the index once; guards the list memo
         self._sample: tuple[NDArray[np.int64], NDArray[np.float32]] | None = None
         self._recent: dict[bytes, tuple[int, NDArray[np.int64], NDArray[np.float32]]] = {}
 
@@ -137,9 +137,9 @@ class Semantic(TextItems, BaseGenerator):
         else:  # a bundle that saved its raw vectors
             self.raw_vectors_ = PassageVectors(np.vstack([np.asarray(old), raw]))
         self._n_items = self.vectors_.shape[0]
+        if self._index is not None:  # searches wait while it grows (VectorIndex)
+            self._index.add(new)
         with self._index_lock:
-            if self._index is not None:
-                self._index.add(new)
             self._recent.clear()
 
     def profile(self, history: History) -> NDArray[np.float32]:
@@ -280,8 +280,7 @@ class Semantic(TextItems, BaseGenerator):
     def _search(self, q: NDArray[np.float32], k: int) -> tuple[
             NDArray[np.int64], NDArray[np.float32]]:
         index = self.index
-        with self._index_lock:
-            idx, val = index.search(q, k)
+        idx, val = index.search(q, k)  # concurrent searches run side by side
         if not index.quantized:
             return idx, val
         val = np.full(idx.shape, -np.inf, np.float32)

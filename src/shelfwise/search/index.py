@@ -267,9 +267,8 @@ class SearchIndex:
         from shelfwise.services.cold_start import single_threaded_ann
 
         single_threaded_ann()
-        ann = self.ann()
-        with self._ann_lock:
-            idx = ann.search(q, self.config.dense_candidates, ef=self.config.dense_ef)[0][0]
+        ann = self.ann()  # searches run side by side (VectorIndex)
+        idx = ann.search(q, self.config.dense_candidates, ef=self.config.dense_ef)[0][0]
         idx = idx[idx >= 0]
         with self._ann_lock:  # the sample's rows, gathered once per catalog size
             if self._sample is None or self._sample[0] != self.n_docs:

@@ -479,13 +479,12 @@ class Recommender:
 
     def _ann(self, vector: NDArray[np.float32], k: int
              ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-        """The semantic ANN's top ``k`` for one profile vector (under the lock that posting
-        items takes, as faiss may not search while it grows)."""
+        """The semantic ANN's top ``k`` for one profile vector (the index makes a search wait
+        while posted items are added)."""
         sem = self.semantic
         assert sem is not None
         single_threaded_ann()
-        with self._lock:
-            idx, val = sem.search_vectors(vector[None, :], k)
+        idx, val = sem.search_vectors(vector[None, :], k)
         return idx[0], val[0]
 
     def with_new_items(self, items: list[Recommendation], profile: NDArray[np.float32] | None,
