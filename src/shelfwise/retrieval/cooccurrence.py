@@ -82,14 +82,18 @@ class Cooccurrence(BaseGenerator):
         floor = float(self.matrix_.data.min()) if self.matrix_.nnz else 1.0
         self.tiebreak_ = (pop * floor * 1e-3).astype(np.float32)
 
+    def _known(self, history: History, n: int) -> NDArray[np.int64]:
+        """The history's last ``max_history`` items that the matrix has."""
+        h = np.asarray(history, dtype=np.int64)[-self.config.max_history :]
+        return h[(h >= 0) & (h < n)]
+
     def _history_matrix(self, histories: Sequence[History], n: int) -> sp.csr_matrix:
         cfg = self.config
         indptr = [0]
         indices: list[NDArray[np.int64]] = []
         data: list[NDArray[np.float32]] = []
-        for h in histories:
-            h = np.asarray(h, dtype=np.int64)[-cfg.max_history :]
-            h = h[(h >= 0) & (h < n)]
+        for raw in histories:
+            h = self._known(raw, n)
             w = cfg.history_decay ** np.arange(len(h) - 1, -1, -1, dtype=np.float32)
             indices.append(h)
             data.append(w.astype(np.float32))
@@ -118,12 +122,11 @@ class Cooccurrence(BaseGenerator):
             return None
         m = self.matrix_
         n = m.shape[0]
-        h = np.asarray(history, dtype=np.int64)[-self.config.max_history:]
-        h = h[(h >= 0) & (h < n)]
+        h = self._known(history, n)
         if len(h) == 1:  # one item (similar items): its row, weight 1 (no sparse product)
             a, b = m.indptr[h[0]], m.indptr[h[0] + 1]
             return SparseRow.of(n, 0.0, m.indices[a:b], m.data[a:b])
-        row = self._history_matrix([history], n) @ m
+        row = self._history_matrix([h], n) @ m
         return SparseRow.of(n, 0.0, row.indices, row.data)
 
     def _state(self) -> dict[str, NDArray[Any]]:
