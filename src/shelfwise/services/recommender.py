@@ -17,10 +17,11 @@ from shelfwise.bundle.bundle import Bundle, feed_blend
 from shelfwise.data.ids import IdMap
 from shelfwise.data.loading import item_text
 from shelfwise.data.schemas import INTERACTION_TYPES, Event, Item
-from shelfwise.exceptions import NotFoundError
+from shelfwise.exceptions import ConfigError, NotFoundError
 from shelfwise.pipeline import Pipeline
 from shelfwise.retrieval.base import SparseRow, sorted_unique, top_k
 from shelfwise.retrieval.blend import PartLabels, focused
+from shelfwise.retrieval.pgvector import PgVectorIndex, table_name
 from shelfwise.retrieval.popular import Popularity
 from shelfwise.retrieval.semantic import Semantic
 from shelfwise.services.catalog import Catalog
@@ -97,6 +98,7 @@ class Recommender:
         history_limit: int = 200,
         cache_size: int = 100_000,
         cold_start: ColdStartConfig | None = None,
+        vector_index: str = "faiss",
     ) -> None:
         self.bundle = bundle
         self.store = store
@@ -124,8 +126,25 @@ class Recommender:
         self._nb_idx, self._nb_w = np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
         self.cold = ColdUsers(self, self.cold_config)
         self._load_catalog()
+        if vector_index == "pgvector":
+            self._use_pgvector()
         if self.cold_config.enabled:
             self.cold.groups.start()
+
+    def _use_pgvector(self) -> None:
+        """Search the semantic generator's items in the store's pgvector table (filled by
+        the first process that serves this bundle) instead of the bundle's faiss index."""
+        sem = self.semantic
+        if sem is None:
+            return
+        engine = getattr(self.store, "engine", None)
+        if engine is None:
+            raise ConfigError("[serve] vector_index = \"pgvector\" needs a SQL store")
+        n = sem.vectors_.shape[0]
+        sem.use_index(PgVectorIndex.attach(
+            engine, table_name(self.bundle.version, sem.name), sem.vectors_,
+            self.items.externals(range(n)), owner=f"bundle {self.bundle.version}, "
+            f"generator {sem.name}"))
 
     @property
     def n_model_items(self) -> int:
@@ -172,7 +191,7 @@ class Recommender:
         sem = self.semantic
         if sem is not None:
             start = sem.vectors_.shape[0]
-            sem.add_items(texts)
+            sem.add_items(texts, [it.id for it in new])
             single_threaded_ann()
             nb_i, nb_w = text_neighbours(sem.search_vectors, sem.vectors_[start:],
                                          self.n_trained, self.cold_config.neighbours)
