@@ -69,6 +69,13 @@ def test_the_index_finds_the_nearest_rows_with_exact_scores_and_is_shared(pg_url
     assert other.search(new, 1)[0][0, 0] == 3000
     with engine.connect() as conn:
         assert conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar() == 3001
+    # a process starting with an item the table lacks (posted while none was serving) adds it
+    late = unit_rows(rng, 1, 32)
+    third = PgVectorIndex.attach(engine, table, np.vstack([vectors, new, late]),
+                                 [*ids, "posted", "late"])
+    assert third.search(late, 1)[0][0, 0] == 3001
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar() == 3002
     few = PgVectorIndex.attach(engine, table_name("v1", "other"), vectors[:3], ids[:3])
     idx, val = few.search(vectors[:1], 5)
     assert idx[0, :3].tolist() == [0, *sorted(idx[0, 1:3].tolist(), key=lambda r: -float(

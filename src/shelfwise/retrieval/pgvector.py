@@ -107,8 +107,12 @@ class PgVectorIndex:
                         f"CREATE INDEX IF NOT EXISTS {self.table}_hnsw ON {self.table} "
                         f"USING hnsw (embedding vector_ip_ops) WITH (m = {HNSW_M}, "
                         f"ef_construction = {HNSW_EF_CONSTRUCTION})")
-                elif have < len(self._ids):
-                    self._upsert(conn, self._ids, vectors)
+                else:  # items posted since training that no process has added yet
+                    stored = {r[0] for r in conn.exec_driver_sql(
+                        f"SELECT item_id FROM {self.table}")}
+                    missing = [k for k, i in enumerate(self._ids) if i not in stored]
+                    if missing:
+                        self._upsert(conn, [self._ids[k] for k in missing], vectors[missing])
         except sa.exc.DBAPIError as exc:
             raise StoreError(f"pgvector table {self.table}: {exc.orig}") from exc
 
