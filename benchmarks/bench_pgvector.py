@@ -18,6 +18,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,12 @@ def main() -> None:
         queries.append(q / np.linalg.norm(q))
     exact = [np.argsort(-(vectors @ q), kind="stable")[:k] for q in queries]
 
-    def measure(search: object) -> dict[str, float]:
+    def measure(search: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+                ) -> dict[str, float]:
         lat, r10, rk = [], [], []
         for q, truth in zip(queries, exact, strict=True):
             t = time.perf_counter()
-            idx, val = search(q)  # type: ignore[operator]
+            idx, val = search(q)
             lat.append(time.perf_counter() - t)
             got = idx[idx >= 0]
             top10 = got[np.argsort(-val[idx >= 0], kind="stable")][:10]
@@ -91,7 +93,7 @@ def main() -> None:
         for q in queries[:20]:  # warm both (page cache, connections)
             faiss_search(q)
             pg_search(q)
-        rounds = {"faiss": [], "pgvector": []}  # type: ignore[var-annotated]
+        rounds: dict[str, list[dict[str, float]]] = {"faiss": [], "pgvector": []}
         for _ in range(2):  # alternated: the machine is shared
             rounds["faiss"].append(measure(faiss_search))
             rounds["pgvector"].append(measure(pg_search))
