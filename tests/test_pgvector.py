@@ -98,18 +98,24 @@ def test_a_search_after_the_server_dropped_its_connection_reconnects(pg_url: str
     assert index.search(vectors[3:4], 1)[0][0, 0] == 3
 
 
-@pytest.fixture
-def pg_shop(pg_url: str, tmp_path: Path) -> tuple[str, Path]:
-    """A catalog in PostgreSQL, trained by the CLI with a semantic generator on its ANN path."""
-    store = open_store(pg_url)
+def trained_shop(url: str, tmp_path: Path) -> Path:
+    """The catalog stored at ``url`` and trained by the CLI with a semantic generator on its
+    ANN path; the bundles folder."""
+    store = open_store(url)
     store.upsert_items(CATALOG)
     store.close()
     config = tmp_path / "shelfwise.toml"
     config.write_text(SEMANTIC_ANN)
-    res = CliRunner().invoke(app, ["train", "--config", str(config), "--store", pg_url,
+    res = CliRunner().invoke(app, ["train", "--config", str(config), "--store", url,
                                    "--bundles", str(tmp_path / "bundles")], env={})
     assert res.exit_code == 0, res.output
-    return pg_url, tmp_path / "bundles"
+    return tmp_path / "bundles"
+
+
+@pytest.fixture
+def pg_shop(pg_url: str, tmp_path: Path) -> tuple[str, Path]:
+    """The trained catalog in PostgreSQL."""
+    return pg_url, trained_shop(pg_url, tmp_path)
 
 
 def served(url: str, bundles: Path, index: str) -> TestClient:
@@ -154,13 +160,6 @@ def test_servers_on_pgvector_answer_as_with_faiss_and_share_posted_items(
 
 def test_pgvector_on_sqlite_is_refused_with_the_fix(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shop.db'}"
-    store = open_store(url)
-    store.upsert_items(CATALOG)
-    store.close()
-    config = tmp_path / "shelfwise.toml"
-    config.write_text(SEMANTIC_ANN)
-    res = CliRunner().invoke(app, ["train", "--config", str(config), "--store", url,
-                                   "--bundles", str(tmp_path / "bundles")], env={})
-    assert res.exit_code == 0, res.output
+    bundles = trained_shop(url, tmp_path)
     with pytest.raises(ConfigError, match=r"needs a PostgreSQL store.*postgresql"):
-        served(url, tmp_path / "bundles", "pgvector")
+        served(url, bundles, "pgvector")
